@@ -1,0 +1,79 @@
+# derrd build. `make` builds every binary into build/; see README.md.
+#
+#   make            binaries: build/derrd-train (more come with the daemon)
+#   make test       unit tests plus a short end-to-end training run
+#   make asan       the same tests under AddressSanitizer + UBSan
+#   make bench      the CiteULike reproduction table (bench/RESULTS.md)
+#   make check-layers   the one-way layer rules of docs/DESIGN.md
+#   make deps       install the Debian packages the build and tests need
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O3
+SAN     ?=
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wvla \
+           -fno-strict-aliasing -pthread -I. $(SAN)
+LDFLAGS += -pthread $(SAN)
+BLAS_LIBS = -lopenblas -lm
+
+MODEL_SRC := $(sort $(wildcard model/*.c))
+IO_SRC    := $(sort $(wildcard io/*.c))
+TEST_SRC  := $(sort $(wildcard tests/*.c))
+
+MODEL_OBJ := $(MODEL_SRC:%.c=$(BUILD)/obj/%.o)
+IO_OBJ    := $(IO_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+
+BINS := $(BUILD)/derrd-train
+
+.PHONY: all test asan bench check-layers deps clean
+
+all: deps-check $(BINS) $(BUILD)/derrd-tests
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libmodel.a: $(MODEL_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libio.a: $(IO_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/derrd-train: $(BUILD)/obj/tools/derrd-train.o $(BUILD)/libio.a $(BUILD)/libmodel.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(BLAS_LIBS)
+
+$(BUILD)/derrd-tests: $(TEST_OBJ) $(BUILD)/libio.a $(BUILD)/libmodel.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(BLAS_LIBS)
+
+# The unit tests, then a short end-to-end training on generated data.
+test: all
+	$(BUILD)/derrd-tests
+
+asan:
+	$(MAKE) BUILD=build/asan OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	    test
+
+bench: all
+	tools/bench-citeulike.sh
+
+# model/ computes, io/ moves bytes, daemon/ wires them, tools/ never use libuv.
+check-layers:
+	@tools/check-layers.sh
+
+deps:
+	tools/install-deps.sh
+
+# Installs what is missing, once: the build needs the headers below.
+.PHONY: deps-check
+deps-check:
+	@tools/install-deps.sh --if-missing
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,39 @@
+/*
+ * dataset: the shared leave-one-out benchmark format (a directory holding
+ * train.tsv, valid.tsv, test.tsv and candidates.tsv; see the README).
+ *
+ *   train.tsv       user<TAB>item            one interaction per line
+ *   valid.tsv       user<TAB>item            at most one held-out item per user
+ *   test.tsv        user<TAB>item            at most one held-out item per user
+ *   candidates.tsv  user<TAB>item<TAB>...    the same number of items per line
+ *
+ * Ids are dense non-negative integers below DATASET_MAX_ID. Every malformed
+ * line is refused with "file:line: reason". Plain arrays, no model types.
+ */
+#ifndef DERRD_DATASET_H
+#define DERRD_DATASET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DATASET_MAX_ID 100000000
+
+typedef struct {
+    int32_t n_users;    /* 1 + the largest user id in any file */
+    int32_t n_items;    /* 1 + the largest item id in any file */
+    int64_t n_train;
+    int32_t *train_u;   /* (n_train) */
+    int32_t *train_i;   /* (n_train) */
+    int32_t *valid;     /* (n_users) held-out item or -1 */
+    int32_t *test;      /* (n_users) held-out item or -1 */
+    int32_t n_cands;    /* candidates per user */
+    int32_t *cands;     /* (n_users, n_cands); rows of users without a line are -1 */
+} dataset_t;
+
+/* Loads dir/{train,valid,test,candidates}.tsv. Returns 0, or a negative errno
+ * (-ENOENT, -EBADMSG for a malformed file, -ENOMEM) with the reason in err. */
+int dataset_load(dataset_t *ds, const char *dir, char *err, size_t errlen);
+
+void dataset_close(dataset_t *ds);
+
+#endif

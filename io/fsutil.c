@@ -1,0 +1,145 @@
+/* Atomic replace and whole-file read; see fsutil.h. */
+#include "fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int fsutil__write_full(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int fsutil_write_atomic(const char *path, const fsutil_part_t *parts, int n,
+                        char *err, size_t errlen)
+{
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 32);
+    char *dircopy = strdup(path);
+    int fd = -1, rc = 0;
+    if (!tmp || !dircopy) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto done;
+    }
+    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        goto done;
+    }
+    for (int k = 0; k < n; k++) {
+        rc = fsutil__write_full(fd, parts[k].data, parts[k].len);
+        if (rc < 0) {
+            snprintf(err, errlen, "%s: write: %s", tmp, strerror(-rc));
+            goto fail;
+        }
+    }
+    if (fsync(fd) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    if (close(fd) < 0) {
+        fd = -1;
+        rc = -errno;
+        snprintf(err, errlen, "%s: close: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "rename %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    int dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        if (fsync(dfd) < 0 && errno != EINVAL) {
+            rc = -errno;
+            snprintf(err, errlen, "%s: fsync of its directory: %s", path, strerror(errno));
+        }
+        close(dfd);
+    }
+    goto done;
+fail:
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+done:
+    free(tmp);
+    free(dircopy);
+    return rc;
+}
+
+int fsutil_read_all(const char *path, size_t max_len, unsigned char **out,
+                    size_t *len, char *err, size_t errlen)
+{
+    *out = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        close(fd);
+        return -e;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        close(fd);
+        return -EINVAL;
+    }
+    if ((unsigned long long)st.st_size > max_len) {
+        snprintf(err, errlen, "%s: %lld bytes, over the limit of %zu", path,
+                 (long long)st.st_size, max_len);
+        close(fd);
+        return -EFBIG;
+    }
+    size_t n = (size_t)st.st_size;
+    unsigned char *buf = malloc(n ? n : 1);
+    if (!buf) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        close(fd);
+        return -ENOMEM;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            snprintf(err, errlen, "%s: read: %s", path, r < 0 ? strerror(e) : "file shrank");
+            free(buf);
+            close(fd);
+            return -e;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    *out = buf;
+    *len = n;
+    return 0;
+}

@@ -1,0 +1,27 @@
+/*
+ * fsutil: crash-safe file replacement. A file is written to a temporary name
+ * in the same directory, fsynced, renamed over the target, and the directory
+ * is fsynced, so a reader sees the old file or the new one, never a torn one.
+ */
+#ifndef DERRD_FSUTIL_H
+#define DERRD_FSUTIL_H
+
+#include <stddef.h>
+
+typedef struct {
+    const void *data;
+    size_t len;
+} fsutil_part_t;
+
+/* Writes the concatenation of parts[0..n) to path atomically (mode 0644).
+ * Returns 0 or a negative errno, with a reason in err. */
+int fsutil_write_atomic(const char *path, const fsutil_part_t *parts, int n,
+                        char *err, size_t errlen);
+
+/* Reads a whole file into a malloc'd buffer (*out, *len; caller frees).
+ * Files over max_len are refused with -EFBIG. Returns 0 or a negative errno,
+ * with a reason in err. */
+int fsutil_read_all(const char *path, size_t max_len, unsigned char **out,
+                    size_t *len, char *err, size_t errlen);
+
+#endif

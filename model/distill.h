@@ -1,0 +1,105 @@
+/*
+ * distill: training epochs for a BPR-MF model, alone (the teacher, or a
+ * student without distillation) or distilled from a frozen teacher with
+ * Distillation Experts (DE), Relaxed Ranking Distillation (RRD), or both
+ * (DE-RRD).
+ *
+ * One step on a mini-batch of (user, observed item, sampled unobserved item):
+ *
+ *   loss = BPR + lambda_de * DE + lambda_rrd * RRD      (sums, as the reference)
+ *
+ * forward and backward run on the worker pool in fixed chunks; gradient rows
+ * are gathered in scatter lists and applied in chunk order, then lazy Adam
+ * (adam.h) updates only the touched rows. A run is reproducible for a given
+ * seed, whatever the thread count.
+ *
+ * DE terms: the batch's unique users (weight 1) and half of its unique
+ * positive and negative items (weight 0.5), as the reference. Two knobs cut
+ * the cost: de_keep evaluates only experts whose Gumbel-softmax weight is at
+ * least de_keep (experts.h), and de_sample keeps each entity's DE term with
+ * probability de_sample and scales it by 1/de_sample, an unbiased estimate of
+ * the full sum.
+ *
+ * RRD terms: the batch's unique users, with K interesting and L uninteresting
+ * items redrawn every epoch (rrd.h). Variants: RRD_NOSAMPLE takes the
+ * teacher's top K in order and sums over every other unobserved item;
+ * RRD_ITEM ranks users for the batch's unique positive items (IR-RRD).
+ *
+ * A distill_t is driven from one thread; it uses the pool it was given.
+ */
+#ifndef DERRD_DISTILL_H
+#define DERRD_DISTILL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "adam.h"
+#include "mf.h"
+#include "pool.h"
+#include "ratings.h"
+
+typedef enum {
+    RRD_PAPER = 0,   /* sampled interesting and uninteresting items */
+    RRD_NOSAMPLE,    /* top-K in order, all other unobserved items */
+    RRD_ITEM         /* item-side: rank users for each item */
+} rrd_variant_t;
+
+typedef struct {
+    int32_t dim;         /* model dim: 200 teacher, 20 student */
+    int32_t batch;       /* samples per step */
+    adam_cfg_t adam;
+    float init_std;      /* N(0, std^2) embedding init */
+    uint64_t seed;
+
+    bool use_de;
+    int32_t n_experts;
+    float lambda_de;
+    float de_keep;       /* skip experts with Gumbel-softmax weight below */
+    float de_sample;     /* share of batch entities that get a DE term */
+
+    bool use_rrd;
+    rrd_variant_t rrd_variant;
+    int32_t rrd_n;       /* teacher top-N to draw interesting items from */
+    int32_t rrd_k;       /* interesting items */
+    int32_t rrd_l;       /* uninteresting items */
+    float rrd_temp;      /* weight exp(-rank / rrd_temp) */
+    float lambda_rrd;
+} distill_cfg_t;
+
+/* The reference's settings: dim 20, batch 1024, Adam 1e-3 / wd 1e-3,
+ * 30 experts, lambda_de 1e-2, N 500, K 40, L 40, temp 10, lambda_rrd 1e-3;
+ * no DE and no RRD. de_keep 1e-3, de_sample 1. */
+distill_cfg_t distill_cfg_default(void);
+
+typedef struct {
+    int32_t epoch;        /* the epoch just finished, from 0 */
+    double loss_bpr;      /* sums over the epoch, before the lambdas */
+    double loss_de;
+    double loss_rrd;
+    int64_t samples;
+    int64_t de_entities;  /* DE terms computed */
+    int64_t de_pairs;     /* (entity, expert) evaluations */
+    float temperature;    /* Gumbel-softmax temperature of the epoch */
+} distill_stats_t;
+
+typedef struct distill distill_t;
+
+/* Sets up training on `train`. teacher (frozen, borrowed; its n_users and
+ * n_items must match train) is required when cfg uses DE or RRD, and may be
+ * NULL otherwise. With RRD it computes the teacher's top-N lists here.
+ * Returns NULL with a reason in err on bad settings or out of memory. */
+distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
+                       const mf_t *teacher, pool_t *pool, char *err,
+                       size_t errlen);
+
+void distill_free(distill_t *d);
+
+/* Runs one epoch. Returns 0, or -ENOMEM. */
+int distill_epoch(distill_t *d, distill_stats_t *stats);
+
+/* Brings every row up to date with the last step and returns the model,
+ * owned by d and valid until the next epoch or distill_free(). */
+const mf_t *distill_model(distill_t *d);
+
+#endif

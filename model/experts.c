@@ -1,0 +1,543 @@
+/* Distillation Experts with sparse expert evaluation; see experts.h. */
+#include "experts.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "rng.h"
+
+#define DE_EPS 1e-10f /* the reference's log(p + eps) guard */
+
+int experts_init(experts_t *de, int32_t n_experts, int32_t ds, int32_t dt,
+                 uint64_t seed)
+{
+    memset(de, 0, sizeof(*de));
+    if (n_experts <= 0 || ds <= 0 || dt <= 0)
+        return -EINVAL;
+    de->n_experts = n_experts;
+    de->ds = ds;
+    de->dt = dt;
+    de->dh = (ds + dt) / 2;
+    de->ex_size = ds * de->dh + de->dh + de->dh * dt + dt;
+    de->sel_size = dt * n_experts + n_experts;
+    size_t n = (size_t)n_experts * (size_t)de->ex_size + (size_t)de->sel_size;
+    de->params = malloc(n * sizeof(float));
+    if (!de->params)
+        return -ENOMEM;
+    de->ex = de->params;
+    de->sel = de->params + (size_t)n_experts * (size_t)de->ex_size;
+    rng_t rng;
+    rng_init_stream(&rng, seed, RNG_INIT, 0xde, (uint64_t)dt);
+    float b1 = 1.0f / sqrtf((float)ds), b2 = 1.0f / sqrtf((float)de->dh);
+    float bs = 1.0f / sqrtf((float)dt);
+    for (int32_t e = 0; e < n_experts; e++) {
+        float *x = de->ex + (size_t)e * de->ex_size;
+        int32_t l1 = ds * de->dh + de->dh;
+        for (int32_t k = 0; k < de->ex_size; k++) {
+            float bound = k < l1 ? b1 : b2;
+            x[k] = bound * (2.0f * rng_float(&rng) - 1.0f);
+        }
+    }
+    for (int32_t k = 0; k < de->sel_size; k++)
+        de->sel[k] = bs * (2.0f * rng_float(&rng) - 1.0f);
+    return 0;
+}
+
+void experts_close(experts_t *de)
+{
+    free(de->params);
+    memset(de, 0, sizeof(*de));
+}
+
+/* ---- workspace ---------------------------------------------------------- */
+
+struct de_work {
+    int64_t cap_n, cap_p;
+    int nworkers;
+    /* per entity */
+    float *p;        /* (n, M) selection softmax */
+    float *w;        /* (n, M) Gumbel-softmax weights */
+    float *dlogit;   /* (n, M) gradient at the selection logits */
+    float *r;        /* (n, dt) 2 * weight * (pred - t) */
+    double *loss;    /* (n) */
+    int32_t *ent_off;   /* (n + 1) pairs of entity k: ent_pair[ent_off[k] ..] */
+    int32_t *ent_pair;  /* (P) */
+    /* per pair, grouped by expert */
+    int32_t *exp_off;   /* (M + 1) */
+    int32_t *pair_ent;  /* (P) */
+    float *H;           /* (P, dh) hidden activations */
+    float *Y;           /* (P, dt) expert outputs */
+    float *dX;          /* (P, ds) gradient at the student row, per pair */
+    /* per worker, sized for the largest expert group */
+    int64_t cap_grp;
+    float **X;          /* (grp, ds) gathered student rows */
+    float **dY;         /* (grp, dt) */
+    float **dH;         /* (grp, dh) */
+};
+
+de_work_t *de_work_new(void)
+{
+    return calloc(1, sizeof(de_work_t));
+}
+
+static void de__free_workers(de_work_t *w)
+{
+    for (int k = 0; k < w->nworkers; k++) {
+        free(w->X[k]);
+        free(w->dY[k]);
+        free(w->dH[k]);
+    }
+    free(w->X);
+    free(w->dY);
+    free(w->dH);
+    w->X = w->dY = w->dH = NULL;
+    w->nworkers = 0;
+    w->cap_grp = 0;
+}
+
+void de_work_free(de_work_t *w)
+{
+    if (!w)
+        return;
+    free(w->p);
+    free(w->w);
+    free(w->dlogit);
+    free(w->r);
+    free(w->loss);
+    free(w->ent_off);
+    free(w->ent_pair);
+    free(w->exp_off);
+    free(w->pair_ent);
+    free(w->H);
+    free(w->Y);
+    free(w->dX);
+    de__free_workers(w);
+    free(w);
+}
+
+static int de__grow(void **ptr, size_t bytes)
+{
+    void *q = realloc(*ptr, bytes ? bytes : 1);
+    if (!q)
+        return -ENOMEM;
+    *ptr = q;
+    return 0;
+}
+
+static int de__reserve_n(de_work_t *w, const experts_t *de, int64_t n)
+{
+    if (n <= w->cap_n)
+        return 0;
+    size_t M = (size_t)de->n_experts;
+    if (de__grow((void **)&w->p, (size_t)n * M * sizeof(float)) ||
+        de__grow((void **)&w->w, (size_t)n * M * sizeof(float)) ||
+        de__grow((void **)&w->dlogit, (size_t)n * M * sizeof(float)) ||
+        de__grow((void **)&w->r, (size_t)n * (size_t)de->dt * sizeof(float)) ||
+        de__grow((void **)&w->loss, (size_t)n * sizeof(double)) ||
+        de__grow((void **)&w->ent_off, ((size_t)n + 1) * sizeof(int32_t)) ||
+        de__grow((void **)&w->exp_off, (M + 1) * sizeof(int32_t)))
+        return -ENOMEM;
+    w->cap_n = n;
+    return 0;
+}
+
+static int de__reserve_p(de_work_t *w, const experts_t *de, int64_t P)
+{
+    if (P <= w->cap_p)
+        return 0;
+    if (de__grow((void **)&w->ent_pair, (size_t)P * sizeof(int32_t)) ||
+        de__grow((void **)&w->pair_ent, (size_t)P * sizeof(int32_t)) ||
+        de__grow((void **)&w->H, (size_t)P * (size_t)de->dh * sizeof(float)) ||
+        de__grow((void **)&w->Y, (size_t)P * (size_t)de->dt * sizeof(float)) ||
+        de__grow((void **)&w->dX, (size_t)P * (size_t)de->ds * sizeof(float)))
+        return -ENOMEM;
+    w->cap_p = P;
+    return 0;
+}
+
+static int de__reserve_workers(de_work_t *w, const experts_t *de, int nworkers,
+                               int64_t grp)
+{
+    if (nworkers == w->nworkers && grp <= w->cap_grp)
+        return 0;
+    de__free_workers(w);
+    w->X = calloc((size_t)nworkers, sizeof(float *));
+    w->dY = calloc((size_t)nworkers, sizeof(float *));
+    w->dH = calloc((size_t)nworkers, sizeof(float *));
+    if (!w->X || !w->dY || !w->dH)
+        return -ENOMEM;
+    w->nworkers = nworkers;
+    int64_t cap = grp < 64 ? 64 : grp;
+    for (int k = 0; k < nworkers; k++) {
+        w->X[k] = malloc((size_t)cap * (size_t)de->ds * sizeof(float));
+        w->dY[k] = malloc((size_t)cap * (size_t)de->dt * sizeof(float));
+        w->dH[k] = malloc((size_t)cap * (size_t)de->dh * sizeof(float));
+        if (!w->X[k] || !w->dY[k] || !w->dH[k])
+            return -ENOMEM;
+    }
+    w->cap_grp = cap;
+    return 0;
+}
+
+/* ---- the passes ---------------------------------------------------------- */
+
+typedef struct {
+    const experts_t *de;
+    const de_batch_t *b;
+    de_work_t *w;
+    float *grad_ex;
+    uint8_t *ex_used;
+    int32_t chunk;
+} de__job_t;
+
+enum { DE_CHUNK = 128 };
+
+/* Selection softmax and Gumbel-softmax weights, per entity chunk. */
+static void de__select(void *ctx, int task, int worker)
+{
+    (void)worker;
+    de__job_t *job = ctx;
+    const experts_t *de = job->de;
+    const de_batch_t *b = job->b;
+    de_work_t *w = job->w;
+    int32_t M = de->n_experts, dt = de->dt;
+    int32_t k0 = task * job->chunk;
+    int32_t k1 = k0 + job->chunk < b->n ? k0 + job->chunk : b->n;
+    const float *Ws = de->sel, *bs = de->sel + (size_t)dt * M;
+    /* logits = t (n, dt) x Ws (dt, M) */
+    gemm(false, false, k1 - k0, M, dt, 1.0f, b->t + (size_t)k0 * dt, dt, Ws, M,
+         0.0f, w->p + (size_t)k0 * M, M);
+    for (int32_t k = k0; k < k1; k++) {
+        float *p = w->p + (size_t)k * M, *wk = w->w + (size_t)k * M;
+        const float *g = b->gumbel + (size_t)k * M;
+        float mx = -INFINITY;
+        for (int32_t e = 0; e < M; e++) {
+            p[e] += bs[e];
+            mx = fmaxf(mx, p[e]);
+        }
+        float sum = 0.0f;
+        for (int32_t e = 0; e < M; e++) {
+            p[e] = expf(p[e] - mx);
+            sum += p[e];
+        }
+        float zmax = -INFINITY;
+        for (int32_t e = 0; e < M; e++) {
+            p[e] /= sum;
+            wk[e] = (logf(p[e] + DE_EPS) + g[e]) / b->temp;
+            zmax = fmaxf(zmax, wk[e]);
+        }
+        float zs = 0.0f;
+        for (int32_t e = 0; e < M; e++) {
+            wk[e] = expf(wk[e] - zmax);
+            zs += wk[e];
+        }
+        for (int32_t e = 0; e < M; e++)
+            wk[e] /= zs;
+    }
+}
+
+/* Expert forward over its pairs: H = relu(X W1 + b1), Y = H W2 + b2. */
+static void de__expert_forward(void *ctx, int e, int worker)
+{
+    de__job_t *job = ctx;
+    const experts_t *de = job->de;
+    de_work_t *w = job->w;
+    int32_t p0 = w->exp_off[e], n = w->exp_off[e + 1] - p0;
+    if (n == 0)
+        return;
+    int32_t ds = de->ds, dh = de->dh, dt = de->dt;
+    const float *W1 = de->ex + (size_t)e * de->ex_size;
+    const float *b1 = W1 + ds * dh, *W2 = b1 + dh, *b2 = W2 + dh * dt;
+    float *X = w->X[worker];
+    for (int32_t k = 0; k < n; k++)
+        memcpy(X + (size_t)k * ds, job->b->s + (size_t)w->pair_ent[p0 + k] * ds,
+               (size_t)ds * sizeof(float));
+    float *H = w->H + (size_t)p0 * dh, *Y = w->Y + (size_t)p0 * dt;
+    gemm(false, false, n, dh, ds, 1.0f, X, ds, W1, dh, 0.0f, H, dh);
+    for (int32_t k = 0; k < n; k++) {
+        float *h = H + (size_t)k * dh;
+        for (int32_t c = 0; c < dh; c++) {
+            float x = h[c] + b1[c];
+            h[c] = x > 0.0f ? x : 0.0f;
+        }
+    }
+    gemm(false, false, n, dt, dh, 1.0f, H, dh, W2, dt, 0.0f, Y, dt);
+    for (int32_t k = 0; k < n; k++) {
+        float *y = Y + (size_t)k * dt;
+        for (int32_t c = 0; c < dt; c++)
+            y[c] += b2[c];
+    }
+}
+
+/* Per entity: prediction, loss, residual, and the selection gradient. */
+static void de__combine(void *ctx, int task, int worker)
+{
+    (void)worker;
+    de__job_t *job = ctx;
+    const experts_t *de = job->de;
+    const de_batch_t *b = job->b;
+    de_work_t *w = job->w;
+    int32_t M = de->n_experts, dt = de->dt;
+    int32_t k0 = task * job->chunk;
+    int32_t k1 = k0 + job->chunk < b->n ? k0 + job->chunk : b->n;
+    float dw[256];
+    for (int32_t k = k0; k < k1; k++) {
+        const float *t = b->t + (size_t)k * dt;
+        const float *wk = w->w + (size_t)k * M;
+        float *r = w->r + (size_t)k * dt;
+        for (int32_t c = 0; c < dt; c++)
+            r[c] = -t[c];
+        for (int32_t q = w->ent_off[k]; q < w->ent_off[k + 1]; q++) {
+            int32_t pr = w->ent_pair[q];
+            int32_t e = 0;
+            while (w->exp_off[e + 1] <= pr)
+                e++;
+            const float *y = w->Y + (size_t)pr * dt;
+            float we = wk[e];
+            for (int32_t c = 0; c < dt; c++)
+                r[c] += we * y[c];
+        }
+        /* r = pred - t now */
+        double l = 0.0;
+        for (int32_t c = 0; c < dt; c++)
+            l += (double)r[c] * r[c];
+        w->loss[k] = b->weight[k] * l;
+        float scale = 2.0f * b->weight[k];
+        for (int32_t c = 0; c < dt; c++)
+            r[c] *= scale;
+        /* dL/dw_e = r . Y_e for evaluated experts, 0 for skipped ones. */
+        for (int32_t e = 0; e < M; e++)
+            dw[e] = 0.0f;
+        for (int32_t q = w->ent_off[k]; q < w->ent_off[k + 1]; q++) {
+            int32_t pr = w->ent_pair[q];
+            int32_t e = 0;
+            while (w->exp_off[e + 1] <= pr)
+                e++;
+            const float *y = w->Y + (size_t)pr * dt;
+            float acc = 0.0f;
+            for (int32_t c = 0; c < dt; c++)
+                acc += r[c] * y[c];
+            dw[e] = acc;
+        }
+        /* Through w = softmax(z), z = (log(p + eps) + g) / temp, p = softmax(logit). */
+        const float *p = w->p + (size_t)k * M;
+        float dot = 0.0f;
+        for (int32_t e = 0; e < M; e++)
+            dot += wk[e] * dw[e];
+        float dp[256];
+        float dot2 = 0.0f;
+        for (int32_t e = 0; e < M; e++) {
+            float dz = wk[e] * (dw[e] - dot);
+            dp[e] = dz / b->temp / (p[e] + DE_EPS);
+            dot2 += p[e] * dp[e];
+        }
+        float *dl = w->dlogit + (size_t)k * M;
+        for (int32_t e = 0; e < M; e++)
+            dl[e] = p[e] * (dp[e] - dot2);
+    }
+}
+
+/* Expert backward over its pairs. */
+static void de__expert_backward(void *ctx, int e, int worker)
+{
+    de__job_t *job = ctx;
+    const experts_t *de = job->de;
+    de_work_t *w = job->w;
+    int32_t p0 = w->exp_off[e], n = w->exp_off[e + 1] - p0;
+    if (n == 0)
+        return;
+    int32_t M = de->n_experts, ds = de->ds, dh = de->dh, dt = de->dt;
+    const float *W1 = de->ex + (size_t)e * de->ex_size;
+    const float *W2 = W1 + ds * dh + dh;
+    float *gW1 = job->grad_ex + (size_t)e * de->ex_size;
+    float *gb1 = gW1 + ds * dh, *gW2 = gb1 + dh, *gb2 = gW2 + dh * dt;
+    job->ex_used[e] = 1;
+    float *X = w->X[worker], *dY = w->dY[worker], *dH = w->dH[worker];
+    for (int32_t k = 0; k < n; k++) {
+        int32_t ent = w->pair_ent[p0 + k];
+        memcpy(X + (size_t)k * ds, job->b->s + (size_t)ent * ds, (size_t)ds * sizeof(float));
+        float we = w->w[(size_t)ent * M + e];
+        const float *r = w->r + (size_t)ent * dt;
+        float *dy = dY + (size_t)k * dt;
+        for (int32_t c = 0; c < dt; c++) {
+            dy[c] = we * r[c];
+            gb2[c] += dy[c];
+        }
+    }
+    const float *H = w->H + (size_t)p0 * dh;
+    gemm(true, false, dh, dt, n, 1.0f, H, dh, dY, dt, 1.0f, gW2, dt);
+    gemm(false, true, n, dh, dt, 1.0f, dY, dt, W2, dt, 0.0f, dH, dh);
+    for (int32_t k = 0; k < n; k++) {
+        const float *h = H + (size_t)k * dh;
+        float *g = dH + (size_t)k * dh;
+        for (int32_t c = 0; c < dh; c++) {
+            g[c] = h[c] > 0.0f ? g[c] : 0.0f;
+            gb1[c] += g[c];
+        }
+    }
+    gemm(true, false, ds, dh, n, 1.0f, X, ds, dH, dh, 1.0f, gW1, dh);
+    gemm(false, true, n, ds, dh, 1.0f, dH, dh, W1, dh, 0.0f,
+         w->dX + (size_t)p0 * ds, ds);
+}
+
+double de_forward_backward(const experts_t *de, const de_batch_t *b,
+                           de_work_t *w, pool_t *pool, float *grad_ex,
+                           uint8_t *ex_used, float *grad_sel, float *ds_out,
+                           int64_t *evaluated)
+{
+    int32_t M = de->n_experts, n = b->n;
+    if (evaluated)
+        *evaluated = 0;
+    if (n == 0)
+        return 0.0;
+    if (M > 256 || de__reserve_n(w, de, n) < 0)
+        return NAN;
+    de__job_t job = { de, b, w, grad_ex, ex_used, DE_CHUNK };
+    int nchunks = (n + DE_CHUNK - 1) / DE_CHUNK;
+    pool_run(pool, nchunks, de__select, &job);
+
+    /* Pairs grouped by expert (counting sort), entities in order within. */
+    memset(w->exp_off, 0, (size_t)(M + 1) * sizeof(int32_t));
+    for (int32_t k = 0; k < n; k++) {
+        const float *wk = w->w + (size_t)k * M;
+        for (int32_t e = 0; e < M; e++)
+            if (wk[e] >= b->keep)
+                w->exp_off[e + 1]++;
+    }
+    int64_t grp = 0;
+    for (int32_t e = 0; e < M; e++) {
+        if (w->exp_off[e + 1] > grp)
+            grp = w->exp_off[e + 1];
+        w->exp_off[e + 1] += w->exp_off[e];
+    }
+    int64_t P = w->exp_off[M];
+    if (de__reserve_p(w, de, P) < 0 ||
+        de__reserve_workers(w, de, pool_threads(pool), grp) < 0)
+        return NAN;
+    memset(w->ent_off, 0, ((size_t)n + 1) * sizeof(int32_t));
+    /* Fill pair_ent by expert, and count pairs per entity. */
+    int32_t *cursor = malloc((size_t)M * sizeof(int32_t));
+    if (!cursor)
+        return NAN;
+    memcpy(cursor, w->exp_off, (size_t)M * sizeof(int32_t));
+    for (int32_t k = 0; k < n; k++) {
+        const float *wk = w->w + (size_t)k * M;
+        for (int32_t e = 0; e < M; e++)
+            if (wk[e] >= b->keep) {
+                w->pair_ent[cursor[e]++] = k;
+                w->ent_off[k + 1]++;
+            }
+    }
+    free(cursor);
+    for (int32_t k = 0; k < n; k++)
+        w->ent_off[k + 1] += w->ent_off[k];
+    /* ent_pair lists each entity's pairs in expert order. */
+    int32_t *ecur = malloc(((size_t)n + 1) * sizeof(int32_t));
+    if (!ecur)
+        return NAN;
+    memcpy(ecur, w->ent_off, (size_t)n * sizeof(int32_t));
+    for (int64_t pr = 0; pr < P; pr++)
+        w->ent_pair[ecur[w->pair_ent[pr]]++] = (int32_t)pr;
+    free(ecur);
+    if (evaluated)
+        *evaluated = P;
+
+    pool_run(pool, M, de__expert_forward, &job);
+    pool_run(pool, nchunks, de__combine, &job);
+    pool_run(pool, M, de__expert_backward, &job);
+
+    /* Gradients at the student rows, summed in expert order. */
+    int32_t ds = de->ds;
+    for (int32_t k = 0; k < n; k++) {
+        float *d = ds_out + (size_t)k * ds;
+        for (int32_t c = 0; c < ds; c++)
+            d[c] = 0.0f;
+        for (int32_t q = w->ent_off[k]; q < w->ent_off[k + 1]; q++) {
+            const float *x = w->dX + (size_t)w->ent_pair[q] * ds;
+            for (int32_t c = 0; c < ds; c++)
+                d[c] += x[c];
+        }
+    }
+    /* Selection net: dWs += t^T dlogit, dbs += sum dlogit. */
+    int32_t dt = de->dt;
+    gemm(true, false, dt, M, n, 1.0f, b->t, dt, w->dlogit, M, 1.0f, grad_sel, M);
+    float *gbs = grad_sel + (size_t)dt * M;
+    double loss = 0.0;
+    for (int32_t k = 0; k < n; k++) {
+        const float *dl = w->dlogit + (size_t)k * M;
+        for (int32_t e = 0; e < M; e++)
+            gbs[e] += dl[e];
+        loss += w->loss[k];
+    }
+    return loss;
+}
+
+double de_loss_naive(const experts_t *de, const de_batch_t *b)
+{
+    int32_t M = de->n_experts, ds = de->ds, dh = de->dh, dt = de->dt;
+    double loss = 0.0;
+    double *pred = malloc((size_t)dt * sizeof(double));
+    double *h = malloc((size_t)dh * sizeof(double));
+    double *p = malloc((size_t)M * sizeof(double));
+    double *z = malloc((size_t)M * sizeof(double));
+    if (!pred || !h || !p || !z) {
+        loss = NAN;
+        goto done;
+    }
+    const float *Ws = de->sel, *bs = de->sel + (size_t)dt * M;
+    for (int32_t k = 0; k < b->n; k++) {
+        const float *s = b->s + (size_t)k * ds, *t = b->t + (size_t)k * dt;
+        double mx = -INFINITY;
+        for (int32_t e = 0; e < M; e++) {
+            double a = bs[e];
+            for (int32_t c = 0; c < dt; c++)
+                a += (double)t[c] * Ws[(size_t)c * M + e];
+            p[e] = a;
+            mx = fmax(mx, a);
+        }
+        double sum = 0.0;
+        for (int32_t e = 0; e < M; e++)
+            sum += (p[e] = exp(p[e] - mx));
+        double zmax = -INFINITY;
+        for (int32_t e = 0; e < M; e++) {
+            p[e] /= sum;
+            z[e] = (log(p[e] + (double)DE_EPS) + b->gumbel[(size_t)k * M + e]) / b->temp;
+            zmax = fmax(zmax, z[e]);
+        }
+        double zs = 0.0;
+        for (int32_t e = 0; e < M; e++)
+            zs += (z[e] = exp(z[e] - zmax));
+        for (int32_t c = 0; c < dt; c++)
+            pred[c] = 0.0;
+        for (int32_t e = 0; e < M; e++) {
+            double we = z[e] / zs;
+            const float *W1 = de->ex + (size_t)e * de->ex_size;
+            const float *b1 = W1 + ds * dh, *W2 = b1 + dh, *b2 = W2 + dh * dt;
+            for (int32_t j = 0; j < dh; j++) {
+                double a = b1[j];
+                for (int32_t c = 0; c < ds; c++)
+                    a += (double)s[c] * W1[(size_t)c * dh + j];
+                h[j] = a > 0.0 ? a : 0.0;
+            }
+            for (int32_t c = 0; c < dt; c++) {
+                double a = b2[c];
+                for (int32_t j = 0; j < dh; j++)
+                    a += h[j] * W2[(size_t)j * dt + c];
+                pred[c] += we * a;
+            }
+        }
+        double l = 0.0;
+        for (int32_t c = 0; c < dt; c++)
+            l += (t[c] - pred[c]) * (t[c] - pred[c]);
+        loss += b->weight[k] * l;
+    }
+done:
+    free(pred);
+    free(h);
+    free(p);
+    free(z);
+    return loss;
+}

@@ -1,0 +1,29 @@
+/*
+ * gemm: the one door to BLAS. Row-major single-precision matrix products,
+ * C = alpha * op(A) * op(B) + beta * C, where op(X) is X or its transpose.
+ *
+ * model/ parallelises on its own worker pool, so gemm_setup() pins OpenBLAS
+ * to one thread per call; every call is then safe from any worker thread.
+ * gemm_naive() is the plain triple loop the BLAS path is tested against.
+ */
+#ifndef DERRD_GEMM_H
+#define DERRD_GEMM_H
+
+#include <stdbool.h>
+
+/* Call once before the first gemm(). */
+void gemm_setup(void);
+
+/* The name of the kernel set OpenBLAS picked for this CPU ("SkylakeX",
+ * "Haswell", ...). "Prescott" means the slow generic fallback. */
+const char *gemm_backend(void);
+
+void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+          const float *a, int lda, const float *b, int ldb, float beta,
+          float *c, int ldc);
+
+void gemm_naive(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
+                const float *a, int lda, const float *b, int ldb, float beta,
+                float *c, int ldc);
+
+#endif

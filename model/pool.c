@@ -1,0 +1,144 @@
+/* Worker pool with a generation counter; see pool.h. */
+#include "pool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+struct pool {
+    int nthreads;
+    pthread_t *threads;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;  /* a new job, or shutdown */
+    pthread_cond_t done_cv;  /* the last worker left the job */
+    unsigned long generation;
+    int shutdown;
+    /* the current job */
+    pool_fn fn;
+    void *ctx;
+    int ntasks;
+    atomic_int next;
+    int active;              /* helpers still inside the current job */
+};
+
+struct pool__arg {
+    pool_t *pool;
+    int worker;
+};
+
+static void pool__drain(pool_t *pool, int worker)
+{
+    for (;;) {
+        int task = atomic_fetch_add_explicit(&pool->next, 1, memory_order_relaxed);
+        if (task >= pool->ntasks)
+            return;
+        pool->fn(pool->ctx, task, worker);
+    }
+}
+
+static void *pool__main(void *p)
+{
+    struct pool__arg *arg = p;
+    pool_t *pool = arg->pool;
+    int worker = arg->worker;
+    free(arg);
+    unsigned long seen = 0;
+    pthread_mutex_lock(&pool->mu);
+    for (;;) {
+        while (!pool->shutdown && pool->generation == seen)
+            pthread_cond_wait(&pool->work_cv, &pool->mu);
+        if (pool->shutdown)
+            break;
+        seen = pool->generation;
+        pthread_mutex_unlock(&pool->mu);
+        pool__drain(pool, worker);
+        pthread_mutex_lock(&pool->mu);
+        if (--pool->active == 0)
+            pthread_cond_signal(&pool->done_cv);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return NULL;
+}
+
+pool_t *pool_new(int nthreads)
+{
+    if (nthreads < 1)
+        nthreads = 1;
+    pool_t *pool = calloc(1, sizeof(*pool));
+    if (!pool)
+        return NULL;
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->work_cv, NULL);
+    pthread_cond_init(&pool->done_cv, NULL);
+    pool->nthreads = 1; /* counts the helpers that started, plus the caller */
+    pool->threads = calloc((size_t)nthreads, sizeof(pthread_t));
+    if (!pool->threads)
+        goto fail;
+    for (int i = 0; i < nthreads - 1; i++) {
+        struct pool__arg *arg = malloc(sizeof(*arg));
+        if (!arg)
+            goto fail;
+        arg->pool = pool;
+        arg->worker = i + 1;
+        if (pthread_create(&pool->threads[i], NULL, pool__main, arg) != 0) {
+            free(arg);
+            goto fail;
+        }
+        pool->nthreads++;
+    }
+    return pool;
+fail:
+    pool_free(pool);
+    return NULL;
+}
+
+void pool_free(pool_t *pool)
+{
+    if (!pool)
+        return;
+    if (pool->threads) {
+        pthread_mutex_lock(&pool->mu);
+        pool->shutdown = 1;
+        pthread_cond_broadcast(&pool->work_cv);
+        pthread_mutex_unlock(&pool->mu);
+        for (int i = 0; i < pool->nthreads - 1; i++)
+            pthread_join(pool->threads[i], NULL);
+    }
+    pthread_mutex_destroy(&pool->mu);
+    pthread_cond_destroy(&pool->work_cv);
+    pthread_cond_destroy(&pool->done_cv);
+    free(pool->threads);
+    free(pool);
+}
+
+int pool_threads(const pool_t *pool)
+{
+    return pool ? pool->nthreads : 1;
+}
+
+void pool_run(pool_t *pool, int ntasks, pool_fn fn, void *ctx)
+{
+    if (ntasks <= 0)
+        return;
+    if (!pool || pool->nthreads == 1 || ntasks == 1) {
+        for (int t = 0; t < ntasks; t++)
+            fn(ctx, t, 0);
+        return;
+    }
+    pthread_mutex_lock(&pool->mu);
+    pool->fn = fn;
+    pool->ctx = ctx;
+    pool->ntasks = ntasks;
+    atomic_store_explicit(&pool->next, 0, memory_order_relaxed);
+    pool->active = pool->nthreads - 1;
+    pool->generation++;
+    pthread_cond_broadcast(&pool->work_cv);
+    pthread_mutex_unlock(&pool->mu);
+
+    pool__drain(pool, 0);
+
+    pthread_mutex_lock(&pool->mu);
+    while (pool->active > 0)
+        pthread_cond_wait(&pool->done_cv, &pool->mu);
+    pthread_mutex_unlock(&pool->mu);
+}

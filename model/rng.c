@@ -1,0 +1,125 @@
+/* xoshiro256** with splitmix64 seeding; see rng.h. */
+#include "rng.h"
+
+#include <math.h>
+
+static uint64_t rng__splitmix(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void rng_init(rng_t *rng, uint64_t seed)
+{
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++)
+        rng->s[i] = rng__splitmix(&x);
+}
+
+void rng_init_stream(rng_t *rng, uint64_t seed, uint64_t purpose, uint64_t a,
+                     uint64_t b)
+{
+    /* Mix each word through splitmix so nearby (a, b) give unrelated streams. */
+    uint64_t x = seed;
+    uint64_t h = rng__splitmix(&x);
+    x = h ^ purpose;
+    h = rng__splitmix(&x);
+    x = h ^ a;
+    h = rng__splitmix(&x);
+    x = h ^ b;
+    h = rng__splitmix(&x);
+    rng_init(rng, h);
+}
+
+static inline uint64_t rng__rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+uint64_t rng_next(rng_t *rng)
+{
+    uint64_t *s = rng->s;
+    uint64_t result = rng__rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rng__rotl(s[3], 45);
+    return result;
+}
+
+float rng_float(rng_t *rng)
+{
+    return (float)(rng_next(rng) >> 40) * 0x1.0p-24f;
+}
+
+uint32_t rng_below(rng_t *rng, uint32_t n)
+{
+    /* Lemire's multiply-shift; the bias for n < 2^32 is below 2^-32. */
+    return (uint32_t)(((rng_next(rng) >> 32) * (uint64_t)n) >> 32);
+}
+
+float rng_normal(rng_t *rng)
+{
+    double u1 = ((double)(rng_next(rng) >> 11) + 0.5) * 0x1.0p-53;
+    double u2 = (double)(rng_next(rng) >> 11) * 0x1.0p-53;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+/*
+ * log(x) for x in (0, 1], written so the compiler can vectorise the loop in
+ * rng_gumbel_fill: exponent split plus a degree-8 polynomial for log(1+f) on
+ * [sqrt(1/2)-1, sqrt(2)-1]. Max relative error about 2e-7, which is far below
+ * the resolution of the 24-bit uniform it is fed with.
+ */
+static inline float rng__logf(float x)
+{
+    union { float f; int32_t i; } u = { x };
+    int32_t e = ((u.i >> 23) & 0xff) - 127;
+    u.i = (u.i & 0x007fffff) | 0x3f800000; /* mantissa in [1, 2) */
+    float m = u.f;
+    if (m > 1.41421356f) {
+        m *= 0.5f;
+        e += 1;
+    }
+    float f = m - 1.0f;
+    float f2 = f * f;
+    /* Cephes logf polynomial. */
+    float p = 7.0376836292e-2f;
+    p = p * f - 1.1514610310e-1f;
+    p = p * f + 1.1676998740e-1f;
+    p = p * f - 1.2420140846e-1f;
+    p = p * f + 1.4249322787e-1f;
+    p = p * f - 1.6668057665e-1f;
+    p = p * f + 2.0000714765e-1f;
+    p = p * f - 2.4999993993e-1f;
+    p = p * f + 3.3333331174e-1f;
+    float r = f + f2 * (f * p - 0.5f);
+    return r + (float)e * 0.693147180559945f;
+}
+
+void rng_gumbel_fill(rng_t *rng, float *out, int n)
+{
+    for (int i = 0; i < n; i++) {
+        /* u in (0, 1): never exactly 0 or 1, so both logs stay finite. */
+        out[i] = ((float)(rng_next(rng) >> 40) + 0.5f) * 0x1.0p-24f;
+    }
+    for (int i = 0; i < n; i++)
+        out[i] = -rng__logf(-rng__logf(out[i]));
+}
+
+void rng_shuffle_i32(rng_t *rng, int32_t *v, int64_t n)
+{
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(((rng_next(rng) >> 11) * 0x1.0p-53) * (double)(i + 1));
+        if (j > i)
+            j = i;
+        int32_t t = v[i];
+        v[i] = v[j];
+        v[j] = t;
+    }
+}

@@ -1,0 +1,136 @@
+/* Relaxed Ranking Distillation loss and sampling; see rrd.h. */
+#include "rrd.h"
+
+#include <math.h>
+
+double rrd_loss(const float *s_int, int32_t K, const float *s_un, int32_t L,
+                float *g_int, float *g_un)
+{
+    /* Shift by the largest score; S_k = sum_{j>=k} e^(s_j - mx), U = sum e^(u_l - mx). */
+    float mx = -INFINITY;
+    for (int32_t k = 0; k < K; k++)
+        mx = fmaxf(mx, s_int[k]);
+    for (int32_t l = 0; l < L; l++)
+        mx = fmaxf(mx, s_un[l]);
+    double U = 0.0;
+    for (int32_t l = 0; l < L; l++)
+        U += exp((double)s_un[l] - mx);
+    /* Suffix sums, kept in g_int until the gradient overwrites them. */
+    double S = 0.0, loss = 0.0;
+    double inv_sum_prefix = 0.0; /* sum_{k' <= k} 1 / (S_k' + U) */
+    /* Walk from the end to get S_k, storing 1/(S_k + U) in g_int. */
+    for (int32_t k = K - 1; k >= 0; k--) {
+        S += exp((double)s_int[k] - mx);
+        double den = S + U;
+        loss -= (double)s_int[k] - (log(den) + mx);
+        g_int[k] = (float)(1.0 / den);
+    }
+    /* d/ds_k = -1 + e^(s_k - mx) * sum_{k' <= k} 1/(S_k' + U)
+     * d/du_l = e^(u_l - mx) * sum_{all k'} 1/(S_k' + U) */
+    for (int32_t k = 0; k < K; k++) {
+        inv_sum_prefix += g_int[k];
+        g_int[k] = (float)(-1.0 + exp((double)s_int[k] - mx) * inv_sum_prefix);
+    }
+    for (int32_t l = 0; l < L; l++)
+        g_un[l] = (float)(exp((double)s_un[l] - mx) * inv_sum_prefix);
+    return loss;
+}
+
+double rrd_loss_naive(const float *s_int, int32_t K, const float *s_un, int32_t L)
+{
+    double loss = 0.0;
+    for (int32_t k = 0; k < K; k++) {
+        double below = 0.0;
+        for (int32_t j = k; j < K; j++)
+            below += exp((double)s_int[j]);
+        for (int32_t l = 0; l < L; l++)
+            below += exp((double)s_un[l]);
+        loss -= (double)s_int[k] - log(below);
+    }
+    return loss;
+}
+
+int32_t rrd_sample_interesting(rng_t *rng, const int32_t *top, int32_t n_top,
+                               int32_t K, float temp, float *scratch_f,
+                               int32_t *scratch_i, int32_t *out)
+{
+    int32_t n = 0;
+    while (n < n_top && top[n] >= 0)
+        n++;
+    if (K >= n) {
+        for (int32_t k = 0; k < n; k++)
+            out[k] = top[k];
+        return n;
+    }
+    /* key_r = -r / temp + Gumbel: the K largest keys are a draw without
+     * replacement with weights exp(-r / temp). */
+    rng_gumbel_fill(rng, scratch_f, n);
+    for (int32_t r = 0; r < n; r++)
+        scratch_f[r] -= (float)r / temp;
+    /* Keep the K best ranks in a small min-structure: scratch_i holds
+     * candidate ranks; a linear scan for the weakest is fine for K = 40. */
+    int32_t have = 0, weakest = -1;
+    for (int32_t r = 0; r < n; r++) {
+        if (have < K) {
+            scratch_i[have++] = r;
+            if (have == K) {
+                weakest = 0;
+                for (int32_t q = 1; q < K; q++)
+                    if (scratch_f[scratch_i[q]] < scratch_f[scratch_i[weakest]])
+                        weakest = q;
+            }
+            continue;
+        }
+        if (scratch_f[r] > scratch_f[scratch_i[weakest]]) {
+            scratch_i[weakest] = r;
+            weakest = 0;
+            for (int32_t q = 1; q < K; q++)
+                if (scratch_f[scratch_i[q]] < scratch_f[scratch_i[weakest]])
+                    weakest = q;
+        }
+    }
+    /* Teacher order = ascending rank: insertion sort of K ranks. */
+    for (int32_t a = 1; a < K; a++) {
+        int32_t v = scratch_i[a], b = a - 1;
+        while (b >= 0 && scratch_i[b] > v) {
+            scratch_i[b + 1] = scratch_i[b];
+            b--;
+        }
+        scratch_i[b + 1] = v;
+    }
+    for (int32_t k = 0; k < K; k++)
+        out[k] = top[scratch_i[k]];
+    return K;
+}
+
+int32_t rrd_sample_uninteresting(rng_t *rng, int32_t n_targets, uint64_t *taken,
+                                 int64_t n_taken, int32_t L, int32_t *out)
+{
+    int64_t free_targets = (int64_t)n_targets - n_taken;
+    if (free_targets < L)
+        L = free_targets > 0 ? (int32_t)free_targets : 0;
+    int32_t got = 0;
+    int64_t tries = 0;
+    while (got < L && tries < 64LL * L + 1024) {
+        uint32_t x = rng_below(rng, (uint32_t)n_targets);
+        tries++;
+        uint64_t bit = 1ULL << (x & 63);
+        if (taken[x >> 6] & bit)
+            continue;
+        taken[x >> 6] |= bit;
+        out[got++] = (int32_t)x;
+    }
+    if (got < L) {
+        /* Dense anchor: fall back to a scan from a random start. */
+        uint32_t start = rng_below(rng, (uint32_t)n_targets);
+        for (int32_t k = 0; k < n_targets && got < L; k++) {
+            uint32_t x = (start + (uint32_t)k) % (uint32_t)n_targets;
+            uint64_t bit = 1ULL << (x & 63);
+            if (!(taken[x >> 6] & bit)) {
+                taken[x >> 6] |= bit;
+                out[got++] = (int32_t)x;
+            }
+        }
+    }
+    return got;
+}

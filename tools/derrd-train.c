@@ -1,0 +1,402 @@
+/*
+ * derrd-train: train and evaluate on a leave-one-out dataset directory.
+ *
+ * Trains a BPR-MF teacher, a student without distillation, or a student
+ * distilled with DE, RRD or DE-RRD, each to early stopping on the validation
+ * split, and reports HR/NDCG/MRR@5/10/20 on the validation and test splits.
+ * Run with --help for the options.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "io/dataset.h"
+#include "io/embfile.h"
+#include "model/distill.h"
+#include "model/gemm.h"
+#include "model/metrics.h"
+#include "model/pool.h"
+#include "model/ratings.h"
+
+#define EXIT_USAGE 2
+
+static const char *usage_text =
+    "usage: derrd-train --data DIR --method teacher|student|de|rrd|derrd [options]\n"
+    "\n"
+    "Trains on DIR/train.tsv to early stopping on DIR/valid.tsv and reports\n"
+    "leave-one-out HR, NDCG and MRR at 5, 10, 20 on the valid and test splits.\n"
+    "Distilled methods (de, rrd, derrd) train a teacher first unless --teacher\n"
+    "gives one.\n"
+    "\n"
+    "  --data DIR           dataset directory (train, valid, test, candidates .tsv)\n"
+    "  --method M           teacher | student | de | rrd | derrd\n"
+    "  --rrd-variant V      paper (default) | nosample | item\n"
+    "  --teacher FILE       load the teacher from FILE (written by --save)\n"
+    "  --save FILE          write the trained model (best epoch) to FILE\n"
+    "  --seed N             random seed (default 0)\n"
+    "  --threads N          worker threads (default: online CPUs)\n"
+    "  --json               print one JSON object as the last line of stdout\n"
+    "  --max-epochs N       stop after N epochs (default 1000)\n"
+    "  --patience N         stop after N evaluations without improvement (default 20)\n"
+    "  --eval-every N       evaluate on valid every N epochs (default 1)\n"
+    "  --dim N              model dim (default 200 teacher, 20 otherwise)\n"
+    "  --teacher-dim N      dim of a teacher trained in this run (default 200)\n"
+    "  --lr X               Adam learning rate (default 0.001)\n"
+    "  --wd X               L2 weight decay (default 0.001)\n"
+    "  --batch N            mini-batch size (default 1024)\n"
+    "  --lambda-de X        DE weight (default 0.01)\n"
+    "  --lambda-rrd X       RRD weight (default 0.001)\n"
+    "  --de-keep X          evaluate experts with selection weight >= X (default 0.001;\n"
+    "                       0 evaluates all, as the reference)\n"
+    "  --de-sample X        share of batch entities given a DE term (default 1)\n"
+    "  --quiet              no per-epoch progress\n"
+    "  --help               this text\n";
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static _Noreturn void die_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "derrd-train: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(see derrd-train --help)\n");
+    exit(EXIT_USAGE);
+}
+
+static long parse_long(const char *opt, const char *s, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "derrd-train: %s: '%s' is not an integer in [%ld, %ld]\n", opt, s, lo, hi);
+        exit(EXIT_USAGE);
+    }
+    return v;
+}
+
+static float parse_float(const char *opt, const char *s, double lo, double hi)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "derrd-train: %s: '%s' is not a number in [%g, %g]\n", opt, s, lo, hi);
+        exit(EXIT_USAGE);
+    }
+    return (float)v;
+}
+
+typedef struct {
+    int max_epochs;
+    int patience;
+    int eval_every;
+    int progress;
+    const char *label;
+} fit_opts_t;
+
+typedef struct {
+    int epochs;
+    int best_epoch;
+    double train_seconds;  /* training epochs only */
+    double eval_seconds;   /* validation passes */
+    double setup_seconds;  /* distill_new: teacher top-N for RRD */
+    metrics_t valid;
+    metrics_t test;
+    distill_stats_t first, last;
+} fit_result_t;
+
+/* Trains to early stopping on valid NDCG@10; leaves the best parameters in
+ * best (initialised here) and fills r. Returns 0 or exits. */
+static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *teacher,
+                pool_t *pool, const loo_split_t *valid, const loo_split_t *test,
+                const fit_opts_t *o, mf_t *best, fit_result_t *r)
+{
+    char err[256];
+    memset(r, 0, sizeof(*r));
+    double t0 = now_s();
+    distill_t *d = distill_new(cfg, train, teacher, pool, err, sizeof(err));
+    if (!d) {
+        fprintf(stderr, "derrd-train: %s\n", err);
+        exit(1);
+    }
+    r->setup_seconds = now_s() - t0;
+    if (mf_init_copy(best, distill_model(d)) < 0) {
+        fprintf(stderr, "derrd-train: out of memory\n");
+        exit(1);
+    }
+    double best_score = -1.0;
+    int since = 0;
+    r->best_epoch = -1;
+    size_t nparams = ((size_t)best->n_users + (size_t)best->n_items) * (size_t)best->dim;
+    for (int e = 0; e < o->max_epochs; e++) {
+        distill_stats_t st;
+        double ta = now_s();
+        if (distill_epoch(d, &st) < 0) {
+            fprintf(stderr, "derrd-train: out of memory in epoch %d\n", e);
+            exit(1);
+        }
+        const mf_t *m = distill_model(d);
+        double tb = now_s();
+        r->train_seconds += tb - ta;
+        r->epochs = e + 1;
+        if (e == 0)
+            r->first = st;
+        r->last = st;
+        if ((e + 1) % o->eval_every != 0 && e + 1 != o->max_epochs)
+            continue;
+        metrics_t v;
+        metrics_eval(m, valid, pool, &v);
+        r->eval_seconds += now_s() - tb;
+        double score = v.ndcg[1];
+        if (score > best_score) {
+            best_score = score;
+            r->best_epoch = e;
+            r->valid = v;
+            memcpy(best->params, m->params, nparams * sizeof(float));
+            since = 0;
+        } else {
+            since++;
+        }
+        if (o->progress) {
+            fprintf(stderr, "%s epoch %4d  bpr %.1f", o->label, e, st.loss_bpr);
+            if (cfg->use_de)
+                fprintf(stderr, "  de %.1f (%.2f experts/entity, T %.3f)", st.loss_de,
+                        st.de_entities ? (double)st.de_pairs / (double)st.de_entities : 0.0,
+                        st.temperature);
+            if (cfg->use_rrd)
+                fprintf(stderr, "  rrd %.1f", st.loss_rrd);
+            fprintf(stderr, "  valid HR@5 %.4f NDCG@10 %.4f%s  %.1fs\n", v.hr[0], v.ndcg[1],
+                    since == 0 ? " *" : "", now_s() - t0);
+        }
+        if (since >= o->patience)
+            break;
+    }
+    metrics_eval(best, test, pool, &r->test);
+    distill_free(d);
+}
+
+static void json_metrics(const char *name, const metrics_t *m)
+{
+    printf("\"%s\": {", name);
+    for (int k = 0; k < METRICS_NK; k++)
+        printf("%s\"HR@%d\": %.4f, \"NDCG@%d\": %.4f, \"MRR@%d\": %.4f", k ? ", " : "",
+               metrics_k[k], m->hr[k], metrics_k[k], m->ndcg[k], metrics_k[k], m->mrr[k]);
+    printf("}");
+}
+
+static void print_result(const char *label, const fit_result_t *r)
+{
+    fprintf(stderr, "%s: %d epochs (best %d), %.1fs training (%.3fs/epoch), %.1fs validation\n",
+            label, r->epochs, r->best_epoch, r->train_seconds,
+            r->epochs ? r->train_seconds / r->epochs : 0.0, r->eval_seconds);
+    fprintf(stderr, "%s: test  HR@5 %.4f NDCG@5 %.4f HR@10 %.4f NDCG@10 %.4f HR@20 %.4f "
+            "NDCG@20 %.4f\n", label, r->test.hr[0], r->test.ndcg[0], r->test.hr[1],
+            r->test.ndcg[1], r->test.hr[2], r->test.ndcg[2]);
+}
+
+int main(int argc, char **argv)
+{
+    const char *data = NULL, *method = NULL, *variant = "paper", *teacher_file = NULL;
+    const char *save = NULL;
+    long seed = 0, threads = sysconf(_SC_NPROCESSORS_ONLN);
+    int json = 0, quiet = 0;
+    fit_opts_t fo = { 1000, 20, 1, 0, "" };
+    distill_cfg_t cfg = distill_cfg_default();
+    int dim = 0, teacher_dim = 200;
+    enum {
+        O_DATA = 256, O_METHOD, O_VARIANT, O_TEACHER, O_SAVE, O_SEED, O_THREADS, O_JSON,
+        O_MAXEP, O_PATIENCE, O_EVERY, O_DIM, O_TDIM, O_LR, O_WD, O_BATCH, O_LDE, O_LRRD,
+        O_KEEP, O_DESAMPLE, O_QUIET, O_HELP
+    };
+    static const struct option opts[] = {
+        { "data", required_argument, 0, O_DATA },
+        { "method", required_argument, 0, O_METHOD },
+        { "rrd-variant", required_argument, 0, O_VARIANT },
+        { "teacher", required_argument, 0, O_TEACHER },
+        { "save", required_argument, 0, O_SAVE },
+        { "seed", required_argument, 0, O_SEED },
+        { "threads", required_argument, 0, O_THREADS },
+        { "json", no_argument, 0, O_JSON },
+        { "max-epochs", required_argument, 0, O_MAXEP },
+        { "patience", required_argument, 0, O_PATIENCE },
+        { "eval-every", required_argument, 0, O_EVERY },
+        { "dim", required_argument, 0, O_DIM },
+        { "teacher-dim", required_argument, 0, O_TDIM },
+        { "lr", required_argument, 0, O_LR },
+        { "wd", required_argument, 0, O_WD },
+        { "batch", required_argument, 0, O_BATCH },
+        { "lambda-de", required_argument, 0, O_LDE },
+        { "lambda-rrd", required_argument, 0, O_LRRD },
+        { "de-keep", required_argument, 0, O_KEEP },
+        { "de-sample", required_argument, 0, O_DESAMPLE },
+        { "quiet", no_argument, 0, O_QUIET },
+        { "help", no_argument, 0, O_HELP },
+        { 0, 0, 0, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case O_DATA: data = optarg; break;
+        case O_METHOD: method = optarg; break;
+        case O_VARIANT: variant = optarg; break;
+        case O_TEACHER: teacher_file = optarg; break;
+        case O_SAVE: save = optarg; break;
+        case O_SEED: seed = parse_long("--seed", optarg, 0, 0x7fffffffL); break;
+        case O_THREADS: threads = parse_long("--threads", optarg, 1, 256); break;
+        case O_JSON: json = 1; break;
+        case O_MAXEP: fo.max_epochs = (int)parse_long("--max-epochs", optarg, 1, 1000000); break;
+        case O_PATIENCE: fo.patience = (int)parse_long("--patience", optarg, 1, 1000000); break;
+        case O_EVERY: fo.eval_every = (int)parse_long("--eval-every", optarg, 1, 1000000); break;
+        case O_DIM: dim = (int)parse_long("--dim", optarg, 1, 4096); break;
+        case O_TDIM: teacher_dim = (int)parse_long("--teacher-dim", optarg, 1, 4096); break;
+        case O_LR: cfg.adam.lr = parse_float("--lr", optarg, 1e-7, 10); break;
+        case O_WD: cfg.adam.wd = parse_float("--wd", optarg, 0, 10); break;
+        case O_BATCH: cfg.batch = (int)parse_long("--batch", optarg, 1, 1 << 20); break;
+        case O_LDE: cfg.lambda_de = parse_float("--lambda-de", optarg, 0, 1e6); break;
+        case O_LRRD: cfg.lambda_rrd = parse_float("--lambda-rrd", optarg, 0, 1e6); break;
+        case O_KEEP: cfg.de_keep = parse_float("--de-keep", optarg, 0, 0.999); break;
+        case O_DESAMPLE: cfg.de_sample = parse_float("--de-sample", optarg, 1e-6, 1); break;
+        case O_QUIET: quiet = 1; break;
+        case O_HELP: fputs(usage_text, stdout); return 0;
+        default: fputs(usage_text, stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind < argc)
+        die_usage("unexpected argument '%s'", argv[optind]);
+    if (!data)
+        die_usage("%s", "--data DIR is required");
+    if (!method)
+        die_usage("%s", "--method is required");
+    int is_teacher = !strcmp(method, "teacher"), is_student = !strcmp(method, "student");
+    cfg.use_de = !strcmp(method, "de") || !strcmp(method, "derrd");
+    cfg.use_rrd = !strcmp(method, "rrd") || !strcmp(method, "derrd");
+    if (!is_teacher && !is_student && !cfg.use_de && !cfg.use_rrd)
+        die_usage("unknown method '%s'", method);
+    if (!strcmp(variant, "paper"))
+        cfg.rrd_variant = RRD_PAPER;
+    else if (!strcmp(variant, "nosample"))
+        cfg.rrd_variant = RRD_NOSAMPLE;
+    else if (!strcmp(variant, "item"))
+        cfg.rrd_variant = RRD_ITEM;
+    else
+        die_usage("unknown --rrd-variant '%s'", variant);
+    if (teacher_file && (is_teacher || is_student))
+        die_usage("--teacher goes with de, rrd or derrd, not '%s'", method);
+    cfg.seed = (uint64_t)seed;
+    cfg.dim = dim ? dim : is_teacher ? teacher_dim : 20;
+    fo.progress = !quiet && isatty(2);
+
+    char err[512];
+    dataset_t ds;
+    int rc = dataset_load(&ds, data, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "derrd-train: %s\n", err);
+        return EXIT_USAGE;
+    }
+    ratings_t train;
+    if (ratings_init(&train, ds.n_users, ds.n_items, ds.train_u, ds.train_i, ds.n_train) < 0) {
+        fprintf(stderr, "derrd-train: out of memory\n");
+        return 1;
+    }
+    loo_split_t valid = { ds.n_users, ds.n_cands, ds.valid, ds.cands };
+    loo_split_t test = { ds.n_users, ds.n_cands, ds.test, ds.cands };
+    gemm_setup();
+    pool_t *pool = pool_new((int)threads);
+    if (!pool) {
+        fprintf(stderr, "derrd-train: cannot start %ld threads\n", threads);
+        return 1;
+    }
+    if (!quiet)
+        fprintf(stderr, "derrd-train: %d users, %d items, %lld interactions; %ld threads; "
+                "BLAS kernels %s\n", ds.n_users, ds.n_items, (long long)train.nnz, threads,
+                gemm_backend());
+    double t_start = now_s();
+    mf_t teacher = { 0 };
+    fit_result_t tr = { 0 };
+    int trained_teacher = 0;
+    if (cfg.use_de || cfg.use_rrd) {
+        if (teacher_file) {
+            embfile_t ef;
+            if (embfile_read(teacher_file, &ef, err, sizeof(err)) < 0) {
+                fprintf(stderr, "derrd-train: %s\n", err);
+                return EXIT_USAGE;
+            }
+            if ((int32_t)ef.n_users != ds.n_users || (int32_t)ef.n_items != ds.n_items) {
+                fprintf(stderr, "derrd-train: %s: teacher has %u users and %u items, the data "
+                        "%d and %d\n", teacher_file, ef.n_users, ef.n_items, ds.n_users,
+                        ds.n_items);
+                return EXIT_USAGE;
+            }
+            if (mf_init(&teacher, ds.n_users, ds.n_items, (int32_t)ef.dim) < 0) {
+                fprintf(stderr, "derrd-train: out of memory\n");
+                return 1;
+            }
+            memcpy(teacher.params, ef.rows,
+                   ((size_t)ef.n_users + ef.n_items) * ef.dim * sizeof(float));
+            free(ef.rows);
+        } else {
+            distill_cfg_t tc = distill_cfg_default();
+            tc.dim = teacher_dim;
+            tc.seed = cfg.seed;
+            tc.adam = cfg.adam;
+            tc.batch = cfg.batch;
+            fit_opts_t to = fo;
+            to.label = "teacher";
+            fit(&tc, &train, NULL, pool, &valid, &test, &to, &teacher, &tr);
+            trained_teacher = 1;
+            if (!quiet)
+                print_result("teacher", &tr);
+        }
+    }
+    mf_t best = { 0 };
+    fit_result_t r;
+    fo.label = method;
+    fit(&cfg, &train, (cfg.use_de || cfg.use_rrd) ? &teacher : NULL, pool, &valid, &test, &fo,
+        &best, &r);
+    double total = now_s() - t_start;
+    if (!quiet)
+        print_result(method, &r);
+    if (save && embfile_write(save, (uint32_t)best.dim, (uint32_t)best.n_users,
+                              (uint32_t)best.n_items, best.params, err, sizeof(err)) < 0) {
+        fprintf(stderr, "derrd-train: %s\n", err);
+        return 1;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    if (json) {
+        printf("{\"method\": \"%s\", \"rrd_variant\": \"%s\", \"dim\": %d, \"seed\": %ld, "
+               "\"threads\": %ld, \"epochs\": %d, \"best_epoch\": %d, \"train_seconds\": %.2f, "
+               "\"epoch_seconds\": %.4f, \"eval_seconds\": %.2f, \"setup_seconds\": %.3f, ",
+               method, variant, cfg.dim, seed, threads, r.epochs, r.best_epoch,
+               r.train_seconds, r.epochs ? r.train_seconds / r.epochs : 0.0, r.eval_seconds,
+               r.setup_seconds);
+        if (trained_teacher)
+            printf("\"teacher_epochs\": %d, \"teacher_train_seconds\": %.2f, "
+                   "\"teacher_test_hr5\": %.4f, ", tr.epochs, tr.train_seconds, tr.test.hr[0]);
+        if (cfg.use_de)
+            printf("\"de_experts_per_entity\": %.3f, ",
+                   r.last.de_entities ? (double)r.last.de_pairs / (double)r.last.de_entities : 0.0);
+        printf("\"total_seconds\": %.2f, \"peak_rss_mb\": %.1f, \"blas_core\": \"%s\", ", total,
+               (double)ru.ru_maxrss / 1024.0, gemm_backend());
+        json_metrics("valid", &r.valid);
+        printf(", ");
+        json_metrics("test", &r.test);
+        printf("}\n");
+    }
+    mf_close(&best);
+    mf_close(&teacher);
+    pool_free(pool);
+    ratings_close(&train);
+    dataset_close(&ds);
+    return 0;
+}
