@@ -12,8 +12,8 @@ BUILD   ?= build
 OPT     ?= -O3
 SAN     ?=
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wvla \
-           -fno-strict-aliasing -pthread -I. $(SAN)
+CFLAGS  += -std=c11 -D_GNU_SOURCE -fno-math-errno -fno-trapping-math -Wall -Wextra -Werror -Wshadow -Wvla \
+           -pthread -I. $(SAN)
 LDFLAGS += -pthread $(SAN)
 BLAS_LIBS = -lopenblas -lm
 

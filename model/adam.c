@@ -1,4 +1,5 @@
 /* Lazy Adam with closed-form catch-up; see adam.h for why it matches dense. */
+#include "simd.h"
 #include "adam.h"
 
 #include <errno.h>
@@ -12,9 +13,42 @@ adam_cfg_t adam_cfg_default(void)
     return cfg;
 }
 
-int adam_table_init(adam_table_t *t, float *params, int32_t rows, int32_t cols)
+/* Bias-corrected step size of step s (1-based). */
+static double adam__lr(const adam_cfg_t *cfg, int64_t s)
+{
+    return cfg->lr * sqrt(1.0 - pow(cfg->beta2, (double)s)) / (1.0 - pow(cfg->beta1, (double)s));
+}
+
+/* Per step and per gap length, the constants the updates need, so that a row
+ * update costs table look-ups instead of pow(). Past ADAM_CACHE steps the
+ * bias corrections are 1 to float precision (beta2^16384 < 1e-7). */
+static void adam__tables(adam_table_t *t)
+{
+    const adam_cfg_t *cfg = &t->cfg;
+    double b1 = cfg->beta1, b2 = cfg->beta2, rr = 1.0 / sqrt(b2), q = b1 * rr;
+    double b1k = 1.0, b2k = 1.0, rrk = 1.0;
+    for (int k = 0; k < ADAM_CACHE; k++) {
+        adam__tab_t *e = &t->tab[k];
+        e->lr = k ? (float)(cfg->lr / (1.0 - pow(b1, (double)k))) : 0.0f;
+        e->bc2 = k ? (float)(1.0 / sqrt(1.0 - pow(b2, (double)k))) : 0.0f;
+        e->lr_full = k ? (float)adam__lr(cfg, k) : 0.0f;
+        double sum_q = q * (1.0 - b1k * rrk) / (1.0 - q);
+        double sum_r = rr * (rrk - 1.0) / (rr - 1.0);
+        e->sum_q = (float)sum_q;
+        e->sum_wd = (float)((sum_r - sum_q) * cfg->wd);
+        e->b1k = (float)b1k;
+        e->b2k = (float)b2k;
+        b1k *= b1;
+        b2k *= b2;
+        rrk *= rr;
+    }
+}
+
+int adam_table_init(adam_table_t *t, float *params, int32_t rows, int32_t cols,
+                    const adam_cfg_t *cfg)
 {
     memset(t, 0, sizeof(*t));
+    t->cfg = *cfg;
     size_t n = (size_t)rows * (size_t)cols;
     t->rows = rows;
     t->cols = cols;
@@ -24,55 +58,31 @@ int adam_table_init(adam_table_t *t, float *params, int32_t rows, int32_t cols)
     t->g = calloc(n ? n : 1, sizeof(float));
     t->last = calloc(rows ? (size_t)rows : 1, sizeof(int64_t));
     t->touched = calloc(rows ? (size_t)rows : 1, 1);
-    t->pow_b1 = malloc(ADAM_CACHE * sizeof(double));
-    t->pow_b2 = malloc(ADAM_CACHE * sizeof(double));
-    t->pow_rr = malloc(ADAM_CACHE * sizeof(double));
-    if (!t->m || !t->v || !t->g || !t->last || !t->touched || !t->pow_b1 || !t->pow_b2 ||
-        !t->pow_rr) {
+    t->tab = malloc(ADAM_CACHE * sizeof(*t->tab));
+    if (!t->m || !t->v || !t->g || !t->last || !t->touched || !t->tab) {
         adam_table_close(t);
         return -ENOMEM;
     }
+    adam__tables(t);
     return 0;
 }
 
 void adam_table_close(adam_table_t *t)
 {
+    for (int k = 0; k < ADAM_MAX_PARTS; k++) {
+        free(t->parts[k].cnt);
+        free(t->parts[k].pos);
+        free(t->parts[k].gbuf);
+        free(t->parts[k].sorted);
+        free(t->parts[k].rows);
+    }
     free(t->m);
     free(t->v);
     free(t->g);
     free(t->last);
     free(t->touched);
-    free(t->pow_b1);
-    free(t->pow_b2);
-    free(t->pow_rr);
+    free(t->tab);
     memset(t, 0, sizeof(*t));
-}
-
-static void adam__cache(adam_table_t *t, const adam_cfg_t *cfg)
-{
-    if (t->cache_b1 == cfg->beta1 && t->cache_b2 == cfg->beta2)
-        return;
-    double rr = 1.0 / sqrt((double)cfg->beta2);
-    t->pow_b1[0] = t->pow_b2[0] = t->pow_rr[0] = 1.0;
-    for (int k = 1; k < ADAM_CACHE; k++) {
-        t->pow_b1[k] = t->pow_b1[k - 1] * cfg->beta1;
-        t->pow_b2[k] = t->pow_b2[k - 1] * cfg->beta2;
-        t->pow_rr[k] = t->pow_rr[k - 1] * rr;
-    }
-    t->cache_b1 = cfg->beta1;
-    t->cache_b2 = cfg->beta2;
-}
-
-static inline double adam__pow(const double *cache, double base, int64_t k)
-{
-    return k < ADAM_CACHE ? cache[k] : pow(base, (double)k);
-}
-
-/* Bias-corrected step size of step s. */
-static inline double adam__lr(const adam_table_t *t, const adam_cfg_t *cfg, int64_t s)
-{
-    return cfg->lr * sqrt(1.0 - adam__pow(t->pow_b2, cfg->beta2, s)) /
-           (1.0 - adam__pow(t->pow_b1, cfg->beta1, s));
 }
 
 /* Moves row r through steps last+1 .. upto with no data gradient.
@@ -83,38 +93,37 @@ static inline double adam__lr(const adam_table_t *t, const adam_cfg_t *cfg, int6
  *   B = sum_j lr_j (1 - beta1^j) rr^j  (weight decay, spread over the gap)
  * The bias-corrected rate lr_j changes slowly, so A takes it at the gap's
  * first step and B at its middle; both sums are then geometric series. */
-static void adam__catch_up(adam_table_t *t, const adam_cfg_t *cfg, int32_t r,
-                           int64_t upto)
+typedef struct {
+    float A, B;      /* B includes wd */
+    float b1k, b2k;  /* beta1^k, beta2^k */
+} adam__gap_t;
+
+static adam__gap_t adam__gap(const adam_table_t *t, int64_t s, int64_t k)
 {
-    int64_t s = t->last[r];
-    int64_t k = upto - s;
+    adam__gap_t g = { 0.0f, 0.0f, 1.0f, 1.0f };
     if (k <= 0)
-        return;
-    adam__cache(t, cfg);
-    double b1 = cfg->beta1, b2 = cfg->beta2;
-    double rr = 1.0 / sqrt(b2), q = b1 * rr;
-    double b1k = adam__pow(t->pow_b1, b1, k), b2k = adam__pow(t->pow_b2, b2, k);
-    double rrk = k < ADAM_CACHE ? t->pow_rr[k] : pow(rr, (double)k);
-    double qk = b1k * rrk;
-    double sum_q = q * (1.0 - qk) / (1.0 - q);
-    double sum_r = rr * (rrk - 1.0) / (rr - 1.0);
-    float A = (float)(adam__lr(t, cfg, s + 1) * sum_q);
-    float B = (float)(adam__lr(t, cfg, s + (k + 1) / 2) * (sum_r - sum_q) * cfg->wd);
-    float fb1k = (float)b1k, fb2k = (float)b2k, wd = cfg->wd;
-    float *p = t->p + (int64_t)r * t->cols;
-    float *m = t->m + (int64_t)r * t->cols;
-    float *v = t->v + (int64_t)r * t->cols;
-    for (int32_t c = 0; c < t->cols; c++) {
-        /* v = 0: the element never had a gradient, and dense Adam's drift
-         * for it is ~0 too, so leave it. */
-        float isq = v[c] > 0.0f ? 1.0f / sqrtf(v[c]) : 0.0f;
-        float shrink = fminf(B * isq, 1.0f); /* decay pulls toward 0, not past */
-        float p0 = p[c];
-        p[c] = p0 * (1.0f - shrink) - m[c] * A * isq;
-        m[c] = v[c] > 0.0f ? fb1k * m[c] + (1.0f - fb1k) * wd * p0 : m[c];
-        v[c] = fb2k * v[c];
+        return g;
+    const adam_cfg_t *cfg = &t->cfg;
+    int64_t s1 = s + 1, sm = s + (k + 1) / 2;
+    float lr1 = s1 < ADAM_CACHE ? t->tab[s1].lr_full : cfg->lr;
+    float lrm = sm < ADAM_CACHE ? t->tab[sm].lr_full : cfg->lr;
+    if (k < ADAM_CACHE) {
+        const adam__tab_t *e = &t->tab[k];
+        g.A = lr1 * e->sum_q;
+        g.B = lrm * e->sum_wd;
+        g.b1k = e->b1k;
+        g.b2k = e->b2k;
+    } else {
+        /* A very long gap: momentum is long spent, v has decayed away. */
+        double b1 = cfg->beta1, b2 = cfg->beta2, rr = 1.0 / sqrt(b2), q = b1 * rr;
+        double rrk = pow(rr, (double)k), sum_q = q / (1.0 - q);
+        double sum_r = rr * (rrk - 1.0) / (rr - 1.0);
+        g.A = (float)(lr1 * sum_q);
+        g.B = (float)(lrm * (sum_r - sum_q) * cfg->wd);
+        g.b1k = 0.0f;
+        g.b2k = (float)pow(b2, (double)k);
     }
-    t->last[r] = upto;
+    return g;
 }
 
 typedef struct {
@@ -122,52 +131,164 @@ typedef struct {
     float bc2;  /* 1 / sqrt(1 - beta2^t) */
 } adam__step_t;
 
-static adam__step_t adam__step_consts(const adam_cfg_t *cfg, int64_t step)
+static adam__step_t adam__step_consts(const adam_table_t *t, int64_t step)
 {
-    adam__step_t k;
-    k.lr = (float)(cfg->lr / (1.0 - pow(cfg->beta1, (double)step)));
-    k.bc2 = (float)(1.0 / sqrt(1.0 - pow(cfg->beta2, (double)step)));
+    adam__step_t k = { t->cfg.lr, 1.0f };
+    if (step < ADAM_CACHE) {
+        k.lr = t->tab[step].lr;
+        k.bc2 = t->tab[step].bc2;
+    }
     return k;
 }
 
-static void adam__step_row(adam_table_t *t, const adam_cfg_t *cfg,
-                           const adam__step_t *k, int32_t r, int64_t step)
+/* One pass over row r: the catch-up of its idle steps, then (when grad is
+ * not NULL) step `step` with that gradient. A single pass matters: the
+ * optimizer state is far larger than the caches, so the cost is the bytes
+ * moved. Branch-free so that it vectorises. */
+FAST_CLONES static void adam__row(adam_table_t *t, const adam__step_t *k, int32_t r,
+                                  int64_t step, const float *restrict grad)
 {
-    adam__catch_up(t, cfg, r, step - 1);
-    float lr = k->lr, bc2 = k->bc2;
-    float b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->eps, wd = cfg->wd;
+    const adam_cfg_t *cfg = &t->cfg;
+    int64_t upto = grad ? step - 1 : step;
+    adam__gap_t gp = adam__gap(t, t->last[r], upto - t->last[r]);
+    float wd = cfg->wd, b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->eps;
     int64_t off = (int64_t)r * t->cols;
-    float *p = t->p + off, *m = t->m + off, *v = t->v + off, *g = t->g + off;
-    for (int32_t c = 0; c < t->cols; c++) {
-        float gc = g[c] + wd * p[c];
-        m[c] = b1 * m[c] + (1.0f - b1) * gc;
-        v[c] = b2 * v[c] + (1.0f - b2) * gc * gc;
-        p[c] -= lr * m[c] / (sqrtf(v[c]) * bc2 + eps);
-        g[c] = 0.0f;
+    float *restrict p = t->p + off, *restrict m = t->m + off, *restrict v = t->v + off;
+    if (upto > t->last[r]) {
+        for (int32_t c = 0; c < t->cols; c++) {
+            /* v = 0: the element never had a gradient, and dense Adam's
+             * drift for it is ~0 too, so leave it. */
+            float vc = v[c];
+            float has = vc > 0.0f ? 1.0f : 0.0f;
+            float isq = has / sqrtf(vc + (1.0f - has));
+            float shrink = gp.B * isq;
+            shrink = shrink < 1.0f ? shrink : 1.0f; /* decay pulls toward 0, not past */
+            float p0 = p[c], mc = m[c];
+            p[c] = p0 * (1.0f - shrink) - mc * gp.A * isq;
+            m[c] = mc + has * ((gp.b1k - 1.0f) * mc + (1.0f - gp.b1k) * wd * p0);
+            v[c] = gp.b2k * vc;
+        }
+    }
+    if (grad) {
+        float lr = k->lr, bc2 = k->bc2;
+        for (int32_t c = 0; c < t->cols; c++) {
+            float gc = grad[c] + wd * p[c];
+            float mc = b1 * m[c] + (1.0f - b1) * gc;
+            float vc = b2 * v[c] + (1.0f - b2) * gc * gc;
+            m[c] = mc;
+            v[c] = vc;
+            p[c] -= lr * mc / (sqrtf(vc) * bc2 + eps);
+        }
     }
     t->last[r] = step;
-    t->touched[r] = 0;
 }
 
-void adam_table_update(adam_table_t *t, const adam_cfg_t *cfg, int64_t step,
-                       int part, int nparts)
+void adam_table_update(adam_table_t *t, int64_t step, int part, int nparts)
 {
-    adam__step_t k = adam__step_consts(cfg, step);
-    for (int32_t r = part; r < t->rows; r += nparts)
-        if (t->touched[r])
-            adam__step_row(t, cfg, &k, r, step);
+    adam__step_t k = adam__step_consts(t, step);
+    for (int32_t b = part * 64; b < t->rows; b += nparts * 64) {
+        int32_t e = b + 64 < t->rows ? b + 64 : t->rows;
+        for (int32_t r = b; r < e; r++)
+            if (t->touched[r]) {
+                float *g = t->g + (int64_t)r * t->cols;
+                adam__row(t, &k, r, step, g);
+                memset(g, 0, (size_t)t->cols * sizeof(float));
+                t->touched[r] = 0;
+            }
+    }
 }
 
-void adam_table_flush(adam_table_t *t, const adam_cfg_t *cfg, int64_t step,
-                      int part, int nparts)
+FAST_CLONES int adam_table_update_scatter(adam_table_t *t, int64_t step,
+                                          const scatter_t *const *lists, int nlists, int part,
+                                          int nparts)
 {
-    for (int32_t r = part; r < t->rows; r += nparts)
-        adam__catch_up(t, cfg, r, step);
+    if (part >= ADAM_MAX_PARTS)
+        return -EINVAL;
+    adam__part_t *pt = &t->parts[part];
+    if (!pt->cnt) {
+        pt->cnt = calloc((size_t)(t->rows ? t->rows : 1), sizeof(int32_t));
+        pt->pos = malloc((size_t)(t->rows ? t->rows : 1) * sizeof(int32_t));
+        pt->gbuf = malloc((size_t)t->cols * sizeof(float));
+        if (!pt->cnt || !pt->pos || !pt->gbuf)
+            return -ENOMEM;
+    }
+    /* Counting sort of this part's entries by row, stable in list order, so
+     * each row's gradient is summed from one contiguous run. */
+    int64_t n = 0;
+    pt->n_rows = 0;
+    for (int l = 0; l < nlists; l++) {
+        const scatter_t *s = lists[l];
+        for (int64_t x = 0; x < s->n; x++) {
+            int32_t r = s->v[x].row;
+            if (adam_part(r, nparts) != part)
+                continue;
+            if (pt->cnt[r]++ == 0) {
+                if (pt->n_rows == pt->cap_rows) {
+                    int64_t cap = pt->cap_rows ? pt->cap_rows * 2 : 4096;
+                    int32_t *nr = realloc(pt->rows, (size_t)cap * sizeof(int32_t));
+                    if (!nr)
+                        return -ENOMEM;
+                    pt->rows = nr;
+                    pt->cap_rows = cap;
+                }
+                pt->rows[pt->n_rows++] = r;
+            }
+            n++;
+        }
+    }
+    if (n > pt->cap) {
+        scatter_entry_t *ns = realloc(pt->sorted, (size_t)n * sizeof(*ns));
+        if (!ns)
+            return -ENOMEM;
+        pt->sorted = ns;
+        pt->cap = n;
+    }
+    int32_t acc = 0;
+    for (int64_t q = 0; q < pt->n_rows; q++) {
+        int32_t r = pt->rows[q];
+        pt->pos[r] = acc;
+        acc += pt->cnt[r];
+    }
+    for (int l = 0; l < nlists; l++) {
+        const scatter_t *s = lists[l];
+        for (int64_t x = 0; x < s->n; x++) {
+            int32_t r = s->v[x].row;
+            if (adam_part(r, nparts) == part)
+                pt->sorted[pt->pos[r]++] = s->v[x];
+        }
+    }
+    adam__step_t k = adam__step_consts(t, step);
+    int32_t d = t->cols;
+    float *restrict g = pt->gbuf;
+    for (int64_t q = 0; q < pt->n_rows; q++) {
+        int32_t r = pt->rows[q];
+        int32_t end = pt->pos[r], begin = end - pt->cnt[r];
+        memset(g, 0, (size_t)d * sizeof(float));
+        for (int32_t x = begin; x < end; x++) {
+            float a = pt->sorted[x].scale;
+            const float *restrict v = pt->sorted[x].vec;
+            for (int32_t c = 0; c < d; c++)
+                g[c] += a * v[c];
+        }
+        adam__row(t, &k, r, step, g);
+        pt->cnt[r] = 0;
+    }
+    return 0;
 }
 
-void adam_table_update_dense(adam_table_t *t, const adam_cfg_t *cfg, int64_t step)
+void adam_table_flush(adam_table_t *t, int64_t step, int part, int nparts)
 {
-    adam__step_t k = adam__step_consts(cfg, step);
+    adam__step_t k = adam__step_consts(t, step);
+    for (int32_t b = part * 64; b < t->rows; b += nparts * 64) {
+        int32_t e = b + 64 < t->rows ? b + 64 : t->rows;
+        for (int32_t r = b; r < e; r++)
+            adam__row(t, &k, r, step, NULL);
+    }
+}
+
+void adam_table_update_dense(adam_table_t *t, int64_t step)
+{
     for (int32_t r = 0; r < t->rows; r++)
-        adam__step_row(t, cfg, &k, r, step); /* its catch-up is a no-op */
+        t->touched[r] = 1;
+    adam_table_update(t, step, 0, 1);
 }

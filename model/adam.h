@@ -15,13 +15,15 @@
  * catch-up (1e-8 against sqrt(v) orders of magnitude larger). Rows that never
  * had a gradient stay at their initial values.
  *
- * Thread-safety: callers split rows between threads (row % nparts == part);
+ * Thread-safety: callers split rows between threads with adam_part();
  * two threads must never touch the same row at once.
  */
 #ifndef DERRD_ADAM_H
 #define DERRD_ADAM_H
 
 #include <stdint.h>
+
+#include "scatter.h"
 
 typedef struct {
     float lr;
@@ -34,6 +36,25 @@ typedef struct {
 /* lr 1e-3, betas (0.9, 0.999), eps 1e-8, wd 1e-3: the reference's values. */
 adam_cfg_t adam_cfg_default(void);
 
+enum { ADAM_CACHE = 16384, ADAM_MAX_PARTS = 64 };
+
+/* Internal: per step s the bias-corrected rates, per gap length k the
+ * catch-up sums. */
+typedef struct {
+    float lr, bc2, lr_full;     /* by step */
+    float sum_q, sum_wd, b1k, b2k; /* by gap length */
+} adam__tab_t;
+
+/* Internal: one part's scatter entries, sorted by row. */
+typedef struct {
+    int32_t *cnt;          /* (rows) entries of a row this step; 0 outside */
+    int32_t *pos;          /* (rows) end of a row's run in sorted */
+    scatter_entry_t *sorted;
+    int32_t *rows;         /* rows with entries, in order of first appearance */
+    int64_t cap, n_rows, cap_rows;
+    float *gbuf;           /* (cols) one row's summed gradient */
+} adam__part_t;
+
 typedef struct {
     int32_t rows;
     int32_t cols;
@@ -43,19 +64,25 @@ typedef struct {
     float *g;          /* (rows, cols) gradient; zero outside touched rows */
     int64_t *last;     /* (rows) the step a row is up to date with */
     uint8_t *touched;  /* (rows) the row has a gradient for this step */
-    /* Powers of the betas by gap length, for the catch-up; built on first
-     * use for the betas in force (cache_b1, cache_b2). */
-    double cache_b1, cache_b2;
-    double *pow_b1, *pow_b2, *pow_rr; /* (ADAM_CACHE) */
+    adam_cfg_t cfg;
+    adam__tab_t *tab;  /* (ADAM_CACHE) constants by step and by gap length */
+    adam__part_t parts[ADAM_MAX_PARTS]; /* scratch of adam_table_update_scatter */
 } adam_table_t;
 
-enum { ADAM_CACHE = 16384 };
-
 /* Allocates the optimizer state for the rows x cols parameters at params
- * (which stay owned by the caller). Returns 0 or -ENOMEM. */
-int adam_table_init(adam_table_t *t, float *params, int32_t rows, int32_t cols);
+ * (which stay owned by the caller), to be trained with cfg.
+ * Returns 0 or -ENOMEM. */
+int adam_table_init(adam_table_t *t, float *params, int32_t rows, int32_t cols,
+                    const adam_cfg_t *cfg);
 
 void adam_table_close(adam_table_t *t);
+
+/* Which of nparts threads owns a row: blocks of 64 rows, so that two threads
+ * never share a cache line of the per-row arrays. */
+static inline int adam_part(int32_t row, int nparts)
+{
+    return (int)((row >> 6) % nparts);
+}
 
 /* The gradient row to accumulate into; marks the row touched. */
 static inline float *adam_table_grad(adam_table_t *t, int32_t row)
@@ -65,17 +92,24 @@ static inline float *adam_table_grad(adam_table_t *t, int32_t row)
 }
 
 /* Step number `step` (1-based) for the touched rows with
- * row % nparts == part: catch up, apply the gradient, clear it. */
-void adam_table_update(adam_table_t *t, const adam_cfg_t *cfg, int64_t step,
-                       int part, int nparts);
+ * adam_part(row, nparts) == part: catch up, apply the gradient, clear it. */
+void adam_table_update(adam_table_t *t, int64_t step, int part, int nparts);
 
-/* Brings the rows with row % nparts == part up to date with `step`, as if
+/* Step `step` for the rows of part that have entries in lists[0..nlists):
+ * sums each row's entries in list order, then catches the row up and applies
+ * Adam in one pass over its state (t->g is not used). Returns 0, -ENOMEM,
+ * or -EINVAL when part >= ADAM_MAX_PARTS. The lists must not change while
+ * the parts run. */
+int adam_table_update_scatter(adam_table_t *t, int64_t step,
+                              const scatter_t *const *lists, int nlists, int part,
+                              int nparts);
+
+/* Brings the rows of part `part` up to date with `step`, as if
  * they had taken part in every step with a zero data gradient. */
-void adam_table_flush(adam_table_t *t, const adam_cfg_t *cfg, int64_t step,
-                      int part, int nparts);
+void adam_table_flush(adam_table_t *t, int64_t step, int part, int nparts);
 
 /* Reference: one dense Adam step over every row, with the touched rows'
  * gradients and zero elsewhere. Used by tests to check the lazy path. */
-void adam_table_update_dense(adam_table_t *t, const adam_cfg_t *cfg, int64_t step);
+void adam_table_update_dense(adam_table_t *t, int64_t step);
 
 #endif

@@ -38,7 +38,8 @@ struct distill {
     const ratings_t *train;
     const mf_t *teacher;
     pool_t *pool;
-    int nparts;
+    int nparts;             /* row partitions of the optimizer step */
+    int nworkers;           /* pool threads: the per-worker scratch count */
 
     mf_t model;
     adam_table_t opt;       /* rows: users, then items */
@@ -53,6 +54,7 @@ struct distill {
     float *coef;            /* (batch) */
     int nchunks;            /* chunks per full batch */
     scatter_t *sc_bpr;      /* (nchunks) */
+    const scatter_t **lists;/* a step's lists, in the order they are summed */
     double *loss_chunk;     /* (max chunks) */
 
     /* the batch's unique entities, in order of first appearance */
@@ -73,6 +75,7 @@ struct distill {
     scatter_t *sc_rrd;       /* per anchor chunk */
     int rrd_chunks_cap;
     const int32_t *step_anchor;
+    int32_t *rrd_pick;       /* (batch) the sampled anchors of a step */
     int32_t n_step_anchor;
     /* per worker scratch */
     uint64_t **bitmap;
@@ -92,8 +95,10 @@ distill_cfg_t distill_cfg_default(void)
     c.use_de = false;
     c.n_experts = 30;
     c.lambda_de = 0.01f;
-    c.de_keep = 1e-3f;
+    c.de_keep = 0.0f;
+    c.de_max_experts = 0;
     c.de_sample = 1.0f;
+    c.de_every = 1;
     c.use_rrd = false;
     c.rrd_variant = RRD_PAPER;
     c.rrd_n = 500;
@@ -101,6 +106,7 @@ distill_cfg_t distill_cfg_default(void)
     c.rrd_l = 40;
     c.rrd_temp = 10.0f;
     c.lambda_rrd = 0.001f;
+    c.rrd_sample = 1.0f;
     return c;
 }
 
@@ -135,6 +141,7 @@ void distill_free(distill_t *d)
         for (int c = 0; c < d->nchunks; c++)
             scatter_close(&d->sc_bpr[c]);
     free(d->sc_bpr);
+    free(d->lists);
     free(d->loss_chunk);
     free(d->seen_user);
     free(d->seen_pos);
@@ -151,11 +158,12 @@ void distill_free(distill_t *d)
     free(d->rrd_nk);
     free(d->rrd_nl);
     free(d->anchor_grad);
+    free(d->rrd_pick);
     if (d->sc_rrd)
         for (int c = 0; c < d->rrd_chunks_cap; c++)
             scatter_close(&d->sc_rrd[c]);
     free(d->sc_rrd);
-    for (int w = 0; w < d->nparts; w++) {
+    for (int w = 0; w < d->nworkers; w++) {
         if (d->bitmap)
             free(d->bitmap[w]);
         if (d->scr_f)
@@ -177,8 +185,8 @@ static int distill__de_side_init(distill_t *d, distill__de_side_t *sd, int side)
                           c->seed ^ (0x5eed0000ULL + (uint64_t)side));
     if (rc < 0)
         return rc;
-    if (adam_table_init(&sd->opt_ex, sd->ex.ex, sd->ex.n_experts, sd->ex.ex_size) < 0 ||
-        adam_table_init(&sd->opt_sel, sd->ex.sel, 1, sd->ex.sel_size) < 0)
+    if (adam_table_init(&sd->opt_ex, sd->ex.ex, sd->ex.n_experts, sd->ex.ex_size, &c->adam) < 0 ||
+        adam_table_init(&sd->opt_sel, sd->ex.sel, 1, sd->ex.sel_size, &c->adam) < 0)
         return -ENOMEM;
     sd->work = de_work_new();
     sd->cap = cap;
@@ -214,14 +222,21 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
         return NULL;
     }
     if (c->use_de && (c->n_experts < 1 || c->n_experts > 256 || !(c->de_sample > 0.0f) ||
-                      c->de_sample > 1.0f || c->de_keep < 0.0f || c->de_keep >= 1.0f)) {
-        snprintf(err, errlen, "DE needs 1..256 experts, de_sample in (0, 1], de_keep in [0, 1)");
+                      c->de_sample > 1.0f || c->de_keep < 0.0f || c->de_keep >= 1.0f ||
+                      c->de_every < 1 || c->de_max_experts < 0)) {
+        snprintf(err, errlen, "DE needs 1..256 experts, de_sample in (0, 1], de_keep in [0, 1), "
+                 "de_every >= 1, de_max_experts >= 0");
         return NULL;
     }
     if (c->use_rrd && (c->rrd_n < 1 || c->rrd_k < 1 || c->rrd_l < 0 || c->rrd_k > c->rrd_n ||
-                       c->rrd_k + c->rrd_l > DISTILL_MAX_KL || !(c->rrd_temp > 0.0f))) {
-        snprintf(err, errlen, "RRD needs N >= K >= 1, L >= 0, K + L <= %d and a positive "
-                 "temperature", DISTILL_MAX_KL);
+                       c->rrd_k + c->rrd_l > DISTILL_MAX_KL || !(c->rrd_temp > 0.0f) ||
+                       !(c->rrd_sample > 0.0f) || c->rrd_sample > 1.0f)) {
+        snprintf(err, errlen, "RRD needs N >= K >= 1, L >= 0, K + L <= %d, a positive "
+                 "temperature and rrd_sample in (0, 1]", DISTILL_MAX_KL);
+        return NULL;
+    }
+    if (c->use_rrd && c->rrd_variant == RRD_NOSAMPLE) {
+        snprintf(err, errlen, "the nosample RRD variant is not built yet");
         return NULL;
     }
     if (train->nnz == 0) {
@@ -235,11 +250,15 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
     d->train = train;
     d->teacher = teacher;
     d->pool = pool;
-    d->nparts = pool_threads(pool);
+    d->nworkers = pool_threads(pool);
+    d->nparts = d->nworkers;
+    if (d->nparts > ADAM_MAX_PARTS)
+        d->nparts = ADAM_MAX_PARTS;
     if (mf_init(&d->model, train->n_users, train->n_items, c->dim) < 0)
         goto oom;
     mf_init_normal(&d->model, c->init_std, c->seed);
-    if (adam_table_init(&d->opt, d->model.params, train->n_users + train->n_items, c->dim) < 0)
+    if (adam_table_init(&d->opt, d->model.params, train->n_users + train->n_items, c->dim,
+                        &c->adam) < 0)
         goto oom;
     int64_t nnz = train->nnz;
     d->pair_u = malloc((size_t)nnz * sizeof(int32_t));
@@ -249,6 +268,7 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
     d->coef = malloc((size_t)c->batch * sizeof(float));
     d->nchunks = (c->batch + CHUNK - 1) / CHUNK;
     d->sc_bpr = calloc((size_t)d->nchunks, sizeof(scatter_t));
+    d->lists = calloc(2 * (size_t)d->nchunks + 2, sizeof(scatter_t *));
     d->loss_chunk = calloc((size_t)d->nchunks + (size_t)c->batch / CHUNK + 2, sizeof(double));
     d->seen_user = malloc((size_t)train->n_users * sizeof(int64_t));
     d->seen_pos = malloc((size_t)train->n_items * sizeof(int64_t));
@@ -256,7 +276,7 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
     d->uniq_user = malloc((size_t)c->batch * sizeof(int32_t));
     d->uniq_pos = malloc((size_t)c->batch * sizeof(int32_t));
     d->uniq_neg = malloc((size_t)c->batch * sizeof(int32_t));
-    if (!d->pair_u || !d->pair_i || !d->order || !d->batch || !d->coef || !d->sc_bpr ||
+    if (!d->pair_u || !d->pair_i || !d->order || !d->batch || !d->coef || !d->sc_bpr || !d->lists ||
         !d->loss_chunk || !d->seen_user || !d->seen_pos || !d->seen_neg ||
         !d->uniq_user || !d->uniq_pos || !d->uniq_neg)
         goto oom;
@@ -296,15 +316,16 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
         d->rrd_nk = malloc((size_t)d->n_anchor * sizeof(int32_t));
         d->rrd_nl = malloc((size_t)d->n_anchor * sizeof(int32_t));
         d->anchor_grad = malloc((size_t)c->batch * (size_t)c->dim * sizeof(float));
+        d->rrd_pick = malloc((size_t)c->batch * sizeof(int32_t));
         d->rrd_chunks_cap = (c->batch + CHUNK - 1) / CHUNK;
         d->sc_rrd = calloc((size_t)d->rrd_chunks_cap, sizeof(scatter_t));
-        d->bitmap = calloc((size_t)d->nparts, sizeof(uint64_t *));
-        d->scr_f = calloc((size_t)d->nparts, sizeof(float *));
-        d->scr_i = calloc((size_t)d->nparts, sizeof(int32_t *));
-        if (!d->topn || !d->rrd_tgt || !d->rrd_nk || !d->rrd_nl || !d->anchor_grad ||
+        d->bitmap = calloc((size_t)d->nworkers, sizeof(uint64_t *));
+        d->scr_f = calloc((size_t)d->nworkers, sizeof(float *));
+        d->scr_i = calloc((size_t)d->nworkers, sizeof(int32_t *));
+        if (!d->topn || !d->rrd_tgt || !d->rrd_nk || !d->rrd_nl || !d->anchor_grad || !d->rrd_pick ||
             !d->sc_rrd || !d->bitmap || !d->scr_f || !d->scr_i)
             goto oom;
-        for (int w = 0; w < d->nparts; w++) {
+        for (int w = 0; w < d->nworkers; w++) {
             d->bitmap[w] = calloc(((size_t)d->n_target + 63) / 64, sizeof(uint64_t));
             d->scr_f[w] = malloc(((size_t)N + (size_t)KL) * sizeof(float));
             d->scr_i[w] = malloc(((size_t)N + (size_t)KL) * sizeof(int32_t));
@@ -452,7 +473,7 @@ static int distill__de_side(distill_t *d, int side, float temp, distill_stats_t 
     int32_t ds = c->dim, dt = te->dim, M = c->n_experts;
     rng_t pick;
     rng_init_stream(&pick, c->seed, RNG_DE_SAMPLE, (uint64_t)d->step, (uint64_t)side);
-    float inv_p = 1.0f / c->de_sample;
+    float inv_p = (float)c->de_every / c->de_sample;
     sd->n = 0;
     const int32_t *lists[2];
     int32_t counts[2];
@@ -490,7 +511,8 @@ static int distill__de_side(distill_t *d, int side, float temp, distill_stats_t 
     rng_t g;
     rng_init_stream(&g, c->seed, RNG_GUMBEL, (uint64_t)d->step, (uint64_t)side);
     rng_gumbel_fill(&g, sd->gumbel, sd->n * M);
-    de_batch_t b = { sd->n, sd->s, sd->t, sd->weight, sd->gumbel, temp, c->de_keep };
+    de_batch_t b = { sd->n, sd->s, sd->t, sd->weight, sd->gumbel, temp, c->de_keep,
+                     c->de_max_experts };
     memset(sd->used, 0, (size_t)M);
     int64_t pairs = 0;
     double loss = de_forward_backward(&sd->ex, &b, sd->work, d->pool, sd->opt_ex.g, sd->used,
@@ -503,9 +525,9 @@ static int distill__de_side(distill_t *d, int side, float temp, distill_stats_t 
     for (int32_t k = 0; k < sd->n; k++)
         if (scatter_add(&d->sc_de, sd->rows[k], 1.0f, sd->ds + (int64_t)k * ds) < 0)
             return -ENOMEM;
-    /* The weights already hold lambda_de; report the unweighted DE loss
-     * on the scale of the reference (1/p undone). */
-    stats->loss_de += loss / (double)c->lambda_de / (double)inv_p;
+    /* The weights hold lambda_de and the sampling factors; without lambda
+     * this estimates the reference's unweighted DE sum. */
+    stats->loss_de += loss / (double)c->lambda_de;
     stats->de_entities += sd->n;
     stats->de_pairs += pairs;
     return 0;
@@ -523,7 +545,7 @@ static void distill__rrd_chunk(void *ctx, int task, int worker)
     scatter_clear(sc);
     (void)worker;
     double loss = 0.0;
-    float lam = c->lambda_rrd;
+    float lam = c->lambda_rrd / c->rrd_sample;
     for (int32_t q = a0; q < a1; q++) {
         int32_t a = d->step_anchor[q];
         int32_t nk = d->rrd_nk[a], nl = d->rrd_nl[a];
@@ -554,31 +576,25 @@ static void distill__rrd_chunk(void *ctx, int task, int worker)
 
 typedef struct {
     distill_t *d;
-    int n_bpr;
-    int n_rrd;
-} distill__apply_t;
+    const scatter_t *const *lists;
+    int nlists;
+    int failed;
+} distill__update_t;
 
-static void distill__apply(void *ctx, int part, int worker)
-{
-    (void)worker;
-    distill__apply_t *ap = ctx;
-    distill_t *d = ap->d;
-    for (int c = 0; c < ap->n_bpr; c++)
-        scatter_apply(&d->sc_bpr[c], &d->opt, part, d->nparts);
-    scatter_apply(&d->sc_de, &d->opt, part, d->nparts);
-    for (int c = 0; c < ap->n_rrd; c++)
-        scatter_apply(&d->sc_rrd[c], &d->opt, part, d->nparts);
-}
-
+/* Gradient sums and Adam for the embeddings (from the scatter lists) and the
+ * experts (from their dense gradients), one part of the rows per worker. */
 static void distill__update(void *ctx, int part, int worker)
 {
     (void)worker;
-    distill_t *d = ((distill__job_t *)ctx)->d;
-    adam_table_update(&d->opt, &d->cfg.adam, d->step, part, d->nparts);
+    distill__update_t *up = ctx;
+    distill_t *d = up->d;
+    if (adam_table_update_scatter(&d->opt, d->step, up->lists, up->nlists, part,
+                                  d->nparts) < 0)
+        up->failed = 1;
     if (d->cfg.use_de)
         for (int s = 0; s < 2; s++) {
-            adam_table_update(&d->de[s].opt_ex, &d->cfg.adam, d->step, part, d->nparts);
-            adam_table_update(&d->de[s].opt_sel, &d->cfg.adam, d->step, part, d->nparts);
+            adam_table_update(&d->de[s].opt_ex, d->step, part, d->nparts);
+            adam_table_update(&d->de[s].opt_sel, d->step, part, d->nparts);
         }
 }
 
@@ -586,11 +602,11 @@ static void distill__flush(void *ctx, int part, int worker)
 {
     (void)worker;
     distill_t *d = ((distill__job_t *)ctx)->d;
-    adam_table_flush(&d->opt, &d->cfg.adam, d->step, part, d->nparts);
+    adam_table_flush(&d->opt, d->step, part, d->nparts);
     if (d->cfg.use_de)
         for (int s = 0; s < 2; s++) {
-            adam_table_flush(&d->de[s].opt_ex, &d->cfg.adam, d->step, part, d->nparts);
-            adam_table_flush(&d->de[s].opt_sel, &d->cfg.adam, d->step, part, d->nparts);
+            adam_table_flush(&d->de[s].opt_ex, d->step, part, d->nparts);
+            adam_table_flush(&d->de[s].opt_sel, d->step, part, d->nparts);
         }
 }
 
@@ -622,25 +638,44 @@ int distill_epoch(distill_t *d, distill_stats_t *stats)
         stats->samples += n;
         distill__uniques(d, n);
         scatter_clear(&d->sc_de);
-        if (c->use_de) {
+        if (c->use_de && d->step % c->de_every == 0) {
             for (int side = 0; side < 2; side++)
                 if (distill__de_side(d, side, temp, stats) < 0)
                     return -ENOMEM;
         }
         int nrrd = 0;
         if (c->use_rrd) {
-            d->step_anchor = c->rrd_variant == RRD_ITEM ? d->uniq_pos : d->uniq_user;
-            d->n_step_anchor = c->rrd_variant == RRD_ITEM ? d->n_pos : d->n_user;
+            const int32_t *all = c->rrd_variant == RRD_ITEM ? d->uniq_pos : d->uniq_user;
+            int32_t n_all = c->rrd_variant == RRD_ITEM ? d->n_pos : d->n_user;
+            d->step_anchor = all;
+            d->n_step_anchor = n_all;
+            if (c->rrd_sample < 1.0f) {
+                /* Keep a random share; the loss weight makes up for the rest. */
+                rng_t pick;
+                rng_init_stream(&pick, c->seed, RNG_RRD_PICK, (uint64_t)d->step, 0);
+                d->n_step_anchor = 0;
+                for (int32_t k = 0; k < n_all; k++)
+                    if (rng_float(&pick) < c->rrd_sample)
+                        d->rrd_pick[d->n_step_anchor++] = all[k];
+                d->step_anchor = d->rrd_pick;
+            }
             nrrd = (d->n_step_anchor + CHUNK - 1) / CHUNK;
             pool_run(d->pool, nrrd, distill__rrd_chunk, &st);
             for (int k = 0; k < nrrd; k++)
-                stats->loss_rrd += d->loss_chunk[k];
+                stats->loss_rrd += d->loss_chunk[k] / c->rrd_sample;
         }
         if (st.failed)
             return -ENOMEM;
-        distill__apply_t ap = { d, nch, nrrd };
-        pool_run(d->pool, d->nparts, distill__apply, &ap);
-        pool_run(d->pool, d->nparts, distill__update, &job);
+        int nl = 0;
+        for (int k = 0; k < nch; k++)
+            d->lists[nl++] = &d->sc_bpr[k];
+        d->lists[nl++] = &d->sc_de;
+        for (int k = 0; k < nrrd; k++)
+            d->lists[nl++] = &d->sc_rrd[k];
+        distill__update_t up = { d, (const scatter_t *const *)d->lists, nl, 0 };
+        pool_run(d->pool, d->nparts, distill__update, &up);
+        if (up.failed)
+            return -ENOMEM;
     }
     d->epoch++;
     return 0;

@@ -14,14 +14,16 @@
  * seed, whatever the thread count.
  *
  * DE terms: the batch's unique users (weight 1) and half of its unique
- * positive and negative items (weight 0.5), as the reference. Two knobs cut
- * the cost: de_keep evaluates only experts whose Gumbel-softmax weight is at
- * least de_keep (experts.h), and de_sample keeps each entity's DE term with
+ * positive and negative items (weight 0.5), as the reference. Knobs that cut
+ * the cost: de_keep and de_max_experts limit the experts evaluated per
+ * entity (experts.h); de_sample keeps each entity's DE term with
  * probability de_sample and scales it by 1/de_sample, an unbiased estimate of
- * the full sum.
+ * the reference's sum; de_every computes DE on one step in de_every, scaled
+ * by de_every, which also makes the experts' own updates that much rarer.
  *
  * RRD terms: the batch's unique users, with K interesting and L uninteresting
- * items redrawn every epoch (rrd.h). Variants: RRD_NOSAMPLE takes the
+ * items redrawn every epoch (rrd.h); rrd_sample subsamples them the same
+ * unbiased way. Variants: RRD_NOSAMPLE takes the
  * teacher's top K in order and sums over every other unobserved item;
  * RRD_ITEM ranks users for the batch's unique positive items (IR-RRD).
  *
@@ -55,8 +57,10 @@ typedef struct {
     bool use_de;
     int32_t n_experts;
     float lambda_de;
-    float de_keep;       /* skip experts with Gumbel-softmax weight below */
+    float de_keep;       /* drop the lightest experts holding < de_keep */
+    int32_t de_max_experts; /* at most this many experts per entity; 0 = all */
     float de_sample;     /* share of batch entities that get a DE term */
+    int32_t de_every;    /* DE on every de_every-th step only, weighted by it */
 
     bool use_rrd;
     rrd_variant_t rrd_variant;
@@ -65,11 +69,12 @@ typedef struct {
     int32_t rrd_l;       /* uninteresting items */
     float rrd_temp;      /* weight exp(-rank / rrd_temp) */
     float lambda_rrd;
+    float rrd_sample;    /* share of batch anchors that get an RRD term */
 } distill_cfg_t;
 
 /* The reference's settings: dim 20, batch 1024, Adam 1e-3 / wd 1e-3,
  * 30 experts, lambda_de 1e-2, N 500, K 40, L 40, temp 10, lambda_rrd 1e-3;
- * no DE and no RRD. de_keep 1e-3, de_sample 1. */
+ * no DE and no RRD; every expert, entity and anchor evaluated. */
 distill_cfg_t distill_cfg_default(void);
 
 typedef struct {

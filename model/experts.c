@@ -236,6 +236,25 @@ static void de__select(void *ctx, int task, int worker)
         }
         for (int32_t e = 0; e < M; e++)
             wk[e] /= zs;
+        /* Keep the heaviest experts until they hold 1 - keep of the weight
+         * (or max_experts of them), renormalise, zero the rest. */
+        int32_t order[256], nk = 0;
+        float kept = 0.0f;
+        int32_t cap = b->max_experts > 0 && b->max_experts < M ? b->max_experts : M;
+        for (int32_t e = 0; e < M; e++) {
+            int32_t q = e;
+            while (q > 0 && wk[order[q - 1]] < wk[e]) {
+                order[q] = order[q - 1];
+                q--;
+            }
+            order[q] = e;
+        }
+        while (nk < cap && (nk == 0 || kept < 1.0f - b->keep))
+            kept += wk[order[nk++]];
+        for (int32_t q = nk; q < M; q++)
+            wk[order[q]] = 0.0f;
+        for (int32_t q = 0; q < nk; q++)
+            wk[order[q]] /= kept;
     }
 }
 
@@ -404,7 +423,7 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
     for (int32_t k = 0; k < n; k++) {
         const float *wk = w->w + (size_t)k * M;
         for (int32_t e = 0; e < M; e++)
-            if (wk[e] >= b->keep)
+            if (wk[e] > 0.0f)
                 w->exp_off[e + 1]++;
     }
     int64_t grp = 0;
@@ -426,7 +445,7 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
     for (int32_t k = 0; k < n; k++) {
         const float *wk = w->w + (size_t)k * M;
         for (int32_t e = 0; e < M; e++)
-            if (wk[e] >= b->keep) {
+            if (wk[e] > 0.0f) {
                 w->pair_ent[cursor[e]++] = k;
                 w->ent_off[k + 1]++;
             }

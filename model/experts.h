@@ -8,13 +8,15 @@
  * gives p; Gumbel-softmax w = softmax((log(p + 1e-10) + g) / temp) weighs the
  * experts. The loss of an entity is weight * ||t - sum_e w_e f_e(s)||^2.
  *
- * Cost: the reference evaluates all M experts for every entity. Here an
- * expert is evaluated only where its weight w_e >= keep; the rest contribute
- * exactly w_e * f_e(s) to the prediction, which is below keep times a bounded
- * vector, and a gradient of the same order. Pairs (entity, expert) are
- * grouped by expert so each expert runs as three sgemm calls forward and
- * backward over all its entities. keep = 0 evaluates every expert (the
- * reference).
+ * Cost: the reference evaluates all M experts for every entity. Here each
+ * entity keeps its heaviest experts, in decreasing weight, until they hold at
+ * least 1 - keep of the weight or max_experts are kept; the kept weights are
+ * renormalised to sum to 1, which is exactly a Gumbel-softmax over the kept
+ * experts' logits, and its gradient is computed as such. keep = 0 with no cap
+ * is the reference. At the low temperatures of most of training one expert
+ * holds nearly all the weight, so both forms agree. Pairs (entity, expert)
+ * are grouped by expert so each expert runs as a few sgemm calls over all its
+ * entities.
  *
  * Parameters are one block: the experts, then the selection net.
  * An experts_t is not thread-safe; de_forward_backward() uses the pool.
@@ -53,7 +55,8 @@ typedef struct {
     const float *weight;  /* (n) loss weight of each entity */
     const float *gumbel;  /* (n, M) Gumbel(0,1) noise */
     float temp;           /* Gumbel-softmax temperature, > 0 */
-    float keep;           /* evaluate experts with w_e >= keep; 0 = all */
+    float keep;           /* drop the lightest experts holding < keep of the weight */
+    int32_t max_experts;  /* keep at most this many per entity; 0 = M */
 } de_batch_t;
 
 typedef struct de_work de_work_t;

@@ -1,4 +1,5 @@
 /* Leave-one-out metrics; see metrics.h. */
+#include "simd.h"
 #include "metrics.h"
 
 #include <errno.h>
@@ -57,7 +58,7 @@ static inline float metrics__score(const mf_t *mf, const float *pu, int32_t item
     return mf_dot(pu, mf->ie + (int64_t)item * mf->dim, mf->dim);
 }
 
-static void metrics__chunk(void *ctx, int task, int worker)
+FAST_CLONES static void metrics__chunk(void *ctx, int task, int worker)
 {
     (void)worker;
     metrics__job_t *job = ctx;

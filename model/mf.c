@@ -1,4 +1,5 @@
 /* BPR matrix factorisation; see mf.h. */
+#include "simd.h"
 #include "mf.h"
 
 #include <errno.h>
@@ -56,7 +57,7 @@ static inline double mf__softplus(double x)
     return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x));
 }
 
-double bpr_forward(const mf_t *mf, const bpr_triple_t *t, int32_t n, float *coef)
+FAST_CLONES double bpr_forward(const mf_t *mf, const bpr_triple_t *t, int32_t n, float *coef)
 {
     int32_t d = mf->dim;
     double loss = 0.0;

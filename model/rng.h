@@ -25,7 +25,8 @@ enum {
     RNG_GUMBEL,        /* expert selection noise */
     RNG_DE_SAMPLE,     /* which entities get a DE term in a step */
     RNG_RRD,           /* RRD interesting / uninteresting samples */
-    RNG_TEST           /* tests and data generators */
+    RNG_TEST,          /* tests and data generators */
+    RNG_RRD_PICK       /* which anchors get an RRD term in a step */
 };
 
 /* Seeds the generator from one 64-bit value (splitmix64 expansion). */

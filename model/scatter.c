@@ -17,34 +17,23 @@ void scatter_close(scatter_t *s)
     scatter_init(s);
 }
 
-int scatter_add(scatter_t *s, int32_t row, float scale, const float *vec)
+int scatter__grow(scatter_t *s)
 {
-    if (s->n == s->cap) {
-        int64_t cap = s->cap ? s->cap * 2 : 1024;
-        scatter_entry_t *v = realloc(s->v, (size_t)cap * sizeof(*v));
-        if (!v)
-            return -ENOMEM;
-        s->v = v;
-        s->cap = cap;
-    }
-    s->v[s->n].row = row;
-    s->v[s->n].scale = scale;
-    s->v[s->n].vec = vec;
-    s->n++;
+    int64_t cap = s->cap ? s->cap * 2 : 1024;
+    scatter_entry_t *v = realloc(s->v, (size_t)cap * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    s->v = v;
+    s->cap = cap;
     return 0;
 }
 
-void scatter_apply(const scatter_t *s, adam_table_t *t, int part, int nparts)
+void scatter_apply_dense(const scatter_t *s, float *grad, int32_t cols)
 {
-    int32_t d = t->cols;
     for (int64_t k = 0; k < s->n; k++) {
         const scatter_entry_t *e = &s->v[k];
-        if (e->row % nparts != part)
-            continue;
-        float *g = adam_table_grad(t, e->row);
-        float a = e->scale;
-        const float *x = e->vec;
-        for (int32_t c = 0; c < d; c++)
-            g[c] += a * x[c];
+        float *g = grad + (int64_t)e->row * cols;
+        for (int32_t c = 0; c < cols; c++)
+            g[c] += e->scale * e->vec[c];
     }
 }

@@ -51,9 +51,14 @@ static const char *usage_text =
     "  --batch N            mini-batch size (default 1024)\n"
     "  --lambda-de X        DE weight (default 0.01)\n"
     "  --lambda-rrd X       RRD weight (default 0.001)\n"
-    "  --de-keep X          evaluate experts with selection weight >= X (default 0.001;\n"
-    "                       0 evaluates all, as the reference)\n"
-    "  --de-sample X        share of batch entities given a DE term (default 1)\n"
+    "  --de-keep X          drop each entity's lightest experts holding < X of the\n"
+    "                       selection weight (default 0: none, as the reference)\n"
+    "  --de-max-experts N   evaluate at most N experts per entity (default 0: all)\n"
+    "  --de-sample X        share of batch entities given a DE term, reweighted\n"
+    "                       (default 1)\n"
+    "  --de-every N         DE on every N-th step only, weighted by N (default 1)\n"
+    "  --rrd-sample X       share of batch users given an RRD term, reweighted\n"
+    "                       (default 1)\n"
     "  --quiet              no per-epoch progress\n"
     "  --help               this text\n";
 
@@ -216,7 +221,7 @@ int main(int argc, char **argv)
     enum {
         O_DATA = 256, O_METHOD, O_VARIANT, O_TEACHER, O_SAVE, O_SEED, O_THREADS, O_JSON,
         O_MAXEP, O_PATIENCE, O_EVERY, O_DIM, O_TDIM, O_LR, O_WD, O_BATCH, O_LDE, O_LRRD,
-        O_KEEP, O_DESAMPLE, O_QUIET, O_HELP
+        O_KEEP, O_DESAMPLE, O_QUIET, O_HELP, O_MAXEXP, O_RRDSAMPLE, O_DEEVERY
     };
     static const struct option opts[] = {
         { "data", required_argument, 0, O_DATA },
@@ -239,6 +244,9 @@ int main(int argc, char **argv)
         { "lambda-rrd", required_argument, 0, O_LRRD },
         { "de-keep", required_argument, 0, O_KEEP },
         { "de-sample", required_argument, 0, O_DESAMPLE },
+        { "de-max-experts", required_argument, 0, O_MAXEXP },
+        { "rrd-sample", required_argument, 0, O_RRDSAMPLE },
+        { "de-every", required_argument, 0, O_DEEVERY },
         { "quiet", no_argument, 0, O_QUIET },
         { "help", no_argument, 0, O_HELP },
         { 0, 0, 0, 0 },
@@ -266,6 +274,9 @@ int main(int argc, char **argv)
         case O_LRRD: cfg.lambda_rrd = parse_float("--lambda-rrd", optarg, 0, 1e6); break;
         case O_KEEP: cfg.de_keep = parse_float("--de-keep", optarg, 0, 0.999); break;
         case O_DESAMPLE: cfg.de_sample = parse_float("--de-sample", optarg, 1e-6, 1); break;
+        case O_MAXEXP: cfg.de_max_experts = (int)parse_long("--de-max-experts", optarg, 0, 256); break;
+        case O_DEEVERY: cfg.de_every = (int)parse_long("--de-every", optarg, 1, 1000000); break;
+        case O_RRDSAMPLE: cfg.rrd_sample = parse_float("--rrd-sample", optarg, 1e-6, 1); break;
         case O_QUIET: quiet = 1; break;
         case O_HELP: fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return EXIT_USAGE;
