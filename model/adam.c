@@ -72,7 +72,7 @@ void adam_table_close(adam_table_t *t)
     for (int k = 0; k < ADAM_MAX_PARTS; k++) {
         free(t->parts[k].cnt);
         free(t->parts[k].pos);
-        free(t->parts[k].gbuf);
+        free(t->parts[k].grad);
         free(t->parts[k].sorted);
         free(t->parts[k].rows);
     }
@@ -107,10 +107,11 @@ static adam__gap_t adam__gap(const adam_table_t *t, int64_t s, int64_t k)
     int64_t s1 = s + 1, sm = s + (k + 1) / 2;
     float lr1 = s1 < ADAM_CACHE ? t->tab[s1].lr_full : cfg->lr;
     float lrm = sm < ADAM_CACHE ? t->tab[sm].lr_full : cfg->lr;
+    double B;
     if (k < ADAM_CACHE) {
         const adam__tab_t *e = &t->tab[k];
         g.A = lr1 * e->sum_q;
-        g.B = lrm * e->sum_wd;
+        B = (double)lrm * e->sum_wd;
         g.b1k = e->b1k;
         g.b2k = e->b2k;
     } else {
@@ -119,10 +120,22 @@ static adam__gap_t adam__gap(const adam_table_t *t, int64_t s, int64_t k)
         double rrk = pow(rr, (double)k), sum_q = q / (1.0 - q);
         double sum_r = rr * (rrk - 1.0) / (rr - 1.0);
         g.A = (float)(lr1 * sum_q);
-        g.B = (float)(lrm * (sum_r - sum_q) * cfg->wd);
+        B = lrm * (sum_r - sum_q) * cfg->wd;
         g.b1k = 0.0f;
         g.b2k = (float)pow(b2, (double)k);
     }
+    if (s < ADAM_EXACT) {
+        /* Early on the bias correction moves fast: sum the momentum term
+         * step by step (it is spent within ~250 steps: q^250 < 1e-11). */
+        double q = (double)cfg->beta1 / sqrt((double)cfg->beta2), qj = 1.0, A = 0.0;
+        int64_t n = k < 256 ? k : 256;
+        for (int64_t j = 1; j <= n; j++) {
+            qj *= q;
+            A += (double)t->tab[s + j].lr_full * qj;
+        }
+        g.A = (float)A;
+    }
+    g.B = (float)(B < 1e30 ? B : 1e30); /* keeps B * 0 finite for v = 0 */
     return g;
 }
 
@@ -156,16 +169,21 @@ FAST_CLONES static void adam__row(adam_table_t *t, const adam__step_t *k, int32_
     float *restrict p = t->p + off, *restrict m = t->m + off, *restrict v = t->v + off;
     if (upto > t->last[r]) {
         for (int32_t c = 0; c < t->cols; c++) {
-            /* v = 0: the element never had a gradient, and dense Adam's
-             * drift for it is ~0 too, so leave it. */
+            /* v = 0: the element never had a gradient. Dense Adam would pull
+             * it toward 0 by about lr per step on weight decay alone; we
+             * leave it at its initial value instead (docs/MODEL.md). */
             float vc = v[c];
             float has = vc > 0.0f ? 1.0f : 0.0f;
             float isq = has / sqrtf(vc + (1.0f - has));
-            float shrink = gp.B * isq;
-            shrink = shrink < 1.0f ? shrink : 1.0f; /* decay pulls toward 0, not past */
             float p0 = p[c], mc = m[c];
-            p[c] = p0 * (1.0f - shrink) - mc * gp.A * isq;
-            m[c] = mc + has * ((gp.b1k - 1.0f) * mc + (1.0f - gp.b1k) * wd * p0);
+            /* Momentum first (it is spent early in the gap), then the weight
+             * decay of the whole gap on where momentum left the parameter. */
+            float p1 = p0 - mc * gp.A * isq;
+            float shrink = gp.B * isq;
+            shrink = shrink < 1.0f ? shrink : 1.0f; /* toward 0, never past */
+            float pn = p1 * (1.0f - shrink);
+            p[c] = vc > 0.0f ? pn : p0;
+            m[c] = vc > 0.0f ? gp.b1k * mc + (1.0f - gp.b1k) * wd * pn : mc;
             v[c] = gp.b2k * vc;
         }
     }
@@ -198,18 +216,16 @@ void adam_table_update(adam_table_t *t, int64_t step, int part, int nparts)
     }
 }
 
-FAST_CLONES int adam_table_update_scatter(adam_table_t *t, int64_t step,
-                                          const scatter_t *const *lists, int nlists, int part,
-                                          int nparts)
+FAST_CLONES int adam_table_gather(adam_table_t *t, const scatter_t *const *lists, int nlists,
+                                  int part, int nparts)
 {
-    if (part >= ADAM_MAX_PARTS)
+    if (part < 0 || part >= ADAM_MAX_PARTS || nparts < 1)
         return -EINVAL;
     adam__part_t *pt = &t->parts[part];
     if (!pt->cnt) {
         pt->cnt = calloc((size_t)(t->rows ? t->rows : 1), sizeof(int32_t));
         pt->pos = malloc((size_t)(t->rows ? t->rows : 1) * sizeof(int32_t));
-        pt->gbuf = malloc((size_t)t->cols * sizeof(float));
-        if (!pt->cnt || !pt->pos || !pt->gbuf)
+        if (!pt->cnt || !pt->pos)
             return -ENOMEM;
     }
     /* Counting sort of this part's entries by row, stable in list order, so
@@ -226,9 +242,13 @@ FAST_CLONES int adam_table_update_scatter(adam_table_t *t, int64_t step,
                 if (pt->n_rows == pt->cap_rows) {
                     int64_t cap = pt->cap_rows ? pt->cap_rows * 2 : 4096;
                     int32_t *nr = realloc(pt->rows, (size_t)cap * sizeof(int32_t));
-                    if (!nr)
-                        return -ENOMEM;
-                    pt->rows = nr;
+                    float *ng = realloc(pt->grad, (size_t)cap * (size_t)t->cols * sizeof(float));
+                    if (nr)
+                        pt->rows = nr;
+                    if (ng)
+                        pt->grad = ng;
+                    if (!nr || !ng)
+                        goto oom;
                     pt->cap_rows = cap;
                 }
                 pt->rows[pt->n_rows++] = r;
@@ -239,7 +259,7 @@ FAST_CLONES int adam_table_update_scatter(adam_table_t *t, int64_t step,
     if (n > pt->cap) {
         scatter_entry_t *ns = realloc(pt->sorted, (size_t)n * sizeof(*ns));
         if (!ns)
-            return -ENOMEM;
+            goto oom;
         pt->sorted = ns;
         pt->cap = n;
     }
@@ -257,12 +277,11 @@ FAST_CLONES int adam_table_update_scatter(adam_table_t *t, int64_t step,
                 pt->sorted[pt->pos[r]++] = s->v[x];
         }
     }
-    adam__step_t k = adam__step_consts(t, step);
     int32_t d = t->cols;
-    float *restrict g = pt->gbuf;
     for (int64_t q = 0; q < pt->n_rows; q++) {
         int32_t r = pt->rows[q];
         int32_t end = pt->pos[r], begin = end - pt->cnt[r];
+        float *restrict g = pt->grad + q * d;
         memset(g, 0, (size_t)d * sizeof(float));
         for (int32_t x = begin; x < end; x++) {
             float a = pt->sorted[x].scale;
@@ -270,10 +289,26 @@ FAST_CLONES int adam_table_update_scatter(adam_table_t *t, int64_t step,
             for (int32_t c = 0; c < d; c++)
                 g[c] += a * v[c];
         }
-        adam__row(t, &k, r, step, g);
         pt->cnt[r] = 0;
     }
     return 0;
+oom:
+    /* Leave the counts clean for the next call. */
+    for (int64_t q = 0; q < pt->n_rows; q++)
+        pt->cnt[pt->rows[q]] = 0;
+    pt->n_rows = 0;
+    return -ENOMEM;
+}
+
+void adam_table_apply(adam_table_t *t, int64_t step, int part)
+{
+    if (part < 0 || part >= ADAM_MAX_PARTS)
+        return;
+    adam__part_t *pt = &t->parts[part];
+    adam__step_t k = adam__step_consts(t, step);
+    for (int64_t q = 0; q < pt->n_rows; q++)
+        adam__row(t, &k, pt->rows[q], step, pt->grad + q * t->cols);
+    pt->n_rows = 0;
 }
 
 void adam_table_flush(adam_table_t *t, int64_t step, int part, int nparts)

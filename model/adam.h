@@ -8,12 +8,14 @@
  * row up to date in closed form when it next gets a gradient (and
  * adam_table_flush() brings every row up to date before the model is read):
  * m decays by beta1^k, v by beta2^k, and the parameter moves by the sum of the
- * k momentum steps it would have taken, a geometric series. The
- * approximations: the weight-decay gradient of those k steps is applied with
- * the parameter held at its value when the row went idle; the bias-corrected
- * step size is held constant across the gap; eps is left out of the
- * catch-up (1e-8 against sqrt(v) orders of magnitude larger). Rows that never
- * had a gradient stay at their initial values.
+ * k momentum steps it would have taken, a geometric series (summed step by
+ * step in the first ADAM_EXACT steps, where the bias correction still
+ * moves). The approximations: the weight decay of those k steps is applied
+ * after the momentum, at one rate for the gap (its bias correction taken at
+ * the gap's middle); the weight-decay gradient's share of v is left out; eps
+ * is left out of the catch-up (1e-8 against sqrt(v) orders of magnitude
+ * larger). Elements that never had a gradient stay at their initial values,
+ * where dense Adam would pull them toward 0 by about lr per step.
  *
  * Thread-safety: callers split rows between threads with adam_part();
  * two threads must never touch the same row at once.
@@ -36,7 +38,7 @@ typedef struct {
 /* lr 1e-3, betas (0.9, 0.999), eps 1e-8, wd 1e-3: the reference's values. */
 adam_cfg_t adam_cfg_default(void);
 
-enum { ADAM_CACHE = 16384, ADAM_MAX_PARTS = 64 };
+enum { ADAM_CACHE = 16384, ADAM_MAX_PARTS = 64, ADAM_EXACT = 1024 };
 
 /* Internal: per step s the bias-corrected rates, per gap length k the
  * catch-up sums. */
@@ -52,7 +54,7 @@ typedef struct {
     scatter_entry_t *sorted;
     int32_t *rows;         /* rows with entries, in order of first appearance */
     int64_t cap, n_rows, cap_rows;
-    float *gbuf;           /* (cols) one row's summed gradient */
+    float *grad;           /* (n_rows, cols) their summed gradients */
 } adam__part_t;
 
 typedef struct {
@@ -66,7 +68,7 @@ typedef struct {
     uint8_t *touched;  /* (rows) the row has a gradient for this step */
     adam_cfg_t cfg;
     adam__tab_t *tab;  /* (ADAM_CACHE) constants by step and by gap length */
-    adam__part_t parts[ADAM_MAX_PARTS]; /* scratch of adam_table_update_scatter */
+    adam__part_t parts[ADAM_MAX_PARTS]; /* scratch of adam_table_gather/apply */
 } adam_table_t;
 
 /* Allocates the optimizer state for the rows x cols parameters at params
@@ -95,14 +97,19 @@ static inline float *adam_table_grad(adam_table_t *t, int32_t row)
  * adam_part(row, nparts) == part: catch up, apply the gradient, clear it. */
 void adam_table_update(adam_table_t *t, int64_t step, int part, int nparts);
 
-/* Step `step` for the rows of part that have entries in lists[0..nlists):
- * sums each row's entries in list order, then catches the row up and applies
- * Adam in one pass over its state (t->g is not used). Returns 0, -ENOMEM,
- * or -EINVAL when part >= ADAM_MAX_PARTS. The lists must not change while
- * the parts run. */
-int adam_table_update_scatter(adam_table_t *t, int64_t step,
-                              const scatter_t *const *lists, int nlists, int part,
-                              int nparts);
+/* Scatter-list training is two phases, each run for every part (in
+ * parallel, one part per thread), the second after all of the first:
+ *
+ * adam_table_gather() sums, for the rows of `part`, their entries in
+ * lists[0..nlists) in list order into the part's own buffer. It only reads
+ * the entries' vectors, which may point into the parameters themselves.
+ * Returns 0, -ENOMEM, or -EINVAL when part >= ADAM_MAX_PARTS.
+ *
+ * adam_table_apply() then catches those rows up and applies step `step` in
+ * one pass over their state (t->g is not used). */
+int adam_table_gather(adam_table_t *t, const scatter_t *const *lists, int nlists,
+                      int part, int nparts);
+void adam_table_apply(adam_table_t *t, int64_t step, int part);
 
 /* Brings the rows of part `part` up to date with `step`, as if
  * they had taken part in every step with a zero data gradient. */

@@ -581,16 +581,23 @@ typedef struct {
     int failed;
 } distill__update_t;
 
-/* Gradient sums and Adam for the embeddings (from the scatter lists) and the
- * experts (from their dense gradients), one part of the rows per worker. */
+/* Gradient sums for the embeddings, one part of the rows per worker. */
+static void distill__gather(void *ctx, int part, int worker)
+{
+    (void)worker;
+    distill__update_t *up = ctx;
+    distill_t *d = up->d;
+    if (adam_table_gather(&d->opt, up->lists, up->nlists, part, d->nparts) < 0)
+        up->failed = 1;
+}
+
+/* Adam for the embeddings and the experts, once every gather is done. */
 static void distill__update(void *ctx, int part, int worker)
 {
     (void)worker;
     distill__update_t *up = ctx;
     distill_t *d = up->d;
-    if (adam_table_update_scatter(&d->opt, d->step, up->lists, up->nlists, part,
-                                  d->nparts) < 0)
-        up->failed = 1;
+    adam_table_apply(&d->opt, d->step, part);
     if (d->cfg.use_de)
         for (int s = 0; s < 2; s++) {
             adam_table_update(&d->de[s].opt_ex, d->step, part, d->nparts);
@@ -673,9 +680,10 @@ int distill_epoch(distill_t *d, distill_stats_t *stats)
         for (int k = 0; k < nrrd; k++)
             d->lists[nl++] = &d->sc_rrd[k];
         distill__update_t up = { d, (const scatter_t *const *)d->lists, nl, 0 };
-        pool_run(d->pool, d->nparts, distill__update, &up);
+        pool_run(d->pool, d->nparts, distill__gather, &up);
         if (up.failed)
             return -ENOMEM;
+        pool_run(d->pool, d->nparts, distill__update, &up);
     }
     d->epoch++;
     return 0;

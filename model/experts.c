@@ -55,6 +55,7 @@ void experts_close(experts_t *de)
 /* ---- workspace ---------------------------------------------------------- */
 
 struct de_work {
+    int32_t M, ds, dh, dt;   /* the shape the buffers were sized for */
     int64_t cap_n, cap_p;
     int nworkers;
     /* per entity */
@@ -127,6 +128,19 @@ static int de__grow(void **ptr, size_t bytes)
     return 0;
 }
 
+/* A work sized for other experts starts over: sizes depend on the shape. */
+static void de__check_shape(de_work_t *w, const experts_t *de)
+{
+    if (w->M == de->n_experts && w->ds == de->ds && w->dh == de->dh && w->dt == de->dt)
+        return;
+    w->cap_n = w->cap_p = 0;
+    w->cap_grp = 0;
+    w->M = de->n_experts;
+    w->ds = de->ds;
+    w->dh = de->dh;
+    w->dt = de->dt;
+}
+
 static int de__reserve_n(de_work_t *w, const experts_t *de, int64_t n)
 {
     if (n <= w->cap_n)
@@ -161,7 +175,7 @@ static int de__reserve_p(de_work_t *w, const experts_t *de, int64_t P)
 static int de__reserve_workers(de_work_t *w, const experts_t *de, int nworkers,
                                int64_t grp)
 {
-    if (nworkers == w->nworkers && grp <= w->cap_grp)
+    if (nworkers == w->nworkers && grp <= w->cap_grp && w->cap_grp > 0)
         return 0;
     de__free_workers(w);
     w->X = calloc((size_t)nworkers, sizeof(float *));
@@ -249,7 +263,9 @@ static void de__select(void *ctx, int task, int worker)
             }
             order[q] = e;
         }
-        while (nk < cap && (nk == 0 || kept < 1.0f - b->keep))
+        /* keep = 0 keeps every expert, even when rounding says the first
+         * ones already hold all the weight. */
+        while (nk < cap && (nk == 0 || b->keep <= 0.0f || kept < 1.0f - b->keep))
             kept += wk[order[nk++]];
         for (int32_t q = nk; q < M; q++)
             wk[order[q]] = 0.0f;
@@ -412,6 +428,7 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
         *evaluated = 0;
     if (n == 0)
         return 0.0;
+    de__check_shape(w, de);
     if (M > 256 || de__reserve_n(w, de, n) < 0)
         return NAN;
     de__job_t job = { de, b, w, grad_ex, ex_used, DE_CHUNK };

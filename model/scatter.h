@@ -3,7 +3,7 @@
  * order. Each entry says grad[row] += scale * vec.
  *
  * Workers build their own lists for fixed chunks of a step's work; the
- * optimizer (adam_table_update_scatter) then sums them in list order, each
+ * optimizer (adam_table_gather) then sums them in list order, each
  * worker taking the rows of its part. Every row therefore sums its contributions in the
  * same order whatever the thread count, which keeps training reproducible.
  *

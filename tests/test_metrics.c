@@ -1,0 +1,249 @@
+/*
+ * Tests of the leave-one-out metrics (metrics.h): golden values per rank,
+ * averaging, and metrics_eval on hand-built models whose scores are obvious.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/metrics.h"
+#include "model/mf.h"
+#include "model/pool.h"
+#include "model/rng.h"
+#include "test.h"
+
+/* The definitions, written out: hit when rank < K, NDCG 1/log2(rank + 2),
+ * MRR 1/(rank + 1), both 0 outside the top K. */
+static void test_metrics__expect(int64_t rank, int k, double *hr, double *ndcg, double *mrr)
+{
+    int hit = rank < k;
+    *hr = hit ? 1.0 : 0.0;
+    *ndcg = hit ? 1.0 / log2((double)rank + 2.0) : 0.0;
+    *mrr = hit ? 1.0 / ((double)rank + 1.0) : 0.0;
+}
+
+TEST(metrics_cutoffs)
+{
+    CHECK_EQ_INT(METRICS_NK, 3);
+    CHECK_EQ_INT(metrics_k[0], 5);
+    CHECK_EQ_INT(metrics_k[1], 10);
+    CHECK_EQ_INT(metrics_k[2], 20);
+}
+
+TEST(metrics_add_rank_golden)
+{
+    const int64_t ranks[] = { 0, 4, 5, 9, 19, 20, 100 };
+    /* Hand values: ndcg at rank 0 is 1, at 4 is 1/log2(6), at 9 1/log2(11). */
+    CHECK_NEAR(1.0 / log2(6.0), 0.386852807, 1e-9);
+    metrics_t all;
+    memset(&all, 0, sizeof(all));
+    double sum_hr[3] = { 0 }, sum_ndcg[3] = { 0 }, sum_mrr[3] = { 0 };
+    for (int q = 0; q < 7; q++) {
+        metrics_t m;
+        memset(&m, 0, sizeof(m));
+        metrics_add_rank(&m, ranks[q]);
+        metrics_add_rank(&all, ranks[q]);
+        CHECK_EQ_INT(m.users, 1);
+        for (int k = 0; k < 3; k++) {
+            double hr, ndcg, mrr;
+            test_metrics__expect(ranks[q], metrics_k[k], &hr, &ndcg, &mrr);
+            CHECK_NEAR(m.hr[k], hr, 1e-12);
+            CHECK_NEAR(m.ndcg[k], ndcg, 1e-12);
+            CHECK_NEAR(m.mrr[k], mrr, 1e-12);
+            sum_hr[k] += hr;
+            sum_ndcg[k] += ndcg;
+            sum_mrr[k] += mrr;
+        }
+    }
+    /* Spelled out: HR@5 counts ranks 0 and 4; HR@10 adds 5 and 9; HR@20
+     * adds 19; 20 and 100 never hit. */
+    CHECK_NEAR(sum_hr[0], 2.0, 0);
+    CHECK_NEAR(sum_hr[1], 4.0, 0);
+    CHECK_NEAR(sum_hr[2], 5.0, 0);
+    CHECK_NEAR(sum_mrr[0], 1.0 + 1.0 / 5.0, 1e-12);
+    CHECK_NEAR(sum_mrr[1], 1.0 + 1.0 / 5.0 + 1.0 / 6.0 + 1.0 / 10.0, 1e-12);
+    CHECK_NEAR(sum_ndcg[2], 1.0 + 1.0 / log2(6.0) + 1.0 / log2(7.0) + 1.0 / log2(11.0) +
+                                1.0 / log2(21.0), 1e-12);
+    CHECK_EQ_INT(all.users, 7);
+    metrics_finish(&all);
+    for (int k = 0; k < 3; k++) {
+        CHECK_NEAR(all.hr[k], sum_hr[k] / 7.0, 1e-12);
+        CHECK_NEAR(all.ndcg[k], sum_ndcg[k] / 7.0, 1e-12);
+        CHECK_NEAR(all.mrr[k], sum_mrr[k] / 7.0, 1e-12);
+    }
+    CHECK_NEAR(all.hr[0], 2.0 / 7.0, 1e-12);
+}
+
+TEST(metrics_merge_and_empty_finish)
+{
+    metrics_t a, b, c;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    memset(&c, 0, sizeof(c));
+    metrics_add_rank(&a, 1);
+    metrics_add_rank(&a, 30);
+    metrics_add_rank(&b, 7);
+    metrics_add_rank(&c, 1);
+    metrics_add_rank(&c, 30);
+    metrics_add_rank(&c, 7);
+    metrics_merge(&a, &b);
+    CHECK_EQ_INT(a.users, 3);
+    for (int k = 0; k < 3; k++) {
+        CHECK_NEAR(a.hr[k], c.hr[k], 1e-12);
+        CHECK_NEAR(a.ndcg[k], c.ndcg[k], 1e-12);
+        CHECK_NEAR(a.mrr[k], c.mrr[k], 1e-12);
+    }
+    /* No users: finish leaves zeros, no NaN from 0 / 0. */
+    metrics_t e;
+    memset(&e, 0, sizeof(e));
+    metrics_finish(&e);
+    for (int k = 0; k < 3; k++)
+        CHECK(e.hr[k] == 0.0 && e.ndcg[k] == 0.0 && e.mrr[k] == 0.0);
+}
+
+TEST(metrics_eval_hand_built)
+{
+    /* dim 1: score(u, i) = ue[u] * ie[i]. Item i has embedding i, except
+     * item 7, which ties with item 4. */
+    enum { NU = 7, NI = 10, NC = 4 };
+    mf_t mf;
+    REQUIRE(mf_init(&mf, NU, NI, 1) == 0);
+    for (int32_t i = 0; i < NI; i++)
+        mf.ie[i] = (float)i;
+    mf.ie[7] = 4.0f;
+    const float ue[NU] = { 1.0f, 1.0f, -1.0f, 1.0f, 1.0f, 0.0f, 1.0f };
+    for (int32_t u = 0; u < NU; u++)
+        mf.ue[u] = ue[u];
+    /* The split has one user more than the model: user 7 is skipped. */
+    const int32_t target[NU + 1] = { 5, 2, 2, 4, -1, 3, 3, 1 };
+    const int32_t cands[(NU + 1) * NC] = {
+        1, 2, 3, 4,    /* u0: all below 5: rank 0 */
+        1, 3, 6, 9,    /* u1: 3, 6, 9 >= 2: rank 3 */
+        1, 3, 6, 9,    /* u2: scores -1, -3, -6, -9 against -2: rank 1 */
+        7, 1, 2, 3,    /* u3: item 7 ties with the target: rank 1 */
+        0, 1, 2, 3,    /* u4: no target, skipped */
+        1, 2, 6, 9,    /* u5: everything scores 0, all tie: rank 4 */
+        50, 8, 0, 1,   /* u6: item 50 is outside the model and scores 0: rank 1 */
+        0, 2, 3, 4,    /* u7: beyond the model's users */
+    };
+    loo_split_t split = { NU + 1, NC, target, cands };
+    const int64_t ranks[] = { 0, 3, 1, 1, 4, 1 };
+    double hr[3] = { 0 }, ndcg[3] = { 0 }, mrr[3] = { 0 };
+    for (int q = 0; q < 6; q++)
+        for (int k = 0; k < 3; k++) {
+            double h, n, r;
+            test_metrics__expect(ranks[q], metrics_k[k], &h, &n, &r);
+            hr[k] += h / 6.0;
+            ndcg[k] += n / 6.0;
+            mrr[k] += r / 6.0;
+        }
+    for (int threads = 1; threads <= 2; threads++) {
+        pool_t *pool = pool_new(threads);
+        REQUIRE(pool);
+        metrics_t m;
+        memset(&m, 0xff, sizeof(m)); /* metrics_eval must fill all of it */
+        REQUIRE(metrics_eval(&mf, &split, pool, &m) == 0);
+        CHECK_EQ_INT(m.users, 6);
+        for (int k = 0; k < 3; k++) {
+            CHECK_NEAR(m.hr[k], hr[k], 1e-12);
+            CHECK_NEAR(m.ndcg[k], ndcg[k], 1e-12);
+            CHECK_NEAR(m.mrr[k], mrr[k], 1e-12);
+        }
+        /* Written out for @5: every rank is below 5. */
+        CHECK_NEAR(m.hr[0], 1.0, 1e-12);
+        double mrr5 = (1.0 + 1.0 / 4.0 + 1.0 / 2.0 + 1.0 / 2.0 + 1.0 / 5.0 + 1.0 / 2.0) / 6.0;
+        CHECK_NEAR(m.mrr[0], mrr5, 1e-12);
+        pool_free(pool);
+    }
+    mf_close(&mf);
+}
+
+TEST(metrics_eval_untrained_model_is_worst)
+{
+    /* All-zero embeddings: every candidate ties with the target, so every
+     * user gets rank n_cands, and with 99 candidates nothing is a hit. */
+    enum { NU = 20, NI = 200, NC = 99 };
+    mf_t mf;
+    REQUIRE(mf_init(&mf, NU, NI, 4) == 0);
+    int32_t target[NU], *cands = malloc(NU * NC * sizeof(int32_t));
+    REQUIRE(cands);
+    for (int32_t u = 0; u < NU; u++) {
+        target[u] = u;
+        for (int k = 0; k < NC; k++)
+            cands[u * NC + k] = NU + k;
+    }
+    loo_split_t split = { NU, NC, target, cands };
+    pool_t *pool = pool_new(1);
+    REQUIRE(pool);
+    metrics_t m;
+    REQUIRE(metrics_eval(&mf, &split, pool, &m) == 0);
+    CHECK_EQ_INT(m.users, NU);
+    for (int k = 0; k < 3; k++)
+        CHECK(m.hr[k] == 0.0 && m.ndcg[k] == 0.0 && m.mrr[k] == 0.0);
+    /* No users at all. */
+    loo_split_t none = { 0, NC, target, cands };
+    REQUIRE(metrics_eval(&mf, &none, pool, &m) == 0);
+    CHECK_EQ_INT(m.users, 0);
+    CHECK(m.hr[1] == 0.0);
+    pool_free(pool);
+    free(cands);
+    mf_close(&mf);
+}
+
+TEST(metrics_eval_random_matches_direct_ranking)
+{
+    /* 600 users span several chunks; ranks computed here with the same
+     * mf_dot, metrics averaged here, and one thread or three agree exactly. */
+    enum { NU = 600, NI = 300, D = 3, NC = 30 };
+    mf_t mf;
+    REQUIRE(mf_init(&mf, NU, NI, D) == 0);
+    mf_init_normal(&mf, 1.0f, 5);
+    int32_t *target = malloc(NU * sizeof(int32_t));
+    int32_t *cands = malloc(NU * NC * sizeof(int32_t));
+    REQUIRE(target && cands);
+    rng_t g;
+    rng_init_stream(&g, 50, RNG_TEST, 0, 0);
+    double hr[3] = { 0 }, ndcg[3] = { 0 }, mrr[3] = { 0 };
+    int64_t users = 0;
+    for (int32_t u = 0; u < NU; u++) {
+        target[u] = u % 11 == 0 ? -1 : (int32_t)rng_below(&g, NI);
+        for (int k = 0; k < NC; k++)
+            cands[u * NC + k] = (int32_t)rng_below(&g, NI);
+        if (target[u] < 0)
+            continue;
+        const float *pu = mf.ue + (int64_t)u * D;
+        float st = mf_dot(pu, mf.ie + (int64_t)target[u] * D, D);
+        int64_t rank = 0;
+        for (int k = 0; k < NC; k++)
+            rank += mf_dot(pu, mf.ie + (int64_t)cands[u * NC + k] * D, D) >= st;
+        for (int k = 0; k < 3; k++) {
+            double h, n, r;
+            test_metrics__expect(rank, metrics_k[k], &h, &n, &r);
+            hr[k] += h;
+            ndcg[k] += n;
+            mrr[k] += r;
+        }
+        users++;
+    }
+    loo_split_t split = { NU, NC, target, cands };
+    metrics_t m1, m3;
+    pool_t *p1 = pool_new(1), *p3 = pool_new(3);
+    REQUIRE(p1 && p3);
+    REQUIRE(metrics_eval(&mf, &split, p1, &m1) == 0);
+    REQUIRE(metrics_eval(&mf, &split, p3, &m3) == 0);
+    CHECK_EQ_INT(m1.users, users);
+    for (int k = 0; k < 3; k++) {
+        CHECK_NEAR(m1.hr[k], hr[k] / (double)users, 1e-9);
+        CHECK_NEAR(m1.ndcg[k], ndcg[k] / (double)users, 1e-9);
+        CHECK_NEAR(m1.mrr[k], mrr[k] / (double)users, 1e-9);
+    }
+    CHECK(memcmp(&m1, &m3, sizeof(m1)) == 0);
+    /* A random model is near chance: HR@10 about 10 / 31. */
+    CHECK(m1.hr[1] > 0.2 && m1.hr[1] < 0.45);
+    pool_free(p1);
+    pool_free(p3);
+    free(target);
+    free(cands);
+    mf_close(&mf);
+}

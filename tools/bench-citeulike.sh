@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Reruns the CiteULike reproduction table (bench/RESULTS.md) on this machine.
+#
+#   tools/bench-citeulike.sh [DATA_DIR]      default ../shared/data/citeulike
+#
+# Every run writes its JSON line to bench/out/<name>.json; the table is
+# printed at the end. Accuracy does not depend on the thread count (model/ is
+# reproducible for a seed whatever the threads), so the figures are
+# comparable across machines; the seconds are this machine's.
+# Env: THREADS (default: all CPUs), SEED (default 0), QUICK=1 (teacher and
+# student only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-../shared/data/citeulike}
+threads=${THREADS:-$(nproc)}
+seed=${SEED:-0}
+out=bench/out
+mkdir -p "$out"
+train=build/derrd-train
+[ -x "$train" ] || make "$train"
+[ -f "$data/train.tsv" ] || { echo "bench: no dataset at $data" >&2; exit 2; }
+
+# The distillation settings derrd uses by default for CiteULike (docs/MODEL.md).
+fast=(--de-max-experts 2 --de-every 5)
+
+run() { # name args...
+    local name=$1; shift
+    echo "bench: $name: $train $*" >&2
+    "$train" --data "$data" --seed "$seed" --threads "$threads" --json --quiet "$@" \
+        | tail -n 1 > "$out/$name.json"
+}
+
+run teacher --method teacher --save "$out/teacher.emb"
+run student --method student
+if [ "${QUICK:-0}" != 1 ]; then
+    run de --method de --teacher "$out/teacher.emb" "${fast[@]}"
+    run rrd --method rrd --teacher "$out/teacher.emb"
+    run derrd --method derrd --teacher "$out/teacher.emb" "${fast[@]}"
+    run rrd-item --method rrd --teacher "$out/teacher.emb" --rrd-variant item
+    # The whole reproduction in one command: teacher to early stop, then DE-RRD.
+    run full --method derrd "${fast[@]}"
+fi
+
+python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+rows = ["teacher", "student", "de", "rrd", "derrd", "rrd-item", "full"]
+keys = ["HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20"]
+print("| run | " + " | ".join(keys) + " | epochs (best) | s/epoch | train s | peak RSS MiB |")
+print("|---|" + "---|" * (len(keys) + 4))
+for r in rows:
+    p = os.path.join(out, r + ".json")
+    if not os.path.exists(p):
+        continue
+    d = json.load(open(p))
+    t = d["test"]
+    print("| %s | %s | %d (%d) | %.3f | %.1f | %.0f |" % (
+        r, " | ".join("%.4f" % t[k] for k in keys), d["epochs"], d["best_epoch"],
+        d["epoch_seconds"], d["total_seconds"], d["peak_rss_mb"]))
+full = os.path.join(out, "full.json")
+if os.path.exists(full):
+    d = json.load(open(full))
+    print("\nfull reproduction: %.1f s total (teacher %d epochs, %.1f s training), DE-RRD test HR@5 %.4f"
+          % (d["total_seconds"], d.get("teacher_epochs", 0), d.get("teacher_train_seconds", 0),
+             d["test"]["HR@5"]))
+rrd = os.path.join(out, "rrd.json")
+if os.path.exists(rrd):
+    d = json.load(open(rrd))
+    print("teacher top-500 for all users (RRD set-up): %.2f s; BLAS kernels %s"
+          % (d["setup_seconds"], d["blas_core"]))
+PY
