@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "experts.h"
+#include "gemm.h"
 #include "rng.h"
 #include "rrd.h"
 #include "scatter.h"
@@ -77,6 +78,11 @@ struct distill {
     const int32_t *step_anchor;
     int32_t *rrd_pick;       /* (batch) the sampled anchors of a step */
     int32_t n_step_anchor;
+    /* RRD_NOSAMPLE: per worker scores (CHUNK, n_target), anchor rows
+     * (CHUNK, dim), the compacted uninteresting scores and gradients
+     * (n_target each); per anchor chunk the targets' gradient (n_target, dim) */
+    float **ns_S, **ns_P, **ns_u, **ns_g;
+    float *ns_dT;
     /* per worker scratch */
     uint64_t **bitmap;
     float **scr_f;
@@ -171,6 +177,17 @@ void distill_free(distill_t *d)
         if (d->scr_i)
             free(d->scr_i[w]);
     }
+    for (int w = 0; w < d->nworkers && d->ns_S; w++) {
+        free(d->ns_S[w]);
+        free(d->ns_P[w]);
+        free(d->ns_u[w]);
+        free(d->ns_g[w]);
+    }
+    free(d->ns_S);
+    free(d->ns_P);
+    free(d->ns_u);
+    free(d->ns_g);
+    free(d->ns_dT);
     free(d->bitmap);
     free(d->scr_f);
     free(d->scr_i);
@@ -233,10 +250,6 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
                        !(c->rrd_sample > 0.0f) || c->rrd_sample > 1.0f)) {
         snprintf(err, errlen, "RRD needs N >= K >= 1, L >= 0, K + L <= %d, a positive "
                  "temperature and rrd_sample in (0, 1]", DISTILL_MAX_KL);
-        return NULL;
-    }
-    if (c->use_rrd && c->rrd_variant == RRD_NOSAMPLE) {
-        snprintf(err, errlen, "the nosample RRD variant is not built yet");
         return NULL;
     }
     if (train->nnz == 0) {
@@ -331,6 +344,24 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
             d->scr_i[w] = malloc(((size_t)N + (size_t)KL) * sizeof(int32_t));
             if (!d->bitmap[w] || !d->scr_f[w] || !d->scr_i[w])
                 goto oom;
+        }
+        if (c->rrd_variant == RRD_NOSAMPLE) {
+            size_t nt = (size_t)d->n_target, dim = (size_t)c->dim;
+            d->ns_S = calloc((size_t)d->nworkers, sizeof(float *));
+            d->ns_P = calloc((size_t)d->nworkers, sizeof(float *));
+            d->ns_u = calloc((size_t)d->nworkers, sizeof(float *));
+            d->ns_g = calloc((size_t)d->nworkers, sizeof(float *));
+            d->ns_dT = malloc((size_t)d->rrd_chunks_cap * nt * dim * sizeof(float));
+            if (!d->ns_S || !d->ns_P || !d->ns_u || !d->ns_g || !d->ns_dT)
+                goto oom;
+            for (int w = 0; w < d->nworkers; w++) {
+                d->ns_S[w] = malloc((size_t)CHUNK * nt * sizeof(float));
+                d->ns_P[w] = malloc((size_t)CHUNK * dim * sizeof(float));
+                d->ns_u[w] = malloc(nt * sizeof(float));
+                d->ns_g[w] = malloc(nt * sizeof(float));
+                if (!d->ns_S[w] || !d->ns_P[w] || !d->ns_u[w] || !d->ns_g[w])
+                    goto oom;
+            }
         }
         /* The teacher's ranking, seen from the anchors' side. */
         mf_t view = *teacher;
@@ -574,6 +605,78 @@ static void distill__rrd_chunk(void *ctx, int task, int worker)
     d->loss_chunk[task] = loss;
 }
 
+/* RRD_NOSAMPLE for a chunk of anchors: the teacher's top K in order against
+ * every other unobserved target. Scores come from one sgemm over the whole
+ * target table, and so do the gradients: G (anchors, targets) times the
+ * targets for the anchors, G^T times the anchors for the targets. */
+static void distill__rrd_full_chunk(void *ctx, int task, int worker)
+{
+    distill__step_t *st = ctx;
+    distill_t *d = st->d;
+    const distill_cfg_t *c = &d->cfg;
+    int32_t dim = c->dim, KL = c->rrd_k + c->rrd_l, nt = d->n_target;
+    int32_t a0 = task * CHUNK;
+    int32_t n = (a0 + CHUNK < d->n_step_anchor ? a0 + CHUNK : d->n_step_anchor) - a0;
+    float *S = d->ns_S[worker], *P = d->ns_P[worker];
+    float *su = d->ns_u[worker], *gu = d->ns_g[worker];
+    uint64_t *bm = d->bitmap[worker];
+    const float *T = d->model.params + (int64_t)d->target_base * dim;
+    float *dT = d->ns_dT + (int64_t)task * nt * dim;
+    scatter_t *sc = &d->sc_rrd[task];
+    scatter_clear(sc);
+    double loss = 0.0;
+    float lam = c->lambda_rrd / c->rrd_sample;
+    for (int32_t q = 0; q < n; q++)
+        memcpy(P + (int64_t)q * dim,
+               d->model.params + (int64_t)(d->anchor_base + d->step_anchor[a0 + q]) * dim,
+               (size_t)dim * sizeof(float));
+    gemm(false, true, n, nt, dim, 1.0f, P, dim, T, dim, 0.0f, S, nt);
+    for (int32_t q = 0; q < n; q++) {
+        int32_t a = d->step_anchor[a0 + q];
+        float *row = S + (int64_t)q * nt;
+        int32_t nk = d->rrd_nk[a];
+        const int32_t *top = d->rrd_tgt + (int64_t)a * KL;
+        const int32_t *obs = ratings_items(&d->anchor_r, a);
+        int32_t nobs = ratings_count(&d->anchor_r, a);
+        if (nk == 0) {
+            memset(row, 0, (size_t)nt * sizeof(float));
+            continue;
+        }
+        for (int32_t k = 0; k < nobs; k++)
+            bm[obs[k] >> 6] |= 1ULL << (obs[k] & 63);
+        for (int32_t k = 0; k < nk; k++)
+            bm[top[k] >> 6] |= 1ULL << (top[k] & 63);
+        float s_int[DISTILL_MAX_KL], g_int[DISTILL_MAX_KL];
+        for (int32_t k = 0; k < nk; k++)
+            s_int[k] = row[top[k]];
+        int32_t m = 0;
+        for (int32_t t = 0; t < nt; t++)
+            if (!(bm[t >> 6] >> (t & 63) & 1))
+                su[m++] = row[t];
+        loss += rrd_loss(s_int, nk, su, m, g_int, gu);
+        m = 0;
+        for (int32_t t = 0; t < nt; t++)
+            row[t] = bm[t >> 6] >> (t & 63) & 1 ? 0.0f : gu[m++];
+        for (int32_t k = 0; k < nk; k++)
+            row[top[k]] = g_int[k];
+        for (int32_t k = 0; k < nobs; k++)
+            bm[obs[k] >> 6] = 0;
+        for (int32_t k = 0; k < nk; k++)
+            bm[top[k] >> 6] = 0;
+    }
+    float *ag = d->anchor_grad + (int64_t)a0 * dim;
+    gemm(false, false, n, dim, nt, lam, S, nt, T, dim, 0.0f, ag, dim);
+    gemm(true, false, nt, dim, n, lam, S, nt, P, dim, 0.0f, dT, dim);
+    for (int32_t q = 0; q < n; q++)
+        if (scatter_add(sc, d->anchor_base + d->step_anchor[a0 + q], 1.0f,
+                        ag + (int64_t)q * dim) < 0)
+            st->failed = 1;
+    for (int32_t t = 0; t < nt; t++)
+        if (scatter_add(sc, d->target_base + t, 1.0f, dT + (int64_t)t * dim) < 0)
+            st->failed = 1;
+    d->loss_chunk[task] = loss;
+}
+
 typedef struct {
     distill_t *d;
     const scatter_t *const *lists;
@@ -667,7 +770,9 @@ int distill_epoch(distill_t *d, distill_stats_t *stats)
                 d->step_anchor = d->rrd_pick;
             }
             nrrd = (d->n_step_anchor + CHUNK - 1) / CHUNK;
-            pool_run(d->pool, nrrd, distill__rrd_chunk, &st);
+            pool_run(d->pool, nrrd,
+                     c->rrd_variant == RRD_NOSAMPLE ? distill__rrd_full_chunk : distill__rrd_chunk,
+                     &st);
             for (int k = 0; k < nrrd; k++)
                 stats->loss_rrd += d->loss_chunk[k] / c->rrd_sample;
         }

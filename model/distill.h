@@ -24,8 +24,9 @@
  * RRD terms: the batch's unique users, with K interesting and L uninteresting
  * items redrawn every epoch (rrd.h); rrd_sample subsamples them the same
  * unbiased way. RRD_ITEM ranks users for the batch's unique positive items
- * (IR-RRD). RRD_NOSAMPLE (the teacher's top K in order against every other
- * unobserved item) is declared but not built yet: distill_new() refuses it.
+ * (IR-RRD). RRD_NOSAMPLE takes the teacher's top K in order against every
+ * other unobserved item (scores and gradients by sgemm over the whole item
+ * table; pair it with rrd_sample, it costs a full scoring pass per anchor).
  *
  * A distill_t is driven from one thread; it uses the pool it was given.
  */

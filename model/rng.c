@@ -1,6 +1,9 @@
 /* xoshiro256** with splitmix64 seeding; see rng.h. */
 #include "rng.h"
 
+#include "fastmath.h"
+#include "simd.h"
+
 #include <math.h>
 
 static uint64_t rng__splitmix(uint64_t *x)
@@ -70,46 +73,14 @@ float rng_normal(rng_t *rng)
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
-/*
- * log(x) for x in (0, 1], written so the compiler can vectorise the loop in
- * rng_gumbel_fill: exponent split plus a degree-8 polynomial for log(1+f) on
- * [sqrt(1/2)-1, sqrt(2)-1]. Max relative error about 2e-7, which is far below
- * the resolution of the 24-bit uniform it is fed with.
- */
-static inline float rng__logf(float x)
-{
-    union { float f; int32_t i; } u = { x };
-    int32_t e = ((u.i >> 23) & 0xff) - 127;
-    u.i = (u.i & 0x007fffff) | 0x3f800000; /* mantissa in [1, 2) */
-    float m = u.f;
-    if (m > 1.41421356f) {
-        m *= 0.5f;
-        e += 1;
-    }
-    float f = m - 1.0f;
-    float f2 = f * f;
-    /* Cephes logf polynomial. */
-    float p = 7.0376836292e-2f;
-    p = p * f - 1.1514610310e-1f;
-    p = p * f + 1.1676998740e-1f;
-    p = p * f - 1.2420140846e-1f;
-    p = p * f + 1.4249322787e-1f;
-    p = p * f - 1.6668057665e-1f;
-    p = p * f + 2.0000714765e-1f;
-    p = p * f - 2.4999993993e-1f;
-    p = p * f + 3.3333331174e-1f;
-    float r = f + f2 * (f * p - 0.5f);
-    return r + (float)e * 0.693147180559945f;
-}
-
-void rng_gumbel_fill(rng_t *rng, float *out, int n)
+FAST_CLONES void rng_gumbel_fill(rng_t *rng, float *out, int n)
 {
     for (int i = 0; i < n; i++) {
         /* u in (0, 1): never exactly 0 or 1, so both logs stay finite. */
         out[i] = ((float)(rng_next(rng) >> 40) + 0.5f) * 0x1.0p-24f;
     }
     for (int i = 0; i < n; i++)
-        out[i] = -rng__logf(-rng__logf(out[i]));
+        out[i] = -fast_logf(-fast_logf(out[i]));
 }
 
 void rng_shuffle_i32(rng_t *rng, int32_t *v, int64_t n)

@@ -1,20 +1,27 @@
 /* Relaxed Ranking Distillation loss and sampling; see rrd.h. */
 #include "rrd.h"
 
+#include "fastmath.h"
+#include "simd.h"
+
 #include <math.h>
 
-double rrd_loss(const float *s_int, int32_t K, const float *s_un, int32_t L,
+FAST_CLONES double rrd_loss(const float *s_int, int32_t K, const float *s_un, int32_t L,
                 float *g_int, float *g_un)
 {
     /* Shift by the largest score; S_k = sum_{j>=k} e^(s_j - mx), U = sum e^(u_l - mx). */
     float mx = -INFINITY;
     for (int32_t k = 0; k < K; k++)
-        mx = fmaxf(mx, s_int[k]);
+        mx = s_int[k] > mx ? s_int[k] : mx;
     for (int32_t l = 0; l < L; l++)
-        mx = fmaxf(mx, s_un[l]);
+        mx = s_un[l] > mx ? s_un[l] : mx;
+    /* exp of the uninteresting scores, kept in g_un until the gradient
+     * replaces them: L can be every unobserved item (RRD_NOSAMPLE). */
+    for (int32_t l = 0; l < L; l++)
+        g_un[l] = fast_expf_neg(s_un[l] - mx);
     double U = 0.0;
     for (int32_t l = 0; l < L; l++)
-        U += exp((double)s_un[l] - mx);
+        U += g_un[l];
     /* Suffix sums, kept in g_int until the gradient overwrites them. */
     double S = 0.0, loss = 0.0;
     double inv_sum_prefix = 0.0; /* sum_{k' <= k} 1 / (S_k' + U) */
@@ -31,8 +38,9 @@ double rrd_loss(const float *s_int, int32_t K, const float *s_un, int32_t L,
         inv_sum_prefix += g_int[k];
         g_int[k] = (float)(-1.0 + exp((double)s_int[k] - mx) * inv_sum_prefix);
     }
+    float scale = (float)inv_sum_prefix;
     for (int32_t l = 0; l < L; l++)
-        g_un[l] = (float)(exp((double)s_un[l] - mx) * inv_sum_prefix);
+        g_un[l] *= scale;
     return loss;
 }
 
