@@ -9,6 +9,7 @@
 #include "fsutil.h"
 
 #define DATASET_MAX_FILE (1ULL << 34)
+#define DATASET_MAX_CELLS (1LL << 31) /* users x (candidates + 1) */
 
 typedef struct {
     int32_t *v;
@@ -151,6 +152,12 @@ int dataset_load(dataset_t *ds, const char *dir, char *err, size_t errlen)
         rc = -EBADMSG;
         goto done;
     }
+    if ((int64_t)nu * (wc ? wc : 1) > DATASET_MAX_CELLS) {
+        snprintf(err, errlen, "%s: %d users with %d candidates each is too large (ids must be "
+                 "dense)", dir, nu, wc ? wc - 1 : 0);
+        rc = -EBADMSG;
+        goto done;
+    }
     ds->n_users = nu;
     ds->n_items = ni;
     ds->n_train = tr.n / 2;
@@ -198,14 +205,22 @@ int dataset_load(dataset_t *ds, const char *dir, char *err, size_t errlen)
         }
         memcpy(row, ca.v + k + 1, (size_t)ds->n_cands * sizeof(int32_t));
     }
-    for (int32_t u = 0; u < nu; u++)
-        if ((ds->valid[u] >= 0 || ds->test[u] >= 0) &&
-            (ds->n_cands == 0 || ds->cands[(int64_t)u * ds->n_cands] < 0)) {
-            snprintf(err, errlen, "%s/candidates.tsv: user %d has a held-out item but no "
-                     "candidates", dir, u);
+    for (int f = 0; f < 2; f++) {
+        if (held[f]->n == 0) {
+            snprintf(err, errlen, "%s/%s: no held-out items", dir, names[f]);
             rc = -EBADMSG;
             goto done;
         }
+        for (int64_t k = 0; k < held[f]->n; k += 2) {
+            int32_t u = held[f]->v[k];
+            if (ds->n_cands == 0 || ds->cands[(int64_t)u * ds->n_cands] < 0) {
+                snprintf(err, errlen, "%s/%s:%lld: user %d has a held-out item but no line in "
+                         "candidates.tsv", dir, names[f], (long long)(k / 2 + 1), u);
+                rc = -EBADMSG;
+                goto done;
+            }
+        }
+    }
     rc = 0;
 done:
     free(tr.v);

@@ -14,6 +14,7 @@
 #define EMBFILE_VERSION 1u
 #define EMBFILE_HEADER 40
 #define EMBFILE_MAX_BYTES (1ULL << 36) /* 64 GiB: a sanity bound, not a goal */
+#define EMBFILE_MAX_DIM 65536
 
 static void embfile__put32(unsigned char *p, uint32_t v)
 {
@@ -43,10 +44,17 @@ int embfile_write(const char *path, uint32_t dim, uint32_t n_users,
 {
     uint64_t count = ((uint64_t)n_users + n_items) * dim;
     uint64_t bytes = count * 4;
-    if (dim == 0 || bytes > EMBFILE_MAX_BYTES) {
-        snprintf(err, errlen, "%s: bad table size", path);
+    if (dim == 0 || dim > EMBFILE_MAX_DIM || bytes > EMBFILE_MAX_BYTES) {
+        snprintf(err, errlen, "%s: bad table size (dim %u, %u users, %u items)", path, dim,
+                 n_users, n_items);
         return -EINVAL;
     }
+    for (uint64_t k = 0; k < count; k++)
+        if (!isfinite(rows[k])) {
+            snprintf(err, errlen, "%s: value %llu is not finite; not writing a diverged model",
+                     path, (unsigned long long)k);
+            return -EINVAL;
+        }
     /* float32 little-endian: the host is, on every platform derrd builds on;
      * the static check below keeps it honest. */
     _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "little-endian host expected");
@@ -72,7 +80,12 @@ int embfile_read(const char *path, embfile_t *out, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     rc = -EBADMSG;
-    if (len < EMBFILE_HEADER || memcmp(buf, EMBFILE_MAGIC, 8) != 0) {
+    if (len < EMBFILE_HEADER) {
+        snprintf(err, errlen, "%s: truncated header (%zu bytes of %d)", path, len,
+                 EMBFILE_HEADER);
+        goto done;
+    }
+    if (memcmp(buf, EMBFILE_MAGIC, 8) != 0) {
         snprintf(err, errlen, "%s: not a derrd embedding file (bad magic)", path);
         goto done;
     }
@@ -89,7 +102,7 @@ int embfile_read(const char *path, embfile_t *out, char *err, size_t errlen)
     uint32_t dim = embfile__get32(buf + 12), nu = embfile__get32(buf + 16);
     uint32_t ni = embfile__get32(buf + 20);
     uint64_t bytes = embfile__get64(buf + 24);
-    if (dim == 0 || dim > 65536 || bytes != ((uint64_t)nu + ni) * dim * 4) {
+    if (dim == 0 || dim > EMBFILE_MAX_DIM || bytes != ((uint64_t)nu + ni) * dim * 4) {
         snprintf(err, errlen, "%s: inconsistent sizes (dim %u, %u users, %u items, %llu bytes)",
                  path, dim, nu, ni, (unsigned long long)bytes);
         goto done;

@@ -19,6 +19,7 @@ typedef struct {
 } embfile_t;
 
 /* Writes users (n_users, dim) then items (n_items, dim) atomically.
+ * Refuses (-EINVAL) dim 0 or over 65536 and non-finite values.
  * Returns 0 or a negative errno, with a reason in err. */
 int embfile_write(const char *path, uint32_t dim, uint32_t n_users,
                   uint32_t n_items, const float *rows, char *err, size_t errlen);

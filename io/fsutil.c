@@ -38,12 +38,19 @@ int fsutil_write_atomic(const char *path, const fsutil_part_t *parts, int n,
         snprintf(err, errlen, "%s: out of memory", path);
         goto done;
     }
-    snprintf(tmp, plen + 32, "%s.tmp.%ld", path, (long)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* A unique name (mkstemp opens with O_EXCL), so concurrent writers of
+     * one path never share a temp file. */
+    snprintf(tmp, plen + 32, "%s.tmp.XXXXXX", path);
+    fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         rc = -errno;
         snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
         goto done;
+    }
+    if (fchmod(fd, 0644) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: chmod: %s", tmp, strerror(errno));
+        goto fail;
     }
     for (int k = 0; k < n; k++) {
         rc = fsutil__write_full(fd, parts[k].data, parts[k].len);
@@ -72,8 +79,11 @@ int fsutil_write_atomic(const char *path, const fsutil_part_t *parts, int n,
     int dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         if (fsync(dfd) < 0 && errno != EINVAL) {
+            /* The new file is in place, but its name may not survive a
+             * power cut: report it, the caller decides. */
             rc = -errno;
-            snprintf(err, errlen, "%s: fsync of its directory: %s", path, strerror(errno));
+            snprintf(err, errlen, "%s: written, but fsync of its directory failed: %s", path,
+                     strerror(errno));
         }
         close(dfd);
     }

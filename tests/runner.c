@@ -14,6 +14,13 @@
 
 #include "test.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define RUNNER_LEAK_CHECK() __lsan_do_leak_check()
+#else
+#define RUNNER_LEAK_CHECK() ((void)0)
+#endif
+
 typedef struct {
     const char *name;
     const char *file;
@@ -81,6 +88,9 @@ int main(int argc, char **argv)
             failures = 0;
             t->fn();
             fflush(stdout);
+            /* _exit skips the sanitizer's exit-time leak check: run it here
+             * (it exits non-zero on a leak). */
+            RUNNER_LEAK_CHECK();
             _exit(failures ? 1 : 0);
         }
         int status = 0;

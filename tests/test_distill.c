@@ -268,8 +268,8 @@ TEST_SLOW(distill_same_result_any_thread_count, 240)
 
     /* The user- and item-side variants, and a batch that is not a multiple
      * of the chunks. */
-    const rrd_variant_t variants[] = { RRD_PAPER, RRD_ITEM };
-    for (int q = 0; q < 2; q++) {
+    const rrd_variant_t variants[] = { RRD_PAPER, RRD_ITEM, RRD_NOSAMPLE };
+    for (int q = 0; q < 3; q++) {
         distill_cfg_t cfg = test_distill__student_cfg();
         cfg.rrd_variant = variants[q];
         cfg.batch = 300;
@@ -279,6 +279,12 @@ TEST_SLOW(distill_same_result_any_thread_count, 240)
             cfg.rrd_sample = 0.5f;
             cfg.de_keep = 0.05f;
             cfg.de_max_experts = 2;
+        }
+        if (q == 2) {
+            /* every other unobserved item, on half the anchors; DE on every
+             * other step */
+            cfg.rrd_sample = 0.5f;
+            cfg.de_every = 2;
         }
         size_t np = (size_t)(DATA_USERS + DATA_ITEMS) * (size_t)cfg.dim;
         float *a = malloc(np * sizeof(float)), *b = malloc(np * sizeof(float));

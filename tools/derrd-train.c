@@ -252,7 +252,8 @@ int main(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    opterr = 0; /* die_usage() reports, in one line */
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case O_DATA: data = optarg; break;
         case O_METHOD: method = optarg; break;
@@ -279,7 +280,8 @@ int main(int argc, char **argv)
         case O_RRDSAMPLE: cfg.rrd_sample = parse_float("--rrd-sample", optarg, 1e-6, 1); break;
         case O_QUIET: quiet = 1; break;
         case O_HELP: fputs(usage_text, stdout); return 0;
-        default: fputs(usage_text, stderr); return EXIT_USAGE;
+        case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
+        default: die_usage("unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -308,31 +310,33 @@ int main(int argc, char **argv)
     fo.progress = !quiet && isatty(2);
 
     char err[512];
-    dataset_t ds;
-    int rc = dataset_load(&ds, data, err, sizeof(err));
-    if (rc < 0) {
+    int status = 1;
+    dataset_t ds = { 0 };
+    ratings_t train = { 0 };
+    pool_t *pool = NULL;
+    mf_t teacher = { 0 }, best = { 0 };
+    if (dataset_load(&ds, data, err, sizeof(err)) < 0) {
         fprintf(stderr, "derrd-train: %s\n", err);
-        return EXIT_USAGE;
+        status = EXIT_USAGE;
+        goto out;
     }
-    ratings_t train;
     if (ratings_init(&train, ds.n_users, ds.n_items, ds.train_u, ds.train_i, ds.n_train) < 0) {
         fprintf(stderr, "derrd-train: out of memory\n");
-        return 1;
+        goto out;
     }
     loo_split_t valid = { ds.n_users, ds.n_cands, ds.valid, ds.cands };
     loo_split_t test = { ds.n_users, ds.n_cands, ds.test, ds.cands };
     gemm_setup();
-    pool_t *pool = pool_new((int)threads);
+    pool = pool_new((int)threads);
     if (!pool) {
         fprintf(stderr, "derrd-train: cannot start %ld threads\n", threads);
-        return 1;
+        goto out;
     }
     if (!quiet)
         fprintf(stderr, "derrd-train: %d users, %d items, %lld interactions; %ld threads; "
                 "BLAS kernels %s\n", ds.n_users, ds.n_items, (long long)train.nnz, threads,
                 gemm_backend());
     double t_start = now_s();
-    mf_t teacher = { 0 };
     fit_result_t tr = { 0 };
     int trained_teacher = 0;
     if (cfg.use_de || cfg.use_rrd) {
@@ -340,17 +344,21 @@ int main(int argc, char **argv)
             embfile_t ef;
             if (embfile_read(teacher_file, &ef, err, sizeof(err)) < 0) {
                 fprintf(stderr, "derrd-train: %s\n", err);
-                return EXIT_USAGE;
+                status = EXIT_USAGE;
+                goto out;
             }
             if ((int32_t)ef.n_users != ds.n_users || (int32_t)ef.n_items != ds.n_items) {
                 fprintf(stderr, "derrd-train: %s: teacher has %u users and %u items, the data "
                         "%d and %d\n", teacher_file, ef.n_users, ef.n_items, ds.n_users,
                         ds.n_items);
-                return EXIT_USAGE;
+                free(ef.rows);
+                status = EXIT_USAGE;
+                goto out;
             }
             if (mf_init(&teacher, ds.n_users, ds.n_items, (int32_t)ef.dim) < 0) {
                 fprintf(stderr, "derrd-train: out of memory\n");
-                return 1;
+                free(ef.rows);
+                goto out;
             }
             memcpy(teacher.params, ef.rows,
                    ((size_t)ef.n_users + ef.n_items) * ef.dim * sizeof(float));
@@ -369,7 +377,6 @@ int main(int argc, char **argv)
                 print_result("teacher", &tr);
         }
     }
-    mf_t best = { 0 };
     fit_result_t r;
     fo.label = method;
     fit(&cfg, &train, (cfg.use_de || cfg.use_rrd) ? &teacher : NULL, pool, &valid, &test, &fo,
@@ -380,7 +387,7 @@ int main(int argc, char **argv)
     if (save && embfile_write(save, (uint32_t)best.dim, (uint32_t)best.n_users,
                               (uint32_t)best.n_items, best.params, err, sizeof(err)) < 0) {
         fprintf(stderr, "derrd-train: %s\n", err);
-        return 1;
+        goto out;
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -393,7 +400,8 @@ int main(int argc, char **argv)
                r.setup_seconds);
         if (trained_teacher)
             printf("\"teacher_epochs\": %d, \"teacher_train_seconds\": %.2f, "
-                   "\"teacher_test_hr5\": %.4f, ", tr.epochs, tr.train_seconds, tr.test.hr[0]);
+                   "\"teacher_eval_seconds\": %.2f, \"teacher_test_hr5\": %.4f, ", tr.epochs,
+                   tr.train_seconds, tr.eval_seconds, tr.test.hr[0]);
         if (cfg.use_de)
             printf("\"de_experts_per_entity\": %.3f, ",
                    r.last.de_entities ? (double)r.last.de_pairs / (double)r.last.de_entities : 0.0);
@@ -404,10 +412,12 @@ int main(int argc, char **argv)
         json_metrics("test", &r.test);
         printf("}\n");
     }
+    status = 0;
+out:
     mf_close(&best);
     mf_close(&teacher);
     pool_free(pool);
     ratings_close(&train);
     dataset_close(&ds);
-    return 0;
+    return status;
 }
