@@ -586,7 +586,7 @@ static void distill__rrd_chunk(void *ctx, int task, int worker)
         const float *pa = d->model.params + (int64_t)(d->anchor_base + a) * dim;
         float s[DISTILL_MAX_KL], g[DISTILL_MAX_KL];
         for (int32_t k = 0; k < nk + nl; k++)
-            s[k] = mf_dot(pa, d->model.params + (int64_t)(d->target_base + tg[k]) * dim, dim);
+            s[k] = vec_dot(pa, d->model.params + (int64_t)(d->target_base + tg[k]) * dim, dim);
         loss += rrd_loss(s, nk, s + nk, nl, g, g + nk);
         float *ag = d->anchor_grad + (int64_t)q * dim;
         for (int32_t x = 0; x < dim; x++)

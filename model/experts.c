@@ -6,8 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fastmath.h"
 #include "gemm.h"
 #include "rng.h"
+#include "simd.h"
+#include "vec.h"
 
 #define DE_EPS 1e-10f /* the reference's log(p + eps) guard */
 
@@ -68,12 +71,14 @@ struct de_work {
     int32_t *ent_pair;  /* (P) */
     /* per pair, grouped by expert */
     int32_t *exp_off;   /* (M + 1) */
-    int32_t *pair_ent;  /* (P) */
+    int32_t *pair_ent;  /* (P) entity of each pair */
+    int32_t *pair_exp;  /* (P) expert of each pair */
     float *H;           /* (P, dh) hidden activations */
     float *Y;           /* (P, dt) expert outputs */
     float *dX;          /* (P, ds) gradient at the student row, per pair */
     /* per worker, sized for the largest expert group */
     int64_t cap_grp;
+    int64_t cap_grp_prev;  /* the last size, kept across shape resets */
     float **X;          /* (grp, ds) gathered student rows */
     float **dY;         /* (grp, dt) */
     float **dH;         /* (grp, dh) */
@@ -112,6 +117,7 @@ void de_work_free(de_work_t *w)
     free(w->ent_pair);
     free(w->exp_off);
     free(w->pair_ent);
+    free(w->pair_exp);
     free(w->H);
     free(w->Y);
     free(w->dX);
@@ -145,6 +151,7 @@ static int de__reserve_n(de_work_t *w, const experts_t *de, int64_t n)
 {
     if (n <= w->cap_n)
         return 0;
+    n = n < w->cap_n * 3 / 2 ? w->cap_n * 3 / 2 : n;
     size_t M = (size_t)de->n_experts;
     if (de__grow((void **)&w->p, (size_t)n * M * sizeof(float)) ||
         de__grow((void **)&w->w, (size_t)n * M * sizeof(float)) ||
@@ -162,8 +169,10 @@ static int de__reserve_p(de_work_t *w, const experts_t *de, int64_t P)
 {
     if (P <= w->cap_p)
         return 0;
+    P = P < w->cap_p * 3 / 2 ? w->cap_p * 3 / 2 : P;
     if (de__grow((void **)&w->ent_pair, (size_t)P * sizeof(int32_t)) ||
         de__grow((void **)&w->pair_ent, (size_t)P * sizeof(int32_t)) ||
+        de__grow((void **)&w->pair_exp, (size_t)P * sizeof(int32_t)) ||
         de__grow((void **)&w->H, (size_t)P * (size_t)de->dh * sizeof(float)) ||
         de__grow((void **)&w->Y, (size_t)P * (size_t)de->dt * sizeof(float)) ||
         de__grow((void **)&w->dX, (size_t)P * (size_t)de->ds * sizeof(float)))
@@ -184,7 +193,12 @@ static int de__reserve_workers(de_work_t *w, const experts_t *de, int nworkers,
     if (!w->X || !w->dY || !w->dH)
         return -ENOMEM;
     w->nworkers = nworkers;
+    /* Grow geometrically: groups grow as the selection sharpens, and each
+     * regrowth costs fresh pages. */
     int64_t cap = grp < 64 ? 64 : grp;
+    if (cap < 2 * w->cap_grp_prev)
+        cap = 2 * w->cap_grp_prev;
+    w->cap_grp_prev = cap;
     for (int k = 0; k < nworkers; k++) {
         w->X[k] = malloc((size_t)cap * (size_t)de->ds * sizeof(float));
         w->dY[k] = malloc((size_t)cap * (size_t)de->dt * sizeof(float));
@@ -210,7 +224,7 @@ typedef struct {
 enum { DE_CHUNK = 128 };
 
 /* Selection softmax and Gumbel-softmax weights, per entity chunk. */
-static void de__select(void *ctx, int task, int worker)
+FAST_CLONES static void de__select(void *ctx, int task, int worker)
 {
     (void)worker;
     de__job_t *job = ctx;
@@ -234,18 +248,18 @@ static void de__select(void *ctx, int task, int worker)
         }
         float sum = 0.0f;
         for (int32_t e = 0; e < M; e++) {
-            p[e] = expf(p[e] - mx);
+            p[e] = fast_expf_neg(p[e] - mx);
             sum += p[e];
         }
         float zmax = -INFINITY;
         for (int32_t e = 0; e < M; e++) {
             p[e] /= sum;
-            wk[e] = (logf(p[e] + DE_EPS) + g[e]) / b->temp;
+            wk[e] = (fast_logf(p[e] + DE_EPS) + g[e]) / b->temp;
             zmax = fmaxf(zmax, wk[e]);
         }
         float zs = 0.0f;
         for (int32_t e = 0; e < M; e++) {
-            wk[e] = expf(wk[e] - zmax);
+            wk[e] = fast_expf_neg(wk[e] - zmax);
             zs += wk[e];
         }
         for (int32_t e = 0; e < M; e++)
@@ -308,7 +322,7 @@ static void de__expert_forward(void *ctx, int e, int worker)
 }
 
 /* Per entity: prediction, loss, residual, and the selection gradient. */
-static void de__combine(void *ctx, int task, int worker)
+FAST_CLONES static void de__combine(void *ctx, int task, int worker)
 {
     (void)worker;
     de__job_t *job = ctx;
@@ -327,19 +341,13 @@ static void de__combine(void *ctx, int task, int worker)
             r[c] = -t[c];
         for (int32_t q = w->ent_off[k]; q < w->ent_off[k + 1]; q++) {
             int32_t pr = w->ent_pair[q];
-            int32_t e = 0;
-            while (w->exp_off[e + 1] <= pr)
-                e++;
             const float *y = w->Y + (size_t)pr * dt;
-            float we = wk[e];
+            float we = wk[w->pair_exp[pr]];
             for (int32_t c = 0; c < dt; c++)
                 r[c] += we * y[c];
         }
         /* r = pred - t now */
-        double l = 0.0;
-        for (int32_t c = 0; c < dt; c++)
-            l += (double)r[c] * r[c];
-        w->loss[k] = b->weight[k] * l;
+        w->loss[k] = b->weight[k] * (double)vec_dot(r, r, dt);
         float scale = 2.0f * b->weight[k];
         for (int32_t c = 0; c < dt; c++)
             r[c] *= scale;
@@ -348,14 +356,7 @@ static void de__combine(void *ctx, int task, int worker)
             dw[e] = 0.0f;
         for (int32_t q = w->ent_off[k]; q < w->ent_off[k + 1]; q++) {
             int32_t pr = w->ent_pair[q];
-            int32_t e = 0;
-            while (w->exp_off[e + 1] <= pr)
-                e++;
-            const float *y = w->Y + (size_t)pr * dt;
-            float acc = 0.0f;
-            for (int32_t c = 0; c < dt; c++)
-                acc += r[c] * y[c];
-            dw[e] = acc;
+            dw[w->pair_exp[pr]] = vec_dot(r, w->Y + (size_t)pr * dt, dt);
         }
         /* Through w = softmax(z), z = (log(p + eps) + g) / temp, p = softmax(logit). */
         const float *p = w->p + (size_t)k * M;
@@ -463,6 +464,7 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
         const float *wk = w->w + (size_t)k * M;
         for (int32_t e = 0; e < M; e++)
             if (wk[e] > 0.0f) {
+                w->pair_exp[cursor[e]] = e;
                 w->pair_ent[cursor[e]++] = k;
                 w->ent_off[k + 1]++;
             }

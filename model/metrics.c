@@ -55,7 +55,7 @@ static inline float metrics__score(const mf_t *mf, const float *pu, int32_t item
 {
     if (item < 0 || item >= mf->n_items)
         return 0.0f;
-    return mf_dot(pu, mf->ie + (int64_t)item * mf->dim, mf->dim);
+    return vec_dot(pu, mf->ie + (int64_t)item * mf->dim, mf->dim);
 }
 
 FAST_CLONES static void metrics__chunk(void *ctx, int task, int worker)

@@ -63,8 +63,8 @@ FAST_CLONES double bpr_forward(const mf_t *mf, const bpr_triple_t *t, int32_t n,
     double loss = 0.0;
     for (int32_t s = 0; s < n; s++) {
         const float *pu = mf->ue + (int64_t)t[s].u * d;
-        float x = mf_dot(pu, mf->ie + (int64_t)t[s].i * d, d) -
-                  mf_dot(pu, mf->ie + (int64_t)t[s].j * d, d);
+        float x = vec_dot(pu, mf->ie + (int64_t)t[s].i * d, d) -
+                  vec_dot(pu, mf->ie + (int64_t)t[s].j * d, d);
         /* -log sigmoid(x) = softplus(-x); its derivative is -sigmoid(-x). */
         loss += mf__softplus(-(double)x);
         coef[s] = (float)(-1.0 / (1.0 + exp((double)x)));

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "scatter.h"
+#include "vec.h"
 
 typedef struct {
     int32_t n_users;
@@ -39,19 +40,6 @@ int mf_init_copy(mf_t *dst, const mf_t *src);
 
 void mf_close(mf_t *mf);
 
-/* Eight running sums so the compiler can vectorise without reassociating
- * (no -ffast-math); the order is fixed, so results are reproducible. */
-static inline float mf_dot(const float *a, const float *b, int32_t d)
-{
-    float acc[8] = { 0.0f };
-    int32_t k = 0;
-    for (; k + 8 <= d; k += 8)
-        for (int l = 0; l < 8; l++)
-            acc[l] += a[k + l] * b[k + l];
-    for (; k < d; k++)
-        acc[k & 7] += a[k] * b[k];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
 
 /* BPR loss over n triples, -sum log sigmoid(x_ui - x_uj), returned.
  * coef[s] receives dloss/d(x_ui - x_uj) for each triple. */

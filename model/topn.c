@@ -70,17 +70,15 @@ static int32_t topn__finish(topn__pair_t *v, int32_t m, int32_t n, int32_t *out)
     return m;
 }
 
-int topn_select(float *scores, int32_t n_items, const int32_t *excl,
-                int32_t n_excl, int32_t n, int32_t *out)
+/* topn_select with the caller's scratch of n_items pairs. */
+static int32_t topn__select(float *scores, int32_t n_items, const int32_t *excl,
+                            int32_t n_excl, int32_t n, int32_t *out, topn__pair_t *v)
 {
     if (n <= 0)
         return 0;
     for (int32_t k = 0; k < n_excl; k++)
         scores[excl[k]] = -INFINITY;
     int32_t avail = n_items - n_excl;
-    topn__pair_t *v = malloc((size_t)(n_items > 0 ? n_items : 1) * sizeof(*v));
-    if (!v)
-        return -ENOMEM;
     int32_t m = 0;
     const int32_t stride = 8;
     if ((int64_t)n * 4 < avail && n_items >= 64 * stride) {
@@ -118,7 +116,16 @@ int topn_select(float *scores, int32_t n_items, const int32_t *excl,
                 m++;
             }
     }
-    int32_t got = topn__finish(v, m, n, out);
+    return topn__finish(v, m, n, out);
+}
+
+int topn_select(float *scores, int32_t n_items, const int32_t *excl,
+                int32_t n_excl, int32_t n, int32_t *out)
+{
+    topn__pair_t *v = malloc((size_t)(n_items > 0 ? n_items : 1) * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    int32_t got = topn__select(scores, n_items, excl, n_excl, n, out, v);
     free(v);
     return got;
 }
@@ -160,7 +167,7 @@ typedef struct {
     int32_t *out;
     float **scratch;  /* per worker: (TOPN_BLOCK, n_items) scores */
     float **urows;    /* per worker: (TOPN_BLOCK, dim) gathered user rows */
-    int failed;
+    topn__pair_t **pairs; /* per worker: (n_items) selection scratch */
 } topn__job_t;
 
 static void topn__block(void *ctx, int task, int worker)
@@ -180,12 +187,8 @@ static void topn__block(void *ctx, int task, int worker)
     for (int32_t k = 0; k < nb; k++) {
         int32_t u = job->list ? job->list[b0 + k] : b0 + k;
         int32_t *o = job->out + (int64_t)(b0 + k) * job->n;
-        int32_t got = topn_select(sc + (int64_t)k * ni, ni, ratings_items(job->r, u),
-                                  ratings_count(job->r, u), job->n, o);
-        if (got < 0) {
-            job->failed = 1;
-            got = 0;
-        }
+        int32_t got = topn__select(sc + (int64_t)k * ni, ni, ratings_items(job->r, u),
+                                   ratings_count(job->r, u), job->n, o, job->pairs[worker]);
         for (int32_t x = got; x < job->n; x++)
             o[x] = -1;
     }
@@ -197,26 +200,32 @@ int topn_users(const mf_t *mf, const ratings_t *r, const int32_t *list,
     int nw = pool_threads(pool);
     topn__job_t job = { mf, r, list, list ? n_list : mf->n_users, n, out,
                         calloc((size_t)nw, sizeof(float *)),
-                        calloc((size_t)nw, sizeof(float *)), 0 };
+                        calloc((size_t)nw, sizeof(float *)),
+                        calloc((size_t)nw, sizeof(topn__pair_t *)) };
+    size_t ni = (size_t)(mf->n_items ? mf->n_items : 1);
     int rc = -ENOMEM;
-    if (!job.scratch || !job.urows)
+    if (!job.scratch || !job.urows || !job.pairs)
         goto done;
     for (int w = 0; w < nw; w++) {
-        job.scratch[w] = malloc((size_t)TOPN_BLOCK * (size_t)(mf->n_items ? mf->n_items : 1) * sizeof(float));
+        job.scratch[w] = malloc((size_t)TOPN_BLOCK * ni * sizeof(float));
         job.urows[w] = malloc((size_t)TOPN_BLOCK * (size_t)mf->dim * sizeof(float));
-        if (!job.scratch[w] || !job.urows[w])
+        job.pairs[w] = malloc(ni * sizeof(topn__pair_t));
+        if (!job.scratch[w] || !job.urows[w] || !job.pairs[w])
             goto done;
     }
     pool_run(pool, (job.n_list + TOPN_BLOCK - 1) / TOPN_BLOCK, topn__block, &job);
-    rc = job.failed ? -ENOMEM : 0;
+    rc = 0;
 done:
     for (int w = 0; w < nw; w++) {
         if (job.scratch)
             free(job.scratch[w]);
         if (job.urows)
             free(job.urows[w]);
+        if (job.pairs)
+            free(job.pairs[w]);
     }
     free(job.scratch);
     free(job.urows);
+    free(job.pairs);
     return rc;
 }

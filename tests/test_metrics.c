@@ -194,7 +194,7 @@ TEST(metrics_eval_untrained_model_is_worst)
 TEST(metrics_eval_random_matches_direct_ranking)
 {
     /* 600 users span several chunks; ranks computed here with the same
-     * mf_dot, metrics averaged here, and one thread or three agree exactly. */
+     * vec_dot, metrics averaged here, and one thread or three agree exactly. */
     enum { NU = 600, NI = 300, D = 3, NC = 30 };
     mf_t mf;
     REQUIRE(mf_init(&mf, NU, NI, D) == 0);
@@ -213,10 +213,10 @@ TEST(metrics_eval_random_matches_direct_ranking)
         if (target[u] < 0)
             continue;
         const float *pu = mf.ue + (int64_t)u * D;
-        float st = mf_dot(pu, mf.ie + (int64_t)target[u] * D, D);
+        float st = vec_dot(pu, mf.ie + (int64_t)target[u] * D, D);
         int64_t rank = 0;
         for (int k = 0; k < NC; k++)
-            rank += mf_dot(pu, mf.ie + (int64_t)cands[u * NC + k] * D, D) >= st;
+            rank += vec_dot(pu, mf.ie + (int64_t)cands[u * NC + k] * D, D) >= st;
         for (int k = 0; k < 3; k++) {
             double h, n, r;
             test_metrics__expect(rank, metrics_k[k], &h, &n, &r);

@@ -202,7 +202,7 @@ static int test_topn__data(mf_t *mf, ratings_t *r, int32_t nu, int32_t ni, int32
 
 /* Checks topn_users' rows against scoring each user and the naive select.
  * With integer embeddings the lists must be equal; with float ones,
- * sgemm and mf_dot round differently, so positions may swap between
+ * sgemm and vec_dot round differently, so positions may swap between
  * near-equal scores: the scores at each position must agree instead. */
 static void test_topn__check_users(const mf_t *mf, const ratings_t *r, const int32_t *list,
                                    int32_t n_list, int32_t n, const int32_t *out, bool exact)
@@ -220,7 +220,7 @@ static void test_topn__check_users(const mf_t *mf, const ratings_t *r, const int
         int32_t u = list ? list[k] : k;
         const float *pu = mf->ue + (int64_t)u * mf->dim;
         for (int32_t i = 0; i < mf->n_items; i++)
-            sc[i] = mf_dot(pu, mf->ie + (int64_t)i * mf->dim, mf->dim);
+            sc[i] = vec_dot(pu, mf->ie + (int64_t)i * mf->dim, mf->dim);
         int32_t got = topn_select_naive(sc, mf->n_items, ratings_items(r, u),
                                         ratings_count(r, u), n, want);
         const int32_t *o = out + (int64_t)k * n;
