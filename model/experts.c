@@ -513,6 +513,26 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
     return loss;
 }
 
+void experts_apply_naive(const experts_t *de, int32_t e, const float *s, double w,
+                         double *h, double *out)
+{
+    int32_t ds = de->ds, dh = de->dh, dt = de->dt;
+    const float *W1 = de->ex + (size_t)e * de->ex_size;
+    const float *b1 = W1 + ds * dh, *W2 = b1 + dh, *b2 = W2 + dh * dt;
+    for (int32_t j = 0; j < dh; j++) {
+        double a = b1[j];
+        for (int32_t c = 0; c < ds; c++)
+            a += (double)s[c] * W1[(size_t)c * dh + j];
+        h[j] = a > 0.0 ? a : 0.0;
+    }
+    for (int32_t c = 0; c < dt; c++) {
+        double a = b2[c];
+        for (int32_t j = 0; j < dh; j++)
+            a += h[j] * W2[(size_t)j * dt + c];
+        out[c] += w * a;
+    }
+}
+
 double de_loss_naive(const experts_t *de, const de_batch_t *b)
 {
     int32_t M = de->n_experts, ds = de->ds, dh = de->dh, dt = de->dt;
@@ -550,23 +570,8 @@ double de_loss_naive(const experts_t *de, const de_batch_t *b)
             zs += (z[e] = exp(z[e] - zmax));
         for (int32_t c = 0; c < dt; c++)
             pred[c] = 0.0;
-        for (int32_t e = 0; e < M; e++) {
-            double we = z[e] / zs;
-            const float *W1 = de->ex + (size_t)e * de->ex_size;
-            const float *b1 = W1 + ds * dh, *W2 = b1 + dh, *b2 = W2 + dh * dt;
-            for (int32_t j = 0; j < dh; j++) {
-                double a = b1[j];
-                for (int32_t c = 0; c < ds; c++)
-                    a += (double)s[c] * W1[(size_t)c * dh + j];
-                h[j] = a > 0.0 ? a : 0.0;
-            }
-            for (int32_t c = 0; c < dt; c++) {
-                double a = b2[c];
-                for (int32_t j = 0; j < dh; j++)
-                    a += h[j] * W2[(size_t)j * dt + c];
-                pred[c] += we * a;
-            }
-        }
+        for (int32_t e = 0; e < M; e++)
+            experts_apply_naive(de, e, s, z[e] / zs, h, pred);
         double l = 0.0;
         for (int32_t c = 0; c < dt; c++)
             l += (t[c] - pred[c]) * (t[c] - pred[c]);

@@ -75,6 +75,11 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
                            uint8_t *ex_used, float *grad_sel, float *ds,
                            int64_t *evaluated);
 
+/* Reference: out[0..dt) += w * f_e(s), expert e on one student row, in
+ * double; h is dh doubles of scratch. */
+void experts_apply_naive(const experts_t *de, int32_t e, const float *s, double w,
+                         double *h, double *out);
+
 /* Reference loss in double precision, evaluating every expert. */
 double de_loss_naive(const experts_t *de, const de_batch_t *b);
 

@@ -310,31 +310,16 @@ static int32_t test_grad__de_kept(const experts_t *de, const de_batch_t *b, int3
  * the reference for de_forward_backward with keep > 0 or max_experts. */
 static double test_grad__de_loss_pruned(const experts_t *de, const de_batch_t *b)
 {
-    int32_t M = de->n_experts, ds = de->ds, dh = de->dh, dt = de->dt;
+    int32_t M = de->n_experts, ds = de->ds, dt = de->dt;
     double loss = 0.0, w[64], h[64], pred[64], margin;
     for (int32_t k = 0; k < b->n; k++) {
         const float *s = b->s + (size_t)k * ds, *t = b->t + (size_t)k * dt;
         test_grad__de_kept(de, b, k, w, &margin);
         for (int32_t c = 0; c < dt; c++)
             pred[c] = 0.0;
-        for (int32_t e = 0; e < M; e++) {
-            if (w[e] == 0.0)
-                continue;
-            const float *W1 = de->ex + (size_t)e * de->ex_size;
-            const float *b1 = W1 + ds * dh, *W2 = b1 + dh, *b2 = W2 + dh * dt;
-            for (int32_t j = 0; j < dh; j++) {
-                double a = b1[j];
-                for (int32_t c = 0; c < ds; c++)
-                    a += (double)s[c] * W1[(size_t)c * dh + j];
-                h[j] = a > 0.0 ? a : 0.0;
-            }
-            for (int32_t c = 0; c < dt; c++) {
-                double a = b2[c];
-                for (int32_t j = 0; j < dh; j++)
-                    a += h[j] * W2[(size_t)j * dt + c];
-                pred[c] += w[e] * a;
-            }
-        }
+        for (int32_t e = 0; e < M; e++)
+            if (w[e] != 0.0)
+                experts_apply_naive(de, e, s, w[e], h, pred);
         for (int32_t c = 0; c < dt; c++)
             loss += b->weight[k] * (t[c] - pred[c]) * (t[c] - pred[c]);
     }
