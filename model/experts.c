@@ -265,24 +265,28 @@ FAST_CLONES static void de__select(void *ctx, int task, int worker)
         for (int32_t e = 0; e < M; e++)
             wk[e] /= zs;
         /* Keep the heaviest experts until they hold 1 - keep of the weight
-         * (or max_experts of them), renormalise, zero the rest. */
+         * (or max_experts of them), renormalise, zero the rest. keep = 0
+         * with no cap keeps every expert, even when rounding says the first
+         * ones already hold all the weight. */
+        int32_t cap = b->max_experts > 0 && b->max_experts < M ? b->max_experts : M;
+        if (cap == M && b->keep <= 0.0f)
+            continue; /* all kept; w already sums to 1 */
         int32_t order[256], nk = 0;
         float kept = 0.0f;
-        int32_t cap = b->max_experts > 0 && b->max_experts < M ? b->max_experts : M;
-        for (int32_t e = 0; e < M; e++) {
-            int32_t q = e;
-            while (q > 0 && wk[order[q - 1]] < wk[e]) {
-                order[q] = order[q - 1];
-                q--;
-            }
-            order[q] = e;
+        uint8_t taken[256] = { 0 };
+        while (nk < cap && (nk == 0 || kept < 1.0f - b->keep)) {
+            /* the next heaviest: a scan, since few are taken at low T */
+            int32_t best = -1;
+            for (int32_t e = 0; e < M; e++)
+                if (!taken[e] && (best < 0 || wk[e] > wk[best]))
+                    best = e;
+            taken[best] = 1;
+            order[nk++] = best;
+            kept += wk[best];
         }
-        /* keep = 0 keeps every expert, even when rounding says the first
-         * ones already hold all the weight. */
-        while (nk < cap && (nk == 0 || b->keep <= 0.0f || kept < 1.0f - b->keep))
-            kept += wk[order[nk++]];
-        for (int32_t q = nk; q < M; q++)
-            wk[order[q]] = 0.0f;
+        for (int32_t e = 0; e < M; e++)
+            if (!taken[e])
+                wk[e] = 0.0f;
         for (int32_t q = 0; q < nk; q++)
             wk[order[q]] /= kept;
     }
