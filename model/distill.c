@@ -102,9 +102,9 @@ distill_cfg_t distill_cfg_default(void)
     c.n_experts = 30;
     c.lambda_de = 0.01f;
     c.de_keep = 0.0f;
-    c.de_max_experts = 0;
+    c.de_max_experts = 2;
     c.de_sample = 1.0f;
-    c.de_every = 1;
+    c.de_every = 5;
     c.use_rrd = false;
     c.rrd_variant = RRD_PAPER;
     c.rrd_n = 500;
@@ -112,7 +112,7 @@ distill_cfg_t distill_cfg_default(void)
     c.rrd_l = 40;
     c.rrd_temp = 10.0f;
     c.lambda_rrd = 0.001f;
-    c.rrd_sample = 1.0f;
+    c.rrd_sample = 0.2f;
     return c;
 }
 
@@ -504,7 +504,7 @@ static int distill__de_side(distill_t *d, int side, float temp, distill_stats_t 
     int32_t ds = c->dim, dt = te->dim, M = c->n_experts;
     rng_t pick;
     rng_init_stream(&pick, c->seed, RNG_DE_SAMPLE, (uint64_t)d->step, (uint64_t)side);
-    float inv_p = (float)c->de_every / c->de_sample;
+    float boost = (float)c->de_every / c->de_sample; /* undoes the subsampling */
     sd->n = 0;
     const int32_t *lists[2];
     int32_t counts[2];
@@ -534,7 +534,7 @@ static int distill__de_side(distill_t *d, int side, float temp, distill_stats_t 
                    (size_t)ds * sizeof(float));
             const float *trow = side == 0 ? te->ue + (int64_t)id * dt : te->ie + (int64_t)id * dt;
             memcpy(sd->t + (int64_t)n * dt, trow, (size_t)dt * sizeof(float));
-            sd->weight[n] = c->lambda_de * weights[l] * inv_p;
+            sd->weight[n] = c->lambda_de * weights[l] * boost;
         }
     }
     if (sd->n == 0)

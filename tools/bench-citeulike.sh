@@ -20,8 +20,10 @@ train=build/derrd-train
 [ -x "$train" ] || make "$train"
 [ -f "$data/train.tsv" ] || { echo "bench: no dataset at $data" >&2; exit 2; }
 
-# The distillation settings derrd uses by default for CiteULike (docs/MODEL.md).
-fast=(--de-max-experts 2 --de-every 5)
+# derrd-train's defaults are the fast settings (docs/MODEL.md): DE on the two
+# heaviest experts every 5th step, RRD on a fifth of each batch's users.
+# "ref" runs the reference's full per-step terms for comparison.
+ref_rrd=(--rrd-sample 1)
 
 run() { # name args...
     local name=$1; shift
@@ -33,18 +35,23 @@ run() { # name args...
 run teacher --method teacher --save "$out/teacher.emb"
 run student --method student
 if [ "${QUICK:-0}" != 1 ]; then
-    run de --method de --teacher "$out/teacher.emb" "${fast[@]}"
-    run rrd --method rrd --teacher "$out/teacher.emb"
-    run derrd --method derrd --teacher "$out/teacher.emb" "${fast[@]}"
-    run rrd-item --method rrd --teacher "$out/teacher.emb" --rrd-variant item
+    t=(--teacher "$out/teacher.emb")
+    run de --method de "${t[@]}"
+    run rrd --method rrd "${t[@]}"
+    run rrd-ref --method rrd "${t[@]}" "${ref_rrd[@]}"
+    run derrd --method derrd "${t[@]}"
+    run rrd-item --method rrd "${t[@]}" --rrd-variant item
+    run rrd-nosample --method rrd "${t[@]}" --rrd-variant nosample --rrd-sample 0.1
+    run derrd-item --method derrd "${t[@]}" --rrd-variant item
     # The whole reproduction in one command: teacher to early stop, then DE-RRD.
-    run full --method derrd "${fast[@]}"
+    run full --method derrd
 fi
 
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-rows = ["teacher", "student", "de", "rrd", "derrd", "rrd-item", "full"]
+rows = ["teacher", "student", "de", "rrd", "rrd-ref", "derrd", "rrd-item", "rrd-nosample",
+        "derrd-item", "full"]
 keys = ["HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20"]
 print("| run | " + " | ".join(keys) + " | epochs (best) | s/epoch | train s | peak RSS MiB |")
 print("|---|" + "---|" * (len(keys) + 4))

@@ -51,16 +51,19 @@ static const char *usage_text =
     "  --batch N            mini-batch size (default 1024)\n"
     "  --lambda-de X        DE weight (default 0.01)\n"
     "  --lambda-rrd X       RRD weight (default 0.001)\n"
-    "  --de-keep X          drop each entity's lightest experts holding < X of the\n"
-    "                       selection weight (default 0: none, as the reference)\n"
-    "  --de-max-experts N   evaluate at most N experts per entity (default 0: all)\n"
+    "  --quiet              no per-epoch progress\n"
+    "  --help               this text\n"
+    "\n"
+    "Cost knobs (docs/MODEL.md); the reference code is --de-max-experts 0\n"
+    "--de-every 1 --rrd-sample 1, many times slower for about the same accuracy:\n"
+    "  --de-max-experts N   evaluate at most N experts per entity (default 2; 0 = all)\n"
+    "  --de-keep X          also drop the lightest experts holding < X of the\n"
+    "                       selection weight (default 0)\n"
+    "  --de-every N         DE on every N-th step only, weighted by N (default 5)\n"
     "  --de-sample X        share of batch entities given a DE term, reweighted\n"
     "                       (default 1)\n"
-    "  --de-every N         DE on every N-th step only, weighted by N (default 1)\n"
     "  --rrd-sample X       share of batch users given an RRD term, reweighted\n"
-    "                       (default 1)\n"
-    "  --quiet              no per-epoch progress\n"
-    "  --help               this text\n";
+    "                       (default 0.2)\n";
 
 static double now_s(void)
 {
