@@ -235,6 +235,7 @@ FAST_CLONES static void de__select(void *ctx, int task, int worker)
     int32_t k0 = task * job->chunk;
     int32_t k1 = k0 + job->chunk < b->n ? k0 + job->chunk : b->n;
     const float *Ws = de->sel, *bs = de->sel + (size_t)dt * M;
+    float inv_temp = 1.0f / b->temp;
     /* logits = t (n, dt) x Ws (dt, M) */
     gemm(false, false, k1 - k0, M, dt, 1.0f, b->t + (size_t)k0 * dt, dt, Ws, M,
          0.0f, w->p + (size_t)k0 * M, M);
@@ -244,7 +245,7 @@ FAST_CLONES static void de__select(void *ctx, int task, int worker)
         float mx = -INFINITY;
         for (int32_t e = 0; e < M; e++) {
             p[e] += bs[e];
-            mx = fmaxf(mx, p[e]);
+            mx = p[e] > mx ? p[e] : mx;
         }
         float sum = 0.0f;
         for (int32_t e = 0; e < M; e++) {
@@ -254,8 +255,8 @@ FAST_CLONES static void de__select(void *ctx, int task, int worker)
         float zmax = -INFINITY;
         for (int32_t e = 0; e < M; e++) {
             p[e] /= sum;
-            wk[e] = (fast_logf(p[e] + DE_EPS) + g[e]) / b->temp;
-            zmax = fmaxf(zmax, wk[e]);
+            wk[e] = (fast_logf(p[e] + DE_EPS) + g[e]) * inv_temp;
+            zmax = wk[e] > zmax ? wk[e] : zmax;
         }
         float zs = 0.0f;
         for (int32_t e = 0; e < M; e++) {
