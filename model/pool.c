@@ -11,15 +11,28 @@ struct pool {
     pthread_mutex_t mu;
     pthread_cond_t work_cv;  /* a new job, or shutdown */
     pthread_cond_t done_cv;  /* the last worker left the job */
-    unsigned long generation;
-    int shutdown;
+    atomic_ulong generation; /* written under mu; read without it to spin */
+    atomic_int shutdown;
     /* the current job */
     pool_fn fn;
     void *ctx;
     int ntasks;
     atomic_int next;
-    int active;              /* helpers still inside the current job */
+    atomic_int active;       /* helpers still inside the current job */
 };
+
+/* Training runs thousands of short jobs back to back (several per
+ * mini-batch). A worker that went to sleep on the condition variable takes
+ * tens of microseconds to wake, by which time the caller has done the job
+ * alone; so workers, and the caller waiting for them, first spin a little. */
+enum { POOL_SPIN = 4000 };
+
+static inline void pool__relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 struct pool__arg {
     pool_t *pool;
@@ -43,20 +56,28 @@ static void *pool__main(void *p)
     int worker = arg->worker;
     free(arg);
     unsigned long seen = 0;
-    pthread_mutex_lock(&pool->mu);
     for (;;) {
-        while (!pool->shutdown && pool->generation == seen)
+        for (int spin = 0; spin < POOL_SPIN; spin++) {
+            if (atomic_load_explicit(&pool->generation, memory_order_acquire) != seen ||
+                atomic_load_explicit(&pool->shutdown, memory_order_relaxed))
+                break;
+            pool__relax();
+        }
+        pthread_mutex_lock(&pool->mu);
+        while (!atomic_load(&pool->shutdown) && atomic_load(&pool->generation) == seen)
             pthread_cond_wait(&pool->work_cv, &pool->mu);
-        if (pool->shutdown)
+        if (atomic_load(&pool->shutdown)) {
+            pthread_mutex_unlock(&pool->mu);
             break;
-        seen = pool->generation;
+        }
+        seen = atomic_load(&pool->generation);
         pthread_mutex_unlock(&pool->mu);
         pool__drain(pool, worker);
         pthread_mutex_lock(&pool->mu);
-        if (--pool->active == 0)
+        if (atomic_fetch_sub(&pool->active, 1) == 1)
             pthread_cond_signal(&pool->done_cv);
+        pthread_mutex_unlock(&pool->mu);
     }
-    pthread_mutex_unlock(&pool->mu);
     return NULL;
 }
 
@@ -98,7 +119,7 @@ void pool_free(pool_t *pool)
         return;
     if (pool->threads) {
         pthread_mutex_lock(&pool->mu);
-        pool->shutdown = 1;
+        atomic_store(&pool->shutdown, 1);
         pthread_cond_broadcast(&pool->work_cv);
         pthread_mutex_unlock(&pool->mu);
         for (int i = 0; i < pool->nthreads - 1; i++)
@@ -130,15 +151,20 @@ void pool_run(pool_t *pool, int ntasks, pool_fn fn, void *ctx)
     pool->ctx = ctx;
     pool->ntasks = ntasks;
     atomic_store_explicit(&pool->next, 0, memory_order_relaxed);
-    pool->active = pool->nthreads - 1;
-    pool->generation++;
+    atomic_store(&pool->active, pool->nthreads - 1);
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
     pthread_cond_broadcast(&pool->work_cv);
     pthread_mutex_unlock(&pool->mu);
 
     pool__drain(pool, 0);
 
+    for (int spin = 0; spin < POOL_SPIN; spin++) {
+        if (atomic_load_explicit(&pool->active, memory_order_acquire) == 0)
+            break;
+        pool__relax();
+    }
     pthread_mutex_lock(&pool->mu);
-    while (pool->active > 0)
+    while (atomic_load(&pool->active) > 0)
         pthread_cond_wait(&pool->done_cv, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
 }
