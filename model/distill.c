@@ -23,7 +23,6 @@ typedef struct {
     adam_table_t opt_ex;   /* rows = experts */
     adam_table_t opt_sel;  /* one row: the selection net */
     de_work_t *work;
-    int32_t cap;
     int32_t n;
     int32_t *rows;         /* (n) model rows of the entities */
     float *s;              /* (n, ds) student rows */
@@ -206,7 +205,6 @@ static int distill__de_side_init(distill_t *d, distill__de_side_t *sd, int side)
         adam_table_init(&sd->opt_sel, sd->ex.sel, 1, sd->ex.sel_size, &c->adam) < 0)
         return -ENOMEM;
     sd->work = de_work_new();
-    sd->cap = cap;
     sd->rows = malloc((size_t)cap * sizeof(int32_t));
     sd->s = malloc((size_t)cap * (size_t)c->dim * sizeof(float));
     sd->t = malloc((size_t)cap * (size_t)d->teacher->dim * sizeof(float));
