@@ -17,16 +17,19 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -fno-math-errno -fno-trapping-math -Wall -Wext
            -pthread -I. $(SAN)
 LDFLAGS += -pthread $(SAN)
 BLAS_LIBS = -lopenblas -lm
+IO_LIBS   = -lrdkafka -ljansson
 
 MODEL_SRC := $(sort $(wildcard model/*.c))
 IO_SRC    := $(sort $(wildcard io/*.c))
 TEST_SRC  := $(sort $(wildcard tests/*.c))
+DAEMON_SRC := $(sort $(wildcard daemon/*.c))
 
 MODEL_OBJ := $(MODEL_SRC:%.c=$(BUILD)/obj/%.o)
 IO_OBJ    := $(IO_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/obj/%.o)
 
-BINS := $(BUILD)/derrd-train
+BINS := $(BUILD)/derrd $(BUILD)/derrd-train
 
 .PHONY: all test asan bench check-layers deps clean demo
 
@@ -44,11 +47,14 @@ $(BUILD)/libio.a: $(IO_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(BUILD)/derrd: $(DAEMON_OBJ) $(BUILD)/libio.a $(BUILD)/libmodel.a
+	$(CC) $(LDFLAGS) -o $@ $^ -luv $(IO_LIBS) $(BLAS_LIBS)
+
 $(BUILD)/derrd-train: $(BUILD)/obj/tools/derrd-train.o $(BUILD)/libio.a $(BUILD)/libmodel.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(BLAS_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) $(BLAS_LIBS)
 
 $(BUILD)/derrd-tests: $(TEST_OBJ) $(BUILD)/libio.a $(BUILD)/libmodel.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(BLAS_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) $(BLAS_LIBS)
 
 # The unit tests, then a short end-to-end training on generated data.
 test: all

@@ -1,0 +1,205 @@
+/* The state-owning thread; see trainer.h. */
+#include "daemon/trainer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/log.h"
+
+struct trainer {
+    pthread_t thread;
+    trainer_cfg_t cfg;
+    staging_t *stg;
+    state_t st;
+    atomic_int stop;
+    int final_rc;
+
+    pthread_mutex_t mu; /* guards the fields below */
+    kafka_pos_t *durable;
+    int n_durable, durable_new;
+    trainer_stats_t stats;
+};
+
+/* Publishes the state's positions as durable (after a checkpoint). */
+static void trainer__publish(trainer_t *t)
+{
+    kafka_pos_t *pos = malloc((size_t)(t->st.n_pos ? t->st.n_pos : 1) * sizeof(*pos));
+    if (pos)
+        memcpy(pos, t->st.pos, (size_t)t->st.n_pos * sizeof(*pos));
+    pthread_mutex_lock(&t->mu);
+    if (pos) {
+        free(t->durable);
+        t->durable = pos;
+        t->n_durable = t->st.n_pos;
+        t->durable_new = 1;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void trainer__update_stats(trainer_t *t, uint64_t batches)
+{
+    pthread_mutex_lock(&t->mu);
+    t->stats.batches += batches;
+    t->stats.applied = t->st.applied;
+    t->stats.duplicates = t->st.duplicates;
+    t->stats.forgotten = t->st.forgotten;
+    t->stats.skipped = t->st.skipped;
+    t->stats.users = idmap_count(t->st.users);
+    t->stats.items = idmap_count(t->st.items);
+    t->stats.interactions = iset_count(t->st.inter);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static int trainer__checkpoint(trainer_t *t)
+{
+    char err[512];
+    uint64_t t0 = log_now_ms();
+    int rc = state_save(&t->st, t->cfg.state_dir, t->cfg.keep, err, sizeof(err));
+    pthread_mutex_lock(&t->mu);
+    if (rc == 0) {
+        t->stats.checkpoints++;
+        t->stats.checkpoint_seq = t->st.seq;
+        t->stats.last_checkpoint_ms = log_wall_ms();
+    } else {
+        t->stats.checkpoint_failures++;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (rc == 0) {
+        log_debug("checkpoint %llu written in %llu ms (%lld interactions)",
+                  (unsigned long long)t->st.seq, (unsigned long long)(log_now_ms() - t0),
+                  (long long)iset_count(t->st.inter));
+        trainer__publish(t);
+    } else {
+        /* The previous checkpoint stays the newest; offsets are not
+         * committed past it, so nothing is lost. Retried on the next tick. */
+        log_err("checkpoint failed: %s", err);
+    }
+    return rc;
+}
+
+/* Applies a list of batches and frees them. */
+static int trainer__apply(trainer_t *t, staging_batch_t *list)
+{
+    uint64_t n = 0;
+    int rc = 0;
+    while (list) {
+        staging_batch_t *b = list;
+        list = b->next;
+        if (rc == 0)
+            rc = state_apply(&t->st, b);
+        staging_batch_free(b);
+        n++;
+    }
+    trainer__update_stats(t, n);
+    return rc;
+}
+
+static void *trainer__main(void *arg)
+{
+    trainer_t *t = arg;
+    uint64_t next = log_now_ms() + (uint64_t)t->cfg.checkpoint_ms;
+    int rc = 0;
+    while (!atomic_load(&t->stop)) {
+        uint64_t now = log_now_ms();
+        int wait = next > now ? (int)(next - now) : 0;
+        staging_batch_t *list = staging_take(t->stg, wait ? wait : 1);
+        if (list) {
+            rc = trainer__apply(t, list);
+            if (rc)
+                break;
+            t->cfg.notify(t->cfg.ud); /* queue space freed */
+        }
+        now = log_now_ms();
+        if (now >= next) {
+            if (t->st.dirty && trainer__checkpoint(t) == 0)
+                t->cfg.notify(t->cfg.ud);
+            next = now + (uint64_t)t->cfg.checkpoint_ms;
+        }
+    }
+    if (rc == 0) {
+        /* Stopping: the loop has handed over everything it will. */
+        rc = trainer__apply(t, staging_take(t->stg, 0));
+        if (rc == 0 && t->st.dirty)
+            rc = trainer__checkpoint(t);
+        else if (rc == 0 && t->st.seq > 0)
+            trainer__publish(t); /* durable already; let the loop commit it */
+    }
+    if (rc) {
+        pthread_mutex_lock(&t->mu);
+        t->stats.fatal = rc == -ENOMEM;
+        pthread_mutex_unlock(&t->mu);
+        if (rc == -ENOMEM)
+            log_err("trainer: out of memory applying events; stopping");
+    }
+    t->final_rc = rc;
+    t->cfg.notify(t->cfg.ud);
+    return NULL;
+}
+
+int trainer_start(trainer_t **out, state_t *st, staging_t *stg, const trainer_cfg_t *cfg)
+{
+    trainer_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    t->cfg = *cfg;
+    t->stg = stg;
+    t->st = *st;
+    *st = (state_t){ 0 };
+    pthread_mutex_init(&t->mu, NULL);
+    trainer__update_stats(t, 0);
+    t->stats.checkpoint_seq = t->st.seq;
+    int e = pthread_create(&t->thread, NULL, trainer__main, t);
+    if (e) {
+        *st = t->st;
+        pthread_mutex_destroy(&t->mu);
+        free(t);
+        return -e;
+    }
+    *out = t;
+    return 0;
+}
+
+int trainer_take_durable(trainer_t *t, kafka_pos_t **pos)
+{
+    int n = 0;
+    *pos = NULL;
+    pthread_mutex_lock(&t->mu);
+    if (t->durable_new && t->n_durable > 0) {
+        *pos = malloc((size_t)t->n_durable * sizeof(**pos));
+        if (*pos) {
+            memcpy(*pos, t->durable, (size_t)t->n_durable * sizeof(**pos));
+            n = t->n_durable;
+            t->durable_new = 0;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+void trainer_stats(trainer_t *t, trainer_stats_t *out)
+{
+    pthread_mutex_lock(&t->mu);
+    *out = t->stats;
+    pthread_mutex_unlock(&t->mu);
+}
+
+int trainer_stop(trainer_t *t)
+{
+    atomic_store(&t->stop, 1);
+    staging_wake(t->stg);
+    pthread_join(t->thread, NULL);
+    return t->final_rc;
+}
+
+void trainer_free(trainer_t *t)
+{
+    if (!t)
+        return;
+    state_close(&t->st);
+    free(t->durable);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}

@@ -1,0 +1,59 @@
+/*
+ * trainer: the thread that owns the daemon's state. It takes staged batches
+ * off the loop's queue, applies them, and writes a checkpoint when one is due
+ * (and a last one when stopped). After each durable checkpoint it hands the
+ * positions that checkpoint covers back to the loop, which commits them to
+ * Kafka: nothing is committed that a crash could lose.
+ *
+ * (Training rounds join this thread with the rounds issue.)
+ *
+ * trainer_start/stop come from one thread; trainer_take_durable and
+ * trainer_stats are safe from any thread.
+ */
+#ifndef DERRD_TRAINER_H
+#define DERRD_TRAINER_H
+
+#include <stdint.h>
+
+#include "daemon/staging.h"
+#include "daemon/state.h"
+
+typedef struct {
+    const char *state_dir;
+    int checkpoint_ms;  /* interval between checkpoints while data changes */
+    int keep;           /* checkpoints kept on disk */
+    /* Called on the trainer thread after new durable positions, after a
+     * batch was taken (queue space freed), and on a fatal error. */
+    void (*notify)(void *ud);
+    void *ud;
+} trainer_cfg_t;
+
+typedef struct {
+    uint64_t batches, applied, duplicates, forgotten, skipped;
+    uint64_t checkpoints, checkpoint_failures, checkpoint_seq;
+    uint64_t last_checkpoint_ms; /* wall clock; 0 = none yet */
+    int64_t users, items, interactions;
+    int fatal;                   /* the thread stopped on an error */
+} trainer_stats_t;
+
+typedef struct trainer trainer_t;
+
+/* Starts the thread. The state moves into the trainer (*st is zeroed).
+ * Returns 0 or a negative errno. */
+int trainer_start(trainer_t **out, state_t *st, staging_t *stg, const trainer_cfg_t *cfg);
+
+/* Positions covered by the newest durable checkpoint, when they changed
+ * since the last call: returns n > 0 and a malloc'd array in *pos (caller
+ * frees), else 0. */
+int trainer_take_durable(trainer_t *t, kafka_pos_t **pos);
+
+void trainer_stats(trainer_t *t, trainer_stats_t *out);
+
+/* Applies whatever is still queued, writes a final checkpoint when anything
+ * changed, and joins the thread. Returns 0 when the final state is durable,
+ * else a negative errno. t stays valid for trainer_take_durable/stats until
+ * trainer_free(). */
+int trainer_stop(trainer_t *t);
+void trainer_free(trainer_t *t);
+
+#endif
