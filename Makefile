@@ -1,9 +1,11 @@
 # derrd build. `make` builds every binary into build/; see README.md.
 #
-#   make            binaries: build/derrd-train (more come with the daemon)
-#   make test       unit tests plus a short end-to-end training run
+#   make            binaries: build/derrd, build/derrd-train, build/derrd-replay
+#   make test       unit tests, then integration tests against a real Kafka
+#                   broker (test-unit and test-kafka run one half each)
 #   make asan       the same tests under AddressSanitizer + UBSan
 #   make bench      the CiteULike reproduction table (bench/RESULTS.md)
+#   make bench-ingest   Kafka ingest rate vs a bare consumer (bench/RESULTS.md)
 #   make check-layers   the one-way layer rules of docs/DESIGN.md
 #   make deps       install the Debian packages the build and tests need
 #   make demo       (not yet: arrives with the daemon)
@@ -29,9 +31,9 @@ IO_OBJ    := $(IO_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/obj/%.o)
 
-BINS := $(BUILD)/derrd $(BUILD)/derrd-train
+BINS := $(BUILD)/derrd $(BUILD)/derrd-train $(BUILD)/derrd-replay
 
-.PHONY: all test asan bench check-layers deps clean demo
+.PHONY: all test test-unit test-kafka asan bench bench-ingest check-layers deps clean demo
 
 all: deps-check $(BINS) $(BUILD)/derrd-tests
 
@@ -53,12 +55,25 @@ $(BUILD)/derrd: $(DAEMON_OBJ) $(BUILD)/libio.a $(BUILD)/libmodel.a
 $(BUILD)/derrd-train: $(BUILD)/obj/tools/derrd-train.o $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) $(BLAS_LIBS)
 
-$(BUILD)/derrd-tests: $(TEST_OBJ) $(BUILD)/libio.a $(BUILD)/libmodel.a
+$(BUILD)/derrd-replay: $(BUILD)/obj/tools/derrd-replay.o $(BUILD)/libio.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) -lm
+
+$(BUILD)/derrd-tests: $(TEST_OBJ) $(BUILD)/obj/daemon/state.o $(BUILD)/obj/daemon/staging.o $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) $(BLAS_LIBS)
 
-# The unit tests, then a short end-to-end training on generated data.
-test: all
+# kcheck: the integration tests' direct librdkafka client (tests/kafka/).
+$(BUILD)/kcheck: tests/kafka/kcheck.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) -lrdkafka
+
+# The unit tests, then the integration tests against a real Kafka broker.
+test: test-unit test-kafka
+
+test-unit: all
 	$(BUILD)/derrd-tests
+
+test-kafka: all $(BUILD)/kcheck
+	BUILD=$(BUILD) tests/kafka/run.sh
 
 asan:
 	$(MAKE) BUILD=build/asan OPT=-O1 \
@@ -67,6 +82,10 @@ asan:
 
 bench: all
 	tools/bench-citeulike.sh
+
+# derrd's ingest rate against a bare librdkafka consumer, real broker, same run.
+bench-ingest: all $(BUILD)/kcheck
+	BUILD=$(BUILD) tools/bench-ingest.sh
 
 # model/ computes, io/ moves bytes, daemon/ wires them, tools/ never use libuv.
 check-layers:

@@ -187,7 +187,8 @@ static void ingest__on_msg(void *ud, const kafka_msg_t *m)
         return;
     }
     *next = m->offset + 1;
-    in->stats.consumed++;
+    if (!in->stats.consumed++)
+        in->stats.first_msg_ms = log_now_ms();
 
     event_t ev;
     char why[160];
@@ -423,7 +424,8 @@ int ingest_start(ingest_t **out, struct uv_loop_s *loop, const ingest_cfg_t *cfg
             rc = (int)n;
             goto fail;
         }
-        qsort(in->dl_seen, in->n_dl_seen, sizeof(*in->dl_seen), ingest__pos_cmp);
+        if (in->n_dl_seen > 1)
+            qsort(in->dl_seen, in->n_dl_seen, sizeof(*in->dl_seen), ingest__pos_cmp);
         log_info("ingest: dead-letter topic %s read back: %lld messages, %zu after the "
                  "checkpoint", in->dlq_topic, (long long)(n < 0 ? 0 : n), in->n_dl_seen);
     }

@@ -44,6 +44,7 @@ typedef struct {
     uint64_t redelivered;    /* messages below the position, ignored */
     uint64_t kafka_errors, pauses;
     uint64_t wakeups;
+    uint64_t first_msg_ms;   /* monotonic time of the first message, 0 = none */
     size_t staged;           /* events in the queue plus those held here */
     int paused;
     int64_t lag;             /* from the consumer, -1 unknown */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "daemon/ingest.h"
@@ -21,6 +22,7 @@
 #include "daemon/staging.h"
 #include "daemon/state.h"
 #include "daemon/trainer.h"
+#include "io/fsutil.h"
 #include "io/kafka.h"
 #include "io/log.h"
 
@@ -63,6 +65,43 @@ static void daemon__usage(FILE *out)
 
 static void daemon__close_cb(uv_handle_t *h) { (void)h; }
 
+/* A stop asked for before the loop runs (while a checkpoint loads, say) is
+ * remembered and honoured as soon as the loop starts, instead of killing the
+ * process with the signal's default action. */
+static volatile sig_atomic_t daemon__early_stop;
+static void daemon__early_signal(int signum) { daemon__early_stop = signum; }
+
+/* Peak resident set size in KiB, from /proc (0 when unknown). */
+static long daemon__peak_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* One line with the run's figures, after the final checkpoint: what the
+ * ingest benchmark reads. */
+static void daemon__summary(daemon_t *d, const ingest_stats_t *is)
+{
+    trainer_stats_t ts;
+    trainer_stats(d->trainer, &ts);
+    double secs = is->first_msg_ms ? (double)(log_now_ms() - is->first_msg_ms) / 1000.0 : 0.0;
+    uint64_t handled = ts.applied + ts.duplicates + ts.forgotten + ts.skipped;
+    log_notice("summary: events=%llu seconds=%.3f rate=%.0f interactions=%lld "
+               "peak_rss_kib=%ld loop_stall_max_ms=%.1f invalid=%llu dead_lettered=%llu "
+               "checkpoints=%llu",
+               (unsigned long long)handled, secs, secs > 0 ? (double)handled / secs : 0.0,
+               (long long)ts.interactions, daemon__peak_rss_kib(), is->loop_lag_max_ms,
+               (unsigned long long)is->invalid, (unsigned long long)is->dead_lettered,
+               (unsigned long long)ts.checkpoints);
+}
+
 static void daemon__shutdown(daemon_t *d, int exit_code)
 {
     if (d->stopping)
@@ -73,12 +112,16 @@ static void daemon__shutdown(daemon_t *d, int exit_code)
     int timeout = (int)d->opt.shutdown_timeout_ms;
     kafka_pos_t *pos = NULL;
     int n = 0;
-    if (d->ingest)
+    ingest_stats_t is = { 0 };
+    if (d->ingest) {
         ingest_stop(d->ingest, timeout);
+        ingest_stats(d->ingest, &is);
+    }
     if (d->trainer) {
         if (trainer_stop(d->trainer) != 0 && d->exit_code == 0)
             d->exit_code = 1;
         n = trainer_take_durable(d->trainer, &pos);
+        daemon__summary(d, &is);
     }
     if (d->ingest)
         ingest_close(d->ingest, pos, n, timeout);
@@ -111,8 +154,15 @@ static void daemon__wake_cb(uv_async_t *h)
     ingest_kick(d->ingest);
     trainer_stats_t ts;
     trainer_stats(d->trainer, &ts);
-    if (ts.fatal)
+    if (ts.fatal) {
         daemon__shutdown(d, 1);
+        return;
+    }
+    uint64_t handled = ts.applied + ts.duplicates + ts.forgotten + ts.skipped;
+    if (d->opt.exit_after_events > 0 && handled >= (uint64_t)d->opt.exit_after_events) {
+        log_notice("%llu events applied (--exit-after-events)", (unsigned long long)handled);
+        daemon__shutdown(d, 0);
+    }
 }
 
 static void daemon__trainer_notify(void *ud)
@@ -245,15 +295,22 @@ int main(int argc, char **argv)
         return rc;
     }
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGTERM, daemon__early_signal);
+    signal(SIGINT, daemon__early_signal);
 
     char err[512];
     int exit_code = 1;
     kafka_mock_t *mock = NULL;
     state_t st = { 0 };
-    int loop_ok = 0;
+    int loop_ok = 0, lock_fd = -1;
 
     if (mkdir(d.opt.state_dir, 0750) < 0 && errno != EEXIST) {
         log_err("state dir %s: %s", d.opt.state_dir, strerror(errno));
+        goto done;
+    }
+    lock_fd = fsutil_lock_dir(d.opt.state_dir, err, sizeof(err));
+    if (lock_fd < 0) {
+        log_err("state dir: %s", err);
         goto done;
     }
     if (d.opt.embedded_kafka) {
@@ -334,6 +391,9 @@ int main(int argc, char **argv)
                            (uint64_t)d.opt.stats_interval_ms);
         log_notice("derrd %s running: topic %s, group %s, state %s", DERRD_VERSION,
                    d.opt.topic, d.opt.group, d.opt.state_dir);
+        if (daemon__early_stop)
+            daemon__signal_cb(daemon__early_stop == SIGTERM ? &d.sigterm : &d.sigint,
+                              daemon__early_stop);
     }
     uv_run(&d.loop, UV_RUN_DEFAULT);
     exit_code = d.exit_code;
@@ -352,5 +412,7 @@ done:
     state_close(&st);
     kafka_mock_free(mock);
     options_close(&d.opt);
+    if (lock_fd >= 0)
+        close(lock_fd);
     return exit_code;
 }

@@ -42,6 +42,8 @@ static const option_def_t option_defs[] = {
       "log an ingest summary this often (0 = never)" },
     { "shutdown-timeout-ms", OPT_INT, O(shutdown_timeout_ms), 100, 600000, "10000",
       "bound on each shutdown step (dead letters, leaving the group)" },
+    { "exit-after-events", OPT_INT, O(exit_after_events), 0, LONG_MAX, "0",
+      "benchmarks and tests: stop cleanly once this many events are applied (0 = run on)" },
     { "log-level", OPT_STR, O(log_level), 0, 0, "info", "err, warning, notice, info or debug" },
     { "embedded-kafka", OPT_BOOL, O(embedded_kafka), 0, 1, "false",
       "start librdkafka's in-process mock cluster and use it (demo; nothing persists)" },

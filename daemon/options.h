@@ -14,7 +14,7 @@
 typedef struct {
     char *brokers, *topic, *group, *dead_letter_topic, *state_dir, *log_level;
     long checkpoint_interval_ms, checkpoints_keep, max_staged, backstop_ms;
-    long stats_interval_ms, shutdown_timeout_ms, embedded_partitions;
+    long stats_interval_ms, shutdown_timeout_ms, embedded_partitions, exit_after_events;
     int embedded_kafka;
     kafka_config_t *kafka; /* kafka.* pass-through, in order given */
 } options_t;

@@ -246,6 +246,9 @@ static int state__from_checkpoint(state_t *st, const checkpoint_t *ck, char *err
         uint32_t n = cursor_u32(&c);
         if (n > cursor_left(&c) / 4)
             STATE_BAD("interactions: user row %" PRIu64 " runs past the section", u);
+        size_t klen;
+        if (n > 0 && !idmap_key(st->users, (int64_t)u, &klen))
+            STATE_BAD("interactions: user row %" PRIu64 " has pairs but no id", u);
         for (uint32_t k = 0; k < n; k++) {
             uint32_t i = cursor_u32(&c);
             if ((int64_t)i >= item_rows)

@@ -33,8 +33,9 @@ typedef struct {
 int state_init(state_t *st, const char *topic);
 void state_close(state_t *st);
 
-/* Applies a batch in order. Returns 0 or -ENOMEM (the state is then
- * unchanged from the failing event on, and the caller must stop). */
+/* Applies a batch in order. Returns 0, -ENOMEM, or -EINVAL for an empty or
+ * over-long id (io/event refuses those first); after an error the state
+ * holds the events before the failing one and the caller must stop. */
 int state_apply(state_t *st, const staging_batch_t *b);
 
 /* The next offset of partition, or -1 when the state has none. */

@@ -126,7 +126,8 @@ int checkpoint_list(const char *dir, uint64_t **seqs, int *n)
         v[count++] = seq;
     }
     closedir(d);
-    qsort(v, (size_t)count, sizeof(*v), checkpoint__cmp_desc);
+    if (count > 1) /* qsort must not get NULL, which an empty dir leaves in v */
+        qsort(v, (size_t)count, sizeof(*v), checkpoint__cmp_desc);
     *seqs = v;
     *n = count;
     return 0;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -152,4 +153,27 @@ int fsutil_read_all(const char *path, size_t max_len, unsigned char **out,
     *out = buf;
     *len = n;
     return 0;
+}
+
+int fsutil_lock_dir(const char *dir, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK) {
+            snprintf(err, errlen, "%s is in use by another process (lock %s held)", dir, path);
+            return -EBUSY;
+        }
+        snprintf(err, errlen, "%s: flock: %s", path, strerror(e));
+        return -e;
+    }
+    return fd;
 }

@@ -24,4 +24,10 @@ int fsutil_write_atomic(const char *path, const fsutil_part_t *parts, int n,
 int fsutil_read_all(const char *path, size_t max_len, unsigned char **out,
                     size_t *len, char *err, size_t errlen);
 
+/* Takes an exclusive advisory lock (flock) on dir/lock, creating it, so two
+ * processes never share one state directory. Returns the fd that holds the
+ * lock (keep it open; closing releases it), -EBUSY when another process
+ * holds it, or another negative errno; the reason is in err. */
+int fsutil_lock_dir(const char *dir, char *err, size_t errlen);
+
 #endif

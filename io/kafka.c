@@ -276,7 +276,12 @@ int kafka_consumer_new(kafka_consumer_t **out, const kafka_config_t *cfg, const 
     const char *defaults[] = { "auto.offset.reset", "earliest",
                                "partition.assignment.strategy", "range",
                                "enable.auto.commit", "true",
-                               "auto.commit.interval.ms", "1000", NULL };
+                               "auto.commit.interval.ms", "1000",
+                               /* 2.0.2 backs off fetching for a second once
+                                * this many messages wait locally (the knob
+                                * for that pause came in 2.4.0); let the byte
+                                * limit, queued.max.messages.kbytes, rule. */
+                               "queued.min.messages", "1000000", NULL };
     rd_kafka_conf_t *conf = kafka__conf(cfg, forced, defaults, err, errlen);
     if (!conf)
         goto fail;

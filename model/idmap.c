@@ -140,7 +140,7 @@ static int idmap__reserve_bytes(idmap_t *m, size_t len)
         return 0;
     uint64_t live = m->used - m->dead;
     uint64_t cap = m->bytes_cap ? m->bytes_cap : 4096;
-    while (cap < live + len || (m->dead == 0 && cap < m->used + len))
+    while (cap < live + len || (2 * m->dead < m->used && cap < m->used + len))
         cap *= 2;
     char *bytes = malloc(cap);
     if (!bytes)

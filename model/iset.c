@@ -138,9 +138,9 @@ int iset_add(iset_t *s, int64_t u, int64_t i)
         return -ENOMEM;
     iset_user_t *us = &s->users[u];
     if (us->n == us->cap) {
-        int32_t cap = us->cap ? us->cap * 2 : 4;
         if (us->cap > INT32_MAX / 2)
             return -ENOMEM;
+        int32_t cap = us->cap ? us->cap * 2 : 4;
         int32_t *items = realloc(us->items, (size_t)cap * sizeof(*items));
         if (!items)
             return -ENOMEM;

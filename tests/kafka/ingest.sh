@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# ingest.sh: derrd against a real broker, killed with SIGKILL mid-stream.
+#
+#   tests/kafka/ingest.sh BOOTSTRAP [EVENTS]
+#
+# Produces EVENTS (default 100000) valid JSON events plus 1% malformed and 5%
+# duplicate ones with derrd-replay, at a steady rate, while derrd runs. Once
+# derrd has partitions and is reading, it is killed with SIGKILL at a random
+# moment, and restarted, KILLS times (default 4). The last run is stopped with
+# SIGTERM after the group's committed offsets reach the end of the log.
+# Then, exactly:
+#   - the checkpoint's interaction set equals the distinct valid pairs produced;
+#   - the dead-letter topic holds each malformed payload once, no more;
+#   - every partition's committed offset equals its log end offset.
+# Needs build/derrd, build/derrd-replay and build/kcheck (BUILD= to change).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+B=${1:?usage: ingest.sh BOOTSTRAP [EVENTS]}
+EVENTS=${2:-100000}
+KILLS=${KILLS:-4}
+RATE=${RATE:-8000}
+BUILD=${BUILD:-build}
+SEED=${SEED:-$RANDOM}
+work=$(mktemp -d /tmp/derrd-ingest.XXXXXX)
+run=$(date +%s%N)
+topic=ingest-$run dlq=ingest-dlq-$run group=ingest-$run
+pid=
+say() { echo "ingest: $*" >&2; }
+cleanup() {
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    [ -n "${replay_pid:-}" ] && kill "$replay_pid" 2>/dev/null || true
+    if [ "${keep:-0}" = 1 ]; then say "logs kept in $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+fail() { say "FAIL: $*"; keep=1; exit 1; }
+
+"$BUILD/kcheck" create-topic -b "$B" -t "$topic" -p 4 >/dev/null
+"$BUILD/kcheck" create-topic -b "$B" -t "$dlq" -p 1 >/dev/null
+
+derrd() {
+    # exec: $! must be derrd itself, so that kill -9 hits it, not a subshell.
+    exec "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" \
+        --dead-letter-topic "$dlq" --state-dir "$work/state" \
+        --checkpoint-interval-ms 300 --stats-interval-ms 1000 \
+        --kafka.session.timeout.ms 6000 --kafka.heartbeat.interval.ms 500 "$@"
+}
+
+say "seed $SEED: $EVENTS events at $RATE/s to $topic, killing derrd $KILLS times"
+"$BUILD/derrd-replay" --brokers "$B" --topic "$topic" --synthetic "$EVENTS" \
+    --users 3000 --items 8000 --seed "$SEED" --rate "$RATE" \
+    --malformed 0.01 --duplicates 0.05 \
+    --expect-out "$work/expect.tsv" --malformed-out "$work/malformed.txt" \
+    >"$work/replay.json" 2>"$work/replay.log" &
+replay_pid=$!
+
+for k in $(seq 1 "$KILLS"); do
+    derrd >"$work/derrd.$k.log" 2>&1 &
+    pid=$!
+    # Wait until it reads (partitions assigned), then let it run a random
+    # 0.3-2.3 s so the kill lands mid-batch, mid-checkpoint or mid-commit.
+    for _ in $(seq 1 300); do
+        grep -q "assigned partition" "$work/derrd.$k.log" && break
+        kill -0 "$pid" 2>/dev/null || fail "derrd run $k exited early: $(tail -5 "$work/derrd.$k.log")"
+        sleep 0.1
+    done
+    grep -q "assigned partition" "$work/derrd.$k.log" || fail "run $k never got partitions"
+    sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.2f", 0.3 + 2.0 * r / 32767 }')"
+    kill -9 "$pid"
+    wait "$pid" 2>/dev/null || true
+    pid=
+    say "run $k killed with SIGKILL: $(grep -o "consumed [0-9]*" "$work/derrd.$k.log" | tail -1)"
+done
+
+wait "$replay_pid" || fail "derrd-replay failed: $(cat "$work/replay.log")"
+replay_pid=
+say "replay done: $(cat "$work/replay.json")"
+
+derrd >"$work/derrd.final.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 300); do
+    grep -q "running:" "$work/derrd.final.log" && break
+    sleep 0.1
+done
+lag=unknown
+for _ in $(seq 1 240); do
+    kill -0 "$pid" 2>/dev/null || fail "final derrd exited: $(tail -5 "$work/derrd.final.log")"
+    lag=$("$BUILD/kcheck" lag -b "$B" -t "$topic" -g "$group" | awk '$1 == "total_lag" { print $2 }')
+    [ "$lag" = 0 ] && break
+    sleep 0.5
+done
+[ "$lag" = 0 ] || fail "committed offsets never reached the log end (lag $lag)"
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+pid=
+[ "$rc" = 0 ] || fail "derrd exited $rc on SIGTERM: $(tail -5 "$work/derrd.final.log")"
+
+# The stored set equals the expected set, exactly.
+"$BUILD/derrd" --dump-state --state-dir "$work/state" --topic "$topic" \
+    2>/dev/null | LC_ALL=C sort >"$work/got.tsv"
+LC_ALL=C sort -c -u "$work/got.tsv" 2>/dev/null || fail "the state holds a pair twice"
+if ! cmp -s "$work/expect.tsv" "$work/got.tsv"; then
+    diff "$work/expect.tsv" "$work/got.tsv" | head -10 >&2
+    fail "stored interactions differ from the produced set"
+fi
+# The dead-letter topic holds exactly the malformed payloads, once each.
+"$BUILD/kcheck" dump -b "$B" -t "$dlq" | cut -f3 | LC_ALL=C sort >"$work/dlq.txt"
+if ! cmp -s "$work/malformed.txt" "$work/dlq.txt"; then
+    diff "$work/malformed.txt" "$work/dlq.txt" | head -10 >&2
+    fail "the dead-letter topic differs from the malformed events produced"
+fi
+"$BUILD/kcheck" lag -b "$B" -t "$topic" -g "$group" >"$work/lag.txt"
+awk '$1 == "total_lag" && $2 != 0 { exit 1 }' "$work/lag.txt" || fail "lag after shutdown: $(cat "$work/lag.txt")"
+
+say "ok: $(wc -l <"$work/got.tsv") interactions stored = expected, $(wc -l <"$work/dlq.txt") dead letters = malformed, lag 0, $KILLS kills"

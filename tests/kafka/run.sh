@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# run.sh: the integration tests against a real Apache Kafka broker.
+#
+#   tests/kafka/run.sh          (make test runs it after the unit tests)
+#
+# Starts one single-node KRaft broker (broker.sh, jars from Maven Central,
+# cached) on 127.0.0.1 and runs, against it:
+#   replay.sh   derrd-replay produces exactly what it says it produced
+#   ingest.sh   derrd, killed with SIGKILL mid-stream, loses nothing
+# then smoke.sh, which checks the broker script itself, restart included, on
+# a broker of its own. Stops every broker on exit. Exits non-zero on the
+# first failure. Environment: BUILD (default build), as for broker.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export BUILD=${BUILD:-build}
+dir=$(mktemp -d /tmp/derrd-kafka.XXXXXX)
+cleanup() {
+    tests/kafka/broker.sh stop "$dir/broker" >/dev/null 2>&1 || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+t0=$(date +%s)
+B=$(tests/kafka/broker.sh start "$dir/broker")
+echo "kafka tests: broker at $B (started in $(( $(date +%s) - t0 )) s)"
+tests/kafka/replay.sh "$B"
+tests/kafka/ingest.sh "$B"
+tests/kafka/smoke.sh
+echo "kafka tests: ok ($(( $(date +%s) - t0 )) s)"
