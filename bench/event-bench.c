@@ -74,7 +74,18 @@ static void bench_msgs_free(bench_msgs_t *m)
 }
 
 /* Returns the best events/s of rounds decode passes; *sum defeats dead-code elimination. */
-static double bench_decode(const bench_msgs_t *m, int rounds, uint64_t *sum)
+typedef int (*bench_decode_fn)(const void *buf, size_t len, event_t *ev, char *err,
+                               size_t errlen);
+
+/* jansson alone, without event_decode's fast path: the comparison row. */
+static int bench_decode_jansson(const void *buf, size_t len, event_t *ev, char *err,
+                                size_t errlen)
+{
+    return event__decode_json_jansson(buf, len, ev, err, errlen);
+}
+
+static double bench_decode(const bench_msgs_t *m, int rounds, uint64_t *sum,
+                           bench_decode_fn decode)
 {
     double best = 0;
     event_t ev;
@@ -82,8 +93,8 @@ static double bench_decode(const bench_msgs_t *m, int rounds, uint64_t *sum)
     for (int r = 0; r < rounds; r++) {
         double t0 = bench_now();
         for (size_t k = 0; k < m->n; k++) {
-            int rc = event_decode(m->bytes + m->off[k], m->off[k + 1] - m->off[k], &ev, err,
-                                  sizeof(err));
+            int rc = decode(m->bytes + m->off[k], m->off[k + 1] - m->off[k], &ev, err,
+                            sizeof(err));
             if (rc != 0) {
                 fprintf(stderr, "event-bench: message %zu refused: %s\n", k, err);
                 exit(1);
@@ -139,8 +150,12 @@ int main(int argc, char **argv)
     uint64_t sum = 0;
     printf("%zu events, best of %d; mean size json %.1f B, text %.1f B\n", n, rounds,
            (double)js.off[n] / (double)n, (double)tx.off[n] / (double)n);
-    printf("decode json  %8.3f M events/s\n", bench_decode(&js, rounds, &sum) / 1e6);
-    printf("decode text  %8.3f M events/s\n", bench_decode(&tx, rounds, &sum) / 1e6);
+    double fast = bench_decode(&js, rounds, &sum, event_decode);
+    double slow = bench_decode(&js, rounds, &sum, bench_decode_jansson);
+    printf("decode json  %8.3f M events/s (event_decode)\n", fast / 1e6);
+    printf("decode json  %8.3f M events/s (jansson alone; fast path %.1fx)\n", slow / 1e6,
+           fast / slow);
+    printf("decode text  %8.3f M events/s\n", bench_decode(&tx, rounds, &sum, event_decode) / 1e6);
     printf("encode json  %8.3f M events/s\n", bench_encode(&js, rounds, 1, &sum) / 1e6);
     printf("encode text  %8.3f M events/s\n", bench_encode(&tx, rounds, 0, &sum) / 1e6);
     printf("(checksum %llu)\n", (unsigned long long)sum);

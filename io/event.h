@@ -75,4 +75,8 @@ int event_decode(const void *buf, size_t len, event_t *ev, char *err, size_t err
 int event_encode_json(const event_t *ev, char *buf, size_t cap);
 int event_encode_text(const event_t *ev, char *buf, size_t cap);
 
+/* For tests: the JSON decoder without its fast path (jansson alone). */
+int event__decode_json_jansson(const char *p, size_t n, event_t *ev, char *err,
+                               size_t errlen);
+
 #endif

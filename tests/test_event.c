@@ -789,3 +789,93 @@ TEST(event_decode_fuzz)
     CHECK(accepted >= 500);
     CHECK(refused >= 5000);
 }
+
+/* ---- the JSON fast path against jansson ----------------------------------- */
+
+/* A JSON event in the shapes producers send, with random variations: key
+ * order, blanks, string or integer ids, extra fields, and the edge cases the
+ * fast path hands to jansson (escapes, non-ASCII, negatives, reals, leading
+ * zeros, big numbers, duplicate keys, null, nesting). */
+static size_t event_test_json_variant(uint64_t *rng, char *buf, size_t cap)
+{
+    static const char *const values[] = {
+        "\"alice\"", "42", "\"b-1\"", "0", "\"\"", "-7", "007", "1.5", "1e3", "null",
+        "true", "[1]", "{\"a\":1}", "\"caf\\u00e9\"", "\"tab\\there\"", "\"Jos\xc3\xa9\"",
+        "123456789012345678", "1234567890123456789", "99999999999999999999", "\"forget\"",
+        "\"x\x01y\"", "\"d\x7f\"", "-0", "\" sp \"",
+    };
+    static const char *const keys[] = { "user", "item", "ts", "op", "extra", "user", "u\\u0073er" };
+    static const char *const blanks[] = { "", "", "", " ", "\n", " \t" };
+    size_t nv = sizeof(values) / sizeof(values[0]), nk = sizeof(keys) / sizeof(keys[0]);
+    size_t nb = sizeof(blanks) / sizeof(blanks[0]);
+    char tmp[1024];
+    size_t n = 0;
+#define EVENT_TEST_PUT(s) n += (size_t)snprintf(tmp + n, sizeof(tmp) - n, "%s", (s))
+    EVENT_TEST_PUT(blanks[event_test_rng(rng) % nb]);
+    EVENT_TEST_PUT("{");
+    int fields = 1 + (int)(event_test_rng(rng) % 4);
+    for (int f = 0; f < fields && n < sizeof(tmp) - 200; f++) {
+        if (f)
+            EVENT_TEST_PUT(",");
+        EVENT_TEST_PUT(blanks[event_test_rng(rng) % nb]);
+        /* Mostly the canonical fields, so the fast path is taken often. */
+        const char *key = f < 3 && event_test_rng(rng) % 4 ? (const char *[]){ "user", "item", "ts" }[f]
+                                                          : keys[event_test_rng(rng) % nk];
+        EVENT_TEST_PUT("\"");
+        EVENT_TEST_PUT(key);
+        EVENT_TEST_PUT("\"");
+        EVENT_TEST_PUT(blanks[event_test_rng(rng) % nb]);
+        EVENT_TEST_PUT(":");
+        EVENT_TEST_PUT(blanks[event_test_rng(rng) % nb]);
+        if (event_test_rng(rng) % 3) {
+            char id[32];
+            snprintf(id, sizeof(id), event_test_rng(rng) % 2 ? "\"u%llu\"" : "%llu",
+                     (unsigned long long)(event_test_rng(rng) % 100000));
+            EVENT_TEST_PUT(id);
+        } else {
+            EVENT_TEST_PUT(values[event_test_rng(rng) % nv]);
+        }
+        EVENT_TEST_PUT(blanks[event_test_rng(rng) % nb]);
+    }
+    EVENT_TEST_PUT("}");
+    EVENT_TEST_PUT(blanks[event_test_rng(rng) % nb]);
+#undef EVENT_TEST_PUT
+    if (event_test_rng(rng) % 4 == 0 && n > 0) { /* one byte edit */
+        size_t at = event_test_rng(rng) % n;
+        tmp[at] = "\"{},: 0a\\\x01"[event_test_rng(rng) % 10];
+    }
+    if (n > cap)
+        n = cap;
+    memcpy(buf, tmp, n);
+    return n;
+}
+
+TEST(event_json_fast_path_agrees_with_jansson)
+{
+    uint64_t rng = 11;
+    char buf[1024], err_a[160], err_b[160];
+    int accepted = 0, refused = 0;
+    for (int it = 0; it < 60000; it++) {
+        size_t n = event_test_json_variant(&rng, buf, sizeof(buf));
+        event_t a, b;
+        err_a[0] = err_b[0] = '\0';
+        int ra = event_test_decode(buf, n, &a, err_a, sizeof(err_a));
+        size_t i = 0;
+        while (i < n && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r'))
+            i++;
+        if (i == n || buf[i] != '{')
+            continue;
+        int rb = event__decode_json_jansson(buf, n, &b, err_b, sizeof(err_b));
+        if (ra != rb || (ra == 0 && !event_test_same(&a, &b)) ||
+            (ra != 0 && strcmp(err_a, err_b) != 0)) {
+            test_fail(__FILE__, __LINE__, "input '%.*s': event_decode %d '%s', jansson %d '%s'",
+                      (int)n, buf, ra, err_a, rb, err_b);
+            return;
+        }
+        accepted += ra == 0;
+        refused += ra != 0;
+    }
+    printf("    %d accepted, %d refused, all as jansson alone\n", accepted, refused);
+    CHECK(accepted > 5000);
+    CHECK(refused > 5000);
+}
