@@ -94,10 +94,11 @@ static void daemon__summary(daemon_t *d, const ingest_stats_t *is)
     double secs = is->first_msg_ms ? (double)(log_now_ms() - is->first_msg_ms) / 1000.0 : 0.0;
     uint64_t handled = ts.applied + ts.duplicates + ts.forgotten + ts.skipped;
     log_notice("summary: events=%llu seconds=%.3f rate=%.0f interactions=%lld "
-               "peak_rss_kib=%ld loop_stall_max_ms=%.1f invalid=%llu dead_lettered=%llu "
-               "checkpoints=%llu",
+               "peak_rss_kib=%ld state_kib=%llu loop_stall_max_ms=%.1f invalid=%llu "
+               "dead_lettered=%llu checkpoints=%llu",
                (unsigned long long)handled, secs, secs > 0 ? (double)handled / secs : 0.0,
-               (long long)ts.interactions, daemon__peak_rss_kib(), is->loop_lag_max_ms,
+               (long long)ts.interactions, daemon__peak_rss_kib(),
+               (unsigned long long)(ts.state_bytes / 1024), is->loop_lag_max_ms,
                (unsigned long long)is->invalid, (unsigned long long)is->dead_lettered,
                (unsigned long long)ts.checkpoints);
 }

@@ -50,6 +50,8 @@ static void trainer__update_stats(trainer_t *t, uint64_t batches)
     t->stats.users = idmap_count(t->st.users);
     t->stats.items = idmap_count(t->st.items);
     t->stats.interactions = iset_count(t->st.inter);
+    t->stats.state_bytes = idmap_memory(t->st.users) + idmap_memory(t->st.items) +
+                           iset_memory(t->st.inter);
     pthread_mutex_unlock(&t->mu);
 }
 

@@ -33,6 +33,7 @@ typedef struct {
     uint64_t checkpoints, checkpoint_failures, checkpoint_seq;
     uint64_t last_checkpoint_ms; /* wall clock; 0 = none yet */
     int64_t users, items, interactions;
+    uint64_t state_bytes;        /* heap of the id maps and the interaction set */
     int fatal;                   /* the thread stopped on an error */
 } trainer_stats_t;
 

@@ -31,7 +31,7 @@ B=$(tests/kafka/broker.sh start "$dir/broker")
 {
 echo "# $(date -u +%FT%TZ) $(uname -m), $(nproc) cores; $N JSON events, 4 partitions"
 echo "# replay: $(cat "$dir/replay.json")"
-printf '%-6s %12s %12s %7s %14s %14s %16s\n' round bare/s derrd/s ratio interactions peak_rss_MiB loop_stall_ms
+printf '%-6s %12s %12s %7s %14s %14s %10s %16s\n' round bare/s derrd/s ratio interactions peak_rss_MiB state_MiB loop_stall_ms
 } | tee "$out"
 ratios=()
 for r in $(seq 1 "$ROUNDS"); do
@@ -46,10 +46,12 @@ for r in $(seq 1 "$ROUNDS"); do
     s=$(grep -o 'summary: .*' "$dir/derrd-$r.log")
     get() { echo "$s" | sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
     rate=$(get rate) inter=$(get interactions) rss=$(get peak_rss_kib) stall=$(get loop_stall_max_ms)
+    state=$(get state_kib)
     ratio=$(awk -v a="$rate" -v b="$bare" 'BEGIN { printf "%.2f", a / b }')
     ratios+=("$ratio")
-    printf '%-6s %12.0f %12.0f %7s %14s %14.1f %16s\n' "$r" "$bare" "$rate" "$ratio" "$inter" \
-        "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$stall" | tee -a "$out"
+    printf '%-6s %12.0f %12.0f %7s %14s %14.1f %10.1f %16s\n' "$r" "$bare" "$rate" "$ratio" \
+        "$inter" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" \
+        "$(awk -v k="$state" 'BEGIN { print k / 1024 }')" "$stall" | tee -a "$out"
     rm -rf "$dir/state-$r"
 done
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
