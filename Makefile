@@ -55,7 +55,7 @@ $(BUILD)/derrd: $(DAEMON_OBJ) $(BUILD)/libio.a $(BUILD)/libmodel.a
 $(BUILD)/derrd-train: $(BUILD)/obj/tools/derrd-train.o $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) $(BLAS_LIBS)
 
-$(BUILD)/derrd-replay: $(BUILD)/obj/tools/derrd-replay.o $(BUILD)/libio.a
+$(BUILD)/derrd-replay: $(BUILD)/obj/tools/derrd-replay.o $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) -lm
 
 $(BUILD)/derrd-tests: $(TEST_OBJ) $(BUILD)/obj/daemon/state.o $(BUILD)/obj/daemon/staging.o $(BUILD)/libio.a $(BUILD)/libmodel.a

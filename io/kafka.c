@@ -102,6 +102,11 @@ nomem:
 /* librdkafka's log lines go to ours, at the same syslog level. */
 static void kafka__log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
+    /* One kafka.* table configures every client, so a consumer property
+     * reaching the dead-letter producer (or the reverse) is expected. */
+    if (strcmp(fac, "CONFWARN") == 0 &&
+        (strstr(buf, "is a consumer property") || strstr(buf, "is a producer property")))
+        level = LOG_LVL_DEBUG;
     log_msg(level < LOG_LVL_ERR ? LOG_LVL_ERR : level, "kafka %s: %s: %s",
             rd_kafka_name(rk), fac, buf);
 }

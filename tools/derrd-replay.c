@@ -25,6 +25,7 @@
 #include "io/fsutil.h"
 #include "io/kafka.h"
 #include "io/log.h"
+#include "model/idmap.h"
 
 #define EXIT_USAGE 2
 #define REPLAY_FLUSH_MS 60000       /* wait for delivery reports at the end */
@@ -70,6 +71,9 @@ static const char *usage_text =
     "                       malformed messages have no key\n"
     "  --duplicates FRAC    add round(N*FRAC) messages repeating an earlier valid\n"
     "                       (user, item) with the current ts\n"
+    "  --forget FRAC        add round(N*FRAC) erasure events {\"user\":U,\"op\":\"forget\"}\n"
+    "                       (JSON in either format) for users seen earlier; the\n"
+    "                       pairs of U sent before it leave --expect-out\n"
     "\n"
     "Kafka:\n"
     "  --brokers HOST:PORT  bootstrap.servers\n"
@@ -683,6 +687,31 @@ static void replay_expect_write(FILE *f, const char *path, replay_pair_t *v, siz
     replay_close_out(f, path);
 }
 
+/* The pairs a consumer ends with when the log (adds and duplicates with an
+ * item, forgets without) is applied in order: an add survives unless a
+ * forget of its user comes after it. Walks the log backwards with the set of
+ * users forgotten later. */
+static void replay_expect_write_log(FILE *f, const char *path, replay_pairs_t *log)
+{
+    idmap_t *forgotten = idmap_new(1);
+    replay_pairs_t keep = { 0 };
+    if (!forgotten)
+        die(1, "out of memory");
+    for (size_t k = log->n; k-- > 0;) {
+        const replay_pair_t *e = &log->v[k];
+        size_t ulen = strlen(e->user);
+        if (!e->item) {
+            if (idmap_intern(forgotten, e->user, ulen, NULL) < 0)
+                die(1, "out of memory");
+        } else if (idmap_find(forgotten, e->user, ulen) < 0) {
+            replay_pairs_push(&keep, e->user, e->item);
+        }
+    }
+    idmap_free(forgotten);
+    replay_expect_write(f, path, keep.v, keep.n);
+    free(keep.v);
+}
+
 static void replay_malformed_write(FILE *f, const char *path, replay_lines_t *ls)
 {
     const char **lines = xmalloc(ls->n * sizeof(*lines));
@@ -804,7 +833,7 @@ int main(int argc, char **argv)
     const char *expect_out = NULL, *malformed_out = NULL;
     long long synthetic = -1, count = -1, seed = 1, users = 5000, items = 20000;
     long long partitions = 0;
-    double rate = 0.0, malformed_frac = 0.0, dup_frac = 0.0, zipf = 0.8;
+    double rate = 0.0, malformed_frac = 0.0, dup_frac = 0.0, forget_frac = 0.0, zipf = 0.8;
     int have_synth_shape = 0;
     char err[512];
     kafka_config_t *cfg = replay_cfg = kafka_config_new();
@@ -812,7 +841,7 @@ int main(int argc, char **argv)
         die(1, "out of memory");
     enum {
         O_BROKERS = 256, O_TOPIC, O_DATA, O_SYNTH, O_USERS, O_ITEMS, O_ZIPF, O_SEED, O_COUNT,
-        O_FORMAT, O_RATE, O_MALFORMED, O_DUPS, O_PARTITIONS, O_KAFKA, O_EXPECT, O_MALOUT,
+        O_FORMAT, O_RATE, O_MALFORMED, O_DUPS, O_FORGET, O_PARTITIONS, O_KAFKA, O_EXPECT, O_MALOUT,
         O_HELP
     };
     static const struct option opts[] = {
@@ -829,6 +858,7 @@ int main(int argc, char **argv)
         { "rate", required_argument, 0, O_RATE },
         { "malformed", required_argument, 0, O_MALFORMED },
         { "duplicates", required_argument, 0, O_DUPS },
+        { "forget", required_argument, 0, O_FORGET },
         { "partitions", required_argument, 0, O_PARTITIONS },
         { "kafka", required_argument, 0, O_KAFKA },
         { "expect-out", required_argument, 0, O_EXPECT },
@@ -855,6 +885,7 @@ int main(int argc, char **argv)
         case O_RATE: rate = parse_double("--rate", optarg, 0, 1e9); break;
         case O_MALFORMED: malformed_frac = parse_double("--malformed", optarg, 0, 100); break;
         case O_DUPS: dup_frac = parse_double("--duplicates", optarg, 0, 100); break;
+        case O_FORGET: forget_frac = parse_double("--forget", optarg, 0, 100); break;
         case O_PARTITIONS: partitions = parse_ll("--partitions", optarg, 1, 100000); break;
         case O_KAFKA: {
             char *eq = strchr(optarg, '=');
@@ -909,14 +940,18 @@ int main(int argc, char **argv)
     } else {
         n_valid = (uint64_t)(count >= 0 && count < synthetic ? count : synthetic);
         replay_synth_init(&synth, (uint64_t)seed, (uint32_t)users, (uint32_t)items, zipf);
-        keep_pairs = dup_frac > 0 || expect_out;
+        keep_pairs = dup_frac > 0 || forget_frac > 0 || expect_out;
     }
     uint64_t n_malformed = (uint64_t)llround((double)n_valid * malformed_frac);
     uint64_t n_dups = (uint64_t)llround((double)n_valid * dup_frac);
+    uint64_t n_forgets = (uint64_t)llround((double)n_valid * forget_frac);
+    /* With forgets, --expect-out needs the order of every add and forget. */
+    replay_pairs_t log = { 0 };
+    int keep_log = n_forgets > 0 && expect_out;
 
     kafka_producer_t *p = NULL;
     replay_stats_t st = { 0 };
-    st.total = n_valid + n_malformed + n_dups;
+    st.total = n_valid + n_malformed + n_dups + n_forgets;
     st.tty = isatty(2);
     if (partitions > 0 && kafka_topic_create(cfg, topic, (int)partitions, REPLAY_TOPIC_MS, err,
                                              sizeof(err)) < 0)
@@ -939,18 +974,37 @@ int main(int argc, char **argv)
     replay_bucket_t bucket = { rate, 1.0, fmax(1.0, rate * REPLAY_SLICE_S), now_s() };
     static char payload[REPLAY_PAYLOAD_CAP];
     uint64_t left_valid = n_valid, left_bad = n_malformed, left_dup = n_dups;
+    uint64_t left_forget = n_forgets, sent_forget = 0;
     uint64_t sent_valid = 0, sent_bad = 0, sent_dup = 0;
     st.t0 = now_s();
-    while (left_valid + left_bad + left_dup > 0 && !replay_stop) {
+    while (left_valid + left_bad + left_dup + left_forget > 0 && !replay_stop) {
         /* Each remaining message is equally likely next: a uniform interleaving.
          * A duplicate needs an earlier valid event. */
-        uint64_t w_dup = sent_valid ? left_dup : 0;
-        uint64_t x = replay_rng_below(&mix, left_valid + left_bad + w_dup);
+        uint64_t w_dup = sent_valid ? left_dup : 0, w_forget = sent_valid ? left_forget : 0;
+        uint64_t x = replay_rng_below(&mix, left_valid + left_bad + w_dup + w_forget);
         if (rate > 0)
             replay_bucket_take(&bucket, p, &st);
         if (replay_stop)
             break;
-        if (x < left_valid || x >= left_valid + left_bad) {
+        if (x >= left_valid + left_bad + w_dup) { /* a forget of an earlier user */
+            const char *user = pairs.v[replay_rng_below(&mix, sent_valid)].user;
+            static event_t fev;
+            size_t ulen = strlen(user);
+            fev.op = EVENT_FORGET;
+            memcpy(fev.user, user, ulen);
+            fev.user_len = (uint16_t)ulen;
+            fev.item_len = 0;
+            fev.item[0] = '\0';
+            fev.has_ts = 0;
+            int n = event_encode_json(&fev, payload, sizeof(payload));
+            if (n < 0)
+                die(1, "internal error: cannot encode a forget of %s", user);
+            replay_send(p, &st, topic, user, ulen, payload, (size_t)n);
+            if (keep_log)
+                replay_pairs_push(&log, user, NULL);
+            left_forget--;
+            sent_forget++;
+        } else if (x < left_valid || x >= left_valid + left_bad) {
             int dup = x >= left_valid;
             const char *user, *item;
             if (dup) {
@@ -971,6 +1025,8 @@ int main(int argc, char **argv)
             if (n < 0) /* the file was checked at load, synthetic ids are digits */
                 die(1, "internal error: cannot encode (%s, %s)", user, item);
             replay_send(p, &st, topic, user, ulen, payload, (size_t)n);
+            if (keep_log)
+                replay_pairs_push(&log, user, item);
             if (dup) {
                 left_dup--;
                 sent_dup++;
@@ -996,7 +1052,7 @@ int main(int argc, char **argv)
     }
     kafka_producer_poll(p, 0);
     double seconds = now_s() - st.t0;
-    uint64_t produced = sent_valid + sent_bad + sent_dup;
+    uint64_t produced = sent_valid + sent_bad + sent_dup + sent_forget;
     uint64_t undelivered = produced - st.delivered - st.failed;
     if (st.line_shown)
         fprintf(stderr, "\r\033[K");
@@ -1014,16 +1070,22 @@ int main(int argc, char **argv)
             (unsigned long long)sent_bad, (unsigned long long)sent_dup, topic, seconds, msg_rate,
             (unsigned long long)delivered, (unsigned long long)failed,
             st.first_error[0] ? "; first failure: " : "", st.first_error);
+    char forgets[48] = "";
+    if (n_forgets)
+        snprintf(forgets, sizeof(forgets), "\"forgets\":%llu,", (unsigned long long)sent_forget);
     printf("{\"produced\":%llu,\"valid\":%llu,\"malformed\":%llu,\"duplicates\":%llu,"
-           "\"delivered\":%llu,\"failed\":%llu,\"seconds\":%.3f,\"rate\":%.1f}\n",
+           "%s\"delivered\":%llu,\"failed\":%llu,\"seconds\":%.3f,\"rate\":%.1f}\n",
            (unsigned long long)produced, (unsigned long long)sent_valid,
-           (unsigned long long)sent_bad, (unsigned long long)sent_dup,
+           (unsigned long long)sent_bad, (unsigned long long)sent_dup, forgets,
            (unsigned long long)delivered, (unsigned long long)failed, seconds, msg_rate);
     fflush(stdout);
 
     /* What went out: the outputs describe the messages sent, delivered or not. */
-    if (expect_f)
+    if (expect_f && keep_log)
+        replay_expect_write_log(expect_f, expect_out, &log);
+    else if (expect_f)
         replay_expect_write(expect_f, expect_out, pairs.v, (size_t)sent_valid);
+    free(log.v);
     if (malformed_f)
         replay_malformed_write(malformed_f, malformed_out, &bad_lines);
 

@@ -3,13 +3,15 @@
 #
 #   tests/kafka/ingest.sh BOOTSTRAP [EVENTS]
 #
-# Produces EVENTS (default 100000) valid JSON events plus 1% malformed and 5%
-# duplicate ones with derrd-replay, at a steady rate, while derrd runs. Once
+# Produces EVENTS (default 100000) valid JSON events plus 1% malformed, 5%
+# duplicate and 0.2% erasure ("forget") ones with derrd-replay, at a steady
+# rate, while derrd runs. Once
 # derrd has partitions and is reading, it is killed with SIGKILL at a random
 # moment, and restarted, KILLS times (default 4). The last run is stopped with
 # SIGTERM after the group's committed offsets reach the end of the log.
 # Then, exactly:
-#   - the checkpoint's interaction set equals the distinct valid pairs produced;
+#   - the checkpoint's interaction set equals the distinct valid pairs produced,
+#     minus those of a user that a later forget erased;
 #   - the dead-letter topic holds each malformed payload once, no more;
 #   - every partition's committed offset equals its log end offset.
 # Needs build/derrd, build/derrd-replay and build/kcheck (BUILD= to change).
@@ -48,7 +50,7 @@ derrd() {
 say "seed $SEED: $EVENTS events at $RATE/s to $topic, killing derrd $KILLS times"
 "$BUILD/derrd-replay" --brokers "$B" --topic "$topic" --synthetic "$EVENTS" \
     --users 3000 --items 8000 --seed "$SEED" --rate "$RATE" \
-    --malformed 0.01 --duplicates 0.05 \
+    --malformed 0.01 --duplicates 0.05 --forget 0.002 \
     --expect-out "$work/expect.tsv" --malformed-out "$work/malformed.txt" \
     >"$work/replay.json" 2>"$work/replay.log" &
 replay_pid=$!
