@@ -14,6 +14,8 @@
 #include "scatter.h"
 #include "topn.h"
 
+#define DISTILL_MIN_TEMP 1e-3f
+
 enum { CHUNK = 128, DISTILL_MAX_KL = 1024 }; /* samples or anchors per task: fixed, so results do not
                          depend on the thread count */
 
@@ -732,7 +734,13 @@ int distill_epoch(distill_t *d, distill_stats_t *stats)
     rng_shuffle_i32(&rng, d->order, nnz);
     if (c->use_rrd)
         pool_run(d->pool, (d->n_anchor + CHUNK - 1) / CHUNK, distill__rrd_sample, &job);
+    /* The paper's schedule, with a floor: a daemon's epoch count grows
+     * without bound, and 10^(-epoch/100) reaches 0 (then 0/0 in the softmax)
+     * near epoch 4500. Offline runs end long before epoch 300, where the
+     * floor starts. */
     float temp = (float)pow(10.0, -(double)d->epoch / 100.0);
+    if (temp < DISTILL_MIN_TEMP)
+        temp = DISTILL_MIN_TEMP;
     stats->temperature = temp;
 
     for (int64_t first = 0; first < nnz; first += c->batch) {
@@ -798,3 +806,29 @@ const mf_t *distill_model(distill_t *d)
     pool_run(d->pool, d->nparts, distill__flush, &job);
     return &d->model;
 }
+
+int distill_warm_start(distill_t *d, distill_t *prev)
+{
+    if (d->cfg.dim != prev->cfg.dim || d->step != 0 || d->epoch != 0)
+        return -EINVAL;
+    /* prev's rows may lag its last step (lazy Adam): bring them up to date. */
+    const mf_t *pm = distill_model(prev);
+    mf_t *m = &d->model;
+    int32_t nu = pm->n_users < m->n_users ? pm->n_users : m->n_users;
+    int32_t ni = pm->n_items < m->n_items ? pm->n_items : m->n_items;
+    memcpy(m->ue, pm->ue, (size_t)nu * (size_t)m->dim * sizeof(float));
+    memcpy(m->ie, pm->ie, (size_t)ni * (size_t)m->dim * sizeof(float));
+    if (d->cfg.use_de && prev->cfg.use_de)
+        for (int s = 0; s < 2; s++) {
+            experts_t *a = &d->de[s].ex;
+            const experts_t *b = &prev->de[s].ex;
+            if (a->n_experts == b->n_experts && a->ds == b->ds && a->dt == b->dt)
+                memcpy(a->params, b->params,
+                       ((size_t)a->n_experts * (size_t)a->ex_size + (size_t)a->sel_size) *
+                           sizeof(float));
+        }
+    d->epoch = prev->epoch;
+    return 0;
+}
+
+int32_t distill_epochs(const distill_t *d) { return d->epoch; }

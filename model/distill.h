@@ -103,6 +103,20 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
 
 void distill_free(distill_t *d);
 
+/* Warm start for streaming rounds: before d's first epoch, copies prev's
+ * embedding rows (user and item rows present in both: a row keeps its
+ * meaning as tables grow; new rows keep their random init), prev's experts
+ * and selection networks when both use DE with the same shape, and prev's
+ * epoch count, so the Gumbel temperature and the random streams go on where
+ * prev stopped. prev's rows are first brought up to date (as distill_model
+ * does); it may be freed afterwards. The optimizer starts fresh (zero
+ * moments, step 0). Returns 0, or -EINVAL when the dims differ or d has
+ * already trained. */
+int distill_warm_start(distill_t *d, distill_t *prev);
+
+/* Epochs run so far (including those inherited by distill_warm_start). */
+int32_t distill_epochs(const distill_t *d);
+
 /* Runs one epoch. Returns 0, or -ENOMEM. */
 int distill_epoch(distill_t *d, distill_stats_t *stats);
 

@@ -369,3 +369,83 @@ TEST(distill_new_rejects_bad_settings)
     ratings_close(&x.train);
     pool_free(pool);
 }
+
+/* Streaming rounds: a student trained on the first users, warm-started into a
+ * model over all users, keeps its rows and experts and learns on from there. */
+TEST_SLOW(distill_warm_start_grows_and_continues, 240)
+{
+    test_distill__data_t x;
+    REQUIRE(test_distill__data(&x, 5) == 0);
+    pool_t *pool = pool_new(2);
+    REQUIRE(pool);
+    mf_t teacher;
+    distill_stats_t t0, t1;
+    REQUIRE(test_distill__train_teacher(&x, pool, 30, &teacher, &t0, &t1) == 0);
+
+    /* The first 200 users' pairs: an earlier, smaller stream. */
+    enum { EARLY = 200 };
+    int64_t n_early = x.train.row[EARLY];
+    int32_t *us = malloc((size_t)n_early * sizeof(int32_t));
+    REQUIRE(us);
+    for (int32_t u = 0; u < EARLY; u++)
+        for (int64_t k = x.train.row[u]; k < x.train.row[u + 1]; k++)
+            us[k] = u;
+    ratings_t early;
+    REQUIRE(ratings_init(&early, EARLY, DATA_ITEMS, us, x.train.col, n_early) == 0);
+    free(us);
+    mf_t early_teacher = teacher; /* the first EARLY user rows of the same teacher */
+    early_teacher.n_users = EARLY;
+    early_teacher.ie = teacher.ie;
+
+    distill_cfg_t cfg = test_distill__student_cfg();
+    char err[256];
+    distill_t *d1 = distill_new(&cfg, &early, &early_teacher, pool, err, sizeof(err));
+    REQUIRE(d1);
+    distill_stats_t st;
+    for (int e = 0; e < 10; e++)
+        REQUIRE(distill_epoch(d1, &st) == 0);
+    mf_t before;
+    REQUIRE(mf_init_copy(&before, distill_model(d1)) == 0);
+
+    distill_t *d2 = distill_new(&cfg, &x.train, &teacher, pool, err, sizeof(err));
+    distill_t *fresh = distill_new(&cfg, &x.train, &teacher, pool, err, sizeof(err));
+    REQUIRE(d2 && fresh);
+    CHECK(distill_warm_start(d2, d1) == 0);
+    CHECK_EQ_INT(distill_epochs(d2), 10);
+    const mf_t *m2 = distill_model(d2);
+    CHECK(memcmp(m2->ue, before.ue, (size_t)EARLY * (size_t)cfg.dim * sizeof(float)) == 0);
+    CHECK(memcmp(m2->ie, before.ie, (size_t)DATA_ITEMS * (size_t)cfg.dim * sizeof(float)) == 0);
+    /* Rows beyond the early users keep their own initialisation. */
+    CHECK(memcmp(m2->ue + EARLY * cfg.dim, distill_model(fresh)->ue + EARLY * cfg.dim,
+                 (size_t)(DATA_USERS - EARLY) * (size_t)cfg.dim * sizeof(float)) == 0);
+    distill_free(d1);
+
+    /* One epoch on: the warm model is far ahead of a fresh one. */
+    distill_stats_t sw, sf;
+    REQUIRE(distill_epoch(d2, &sw) == 0);
+    REQUIRE(distill_epoch(fresh, &sf) == 0);
+    printf("    after one more epoch: bpr loss warm %.1f fresh %.1f\n", sw.loss_bpr, sf.loss_bpr);
+    CHECK(sw.loss_bpr < 0.95 * sf.loss_bpr);
+    metrics_t mw, mfr;
+    REQUIRE(metrics_eval(distill_model(d2), &x.split, pool, &mw) == 0);
+    REQUIRE(metrics_eval(distill_model(fresh), &x.split, pool, &mfr) == 0);
+    printf("    HR@10 warm %.3f fresh %.3f\n", mw.hr[1], mfr.hr[1]);
+    CHECK(mw.hr[1] > mfr.hr[1] + 0.05);
+
+    /* Only before the first epoch, and only between equal dims. */
+    CHECK(distill_warm_start(d2, fresh) == -EINVAL);
+    distill_cfg_t other = cfg;
+    other.dim = cfg.dim + 1;
+    distill_t *d3 = distill_new(&other, &x.train, &teacher, pool, err, sizeof(err));
+    REQUIRE(d3);
+    CHECK(distill_warm_start(d3, fresh) == -EINVAL);
+
+    distill_free(d3);
+    distill_free(fresh);
+    distill_free(d2);
+    mf_close(&before);
+    ratings_close(&early);
+    mf_close(&teacher);
+    ratings_close(&x.train);
+    pool_free(pool);
+}
