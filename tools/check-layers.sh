@@ -38,6 +38,7 @@ only_in 'zstd' 'io/snapshot\.c'
 only_in 'jansson' 'io/event\.c'
 only_in 'librdkafka/|rdkafka' 'io/kafka[a-z_]*\.c|tests/[a-z_]*kafka[a-z_]*\.c'
 only_in 'uv\.h' 'daemon/[a-z_]*\.c'
+only_in 'microhttpd' 'daemon/http\.c'
 
 [ $fail -eq 0 ] && echo "check-layers: ok"
 exit $fail

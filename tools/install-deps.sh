@@ -5,10 +5,11 @@
 set -euo pipefail
 
 packages=(build-essential pkg-config libopenblas-dev libzstd-dev librdkafka-dev
-          libuv1-dev libjansson-dev)
+          libuv1-dev libjansson-dev libmicrohttpd-dev)
 # header -> package, for the quick check
 headers=(/usr/include/x86_64-linux-gnu/cblas.h /usr/include/zstd.h
-         /usr/include/librdkafka/rdkafka.h /usr/include/uv.h /usr/include/jansson.h)
+         /usr/include/librdkafka/rdkafka.h /usr/include/uv.h /usr/include/jansson.h
+         /usr/include/microhttpd.h)
 
 missing() {
     for h in "${headers[@]}"; do

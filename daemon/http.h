@@ -1,0 +1,74 @@
+/*
+ * http: the daemon's HTTP endpoints, on libmicrohttpd (confined to
+ * daemon/http.c). GET and HEAD only; anything else gets 405.
+ *
+ *   GET /v1/snapshot            the file <snapshot_dir>/latest points to,
+ *                               ETag "<version>", 304 on If-None-Match
+ *   GET /v1/snapshot/<version>  that version while it is kept, else 404
+ *   GET /metrics                the metrics callback's text (Prometheus)
+ *   GET /healthz                200 "ok" (never needs the token)
+ *   GET /readyz                 200 "ready" or 503 "not ready" (callback)
+ *   GET /                       200 "derrd" (a status page comes later)
+ *
+ * With a token, every path but /healthz needs "Authorization: Bearer
+ * <token>", else 401. A snapshot is served from the file descriptor opened
+ * for that request: a publish or prune that replaces or unlinks files meanwhile
+ * never gives a torn or mixed body.
+ *
+ * Threads: libmicrohttpd runs its own threads (epoll, a small pool of
+ * workers). The metrics and ready callbacks run on those threads, possibly
+ * several at once: they must be thread-safe and quick (a worker serves many
+ * connections). http_port() and http_stats() may be called from any thread.
+ * http_start() and http_stop() belong to one thread; after http_stop()
+ * returns no callback runs any more.
+ */
+#ifndef DERRD_HTTP_H
+#define DERRD_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *bind;         /* numeric IPv4 or IPv6 address; NULL = "127.0.0.1" */
+    uint16_t port;            /* 0 = an ephemeral port (tests; see http_port()) */
+    const char *token;        /* bearer token; NULL or "" = no authentication */
+    const char *snapshot_dir; /* NULL = /v1/snapshot is always 404 */
+    unsigned max_connections; /* 0 = 64 */
+    unsigned timeout_s;       /* idle seconds before a connection is closed; 0 = 30 */
+    size_t memory_limit;      /* per connection; request headers must fit; 0 = 32 KiB */
+    unsigned per_ip_limit;    /* connections per client address; 0 = no limit */
+    unsigned threads;         /* worker threads; 0 = 2 */
+    /* Sets *body to a malloc'd text (taken over) and *len to its length, and
+     * returns 0, or a negative errno (500). NULL: /metrics is 404. */
+    int (*metrics)(void *ud, char **body, size_t *len);
+    /* 1 when ready, 0 when not. NULL: always ready. */
+    int (*ready)(void *ud);
+    void *ud;
+} http_cfg_t;
+
+typedef struct http http_t;
+
+/* Binds and starts serving. cfg's strings are copied. Returns 0 with *out
+ * set, or a negative errno (-EADDRINUSE, -EACCES, -EINVAL for a bad address,
+ * ...) with the reason in err. */
+int http_start(http_t **out, const http_cfg_t *cfg, char *err, size_t errlen);
+
+/* Closes the listening socket and every connection, waits for the threads.
+ * NULL is ok. */
+void http_stop(http_t *h);
+
+/* The bound port (the real one when cfg->port was 0). */
+uint16_t http_port(const http_t *h);
+
+typedef struct {
+    uint64_t requests;   /* requests handled (not those libmicrohttpd refuses
+                          * itself, such as headers over the memory limit) */
+    uint64_t status_2xx, status_304, status_4xx, status_5xx;
+    uint64_t bytes_sent; /* body bytes of responses sent in full (approximate:
+                          * an aborted download counts nothing) */
+} http_stats_t;
+
+/* A snapshot of the counters; each is read atomically, the set is not. */
+void http_stats(const http_t *h, http_stats_t *out);
+
+#endif
