@@ -1,6 +1,7 @@
 # derrd build. `make` builds every binary into build/; see README.md.
 #
-#   make            binaries: build/derrd, build/derrd-train, build/derrd-replay
+#   make            binaries: build/derrd, build/derrd-train, build/derrd-replay,
+#                   build/derrd-snap
 #   make test       unit tests, then integration tests against a real Kafka
 #                   broker (test-unit and test-kafka run one half each)
 #   make asan       the same tests under AddressSanitizer + UBSan
@@ -19,7 +20,7 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -fno-math-errno -fno-trapping-math -Wall -Wext
            -pthread -I. $(SAN)
 LDFLAGS += -pthread $(SAN)
 BLAS_LIBS = -lopenblas -lm
-IO_LIBS   = -lrdkafka -ljansson
+IO_LIBS   = -lrdkafka -ljansson -lzstd
 
 MODEL_SRC := $(sort $(wildcard model/*.c))
 IO_SRC    := $(sort $(wildcard io/*.c))
@@ -31,7 +32,7 @@ IO_OBJ    := $(IO_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ  := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/obj/%.o)
 
-BINS := $(BUILD)/derrd $(BUILD)/derrd-train $(BUILD)/derrd-replay
+BINS := $(BUILD)/derrd $(BUILD)/derrd-train $(BUILD)/derrd-replay $(BUILD)/derrd-snap
 
 .PHONY: all test test-unit test-kafka asan bench bench-ingest check-layers deps clean demo
 
@@ -50,16 +51,19 @@ $(BUILD)/libio.a: $(IO_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/derrd: $(DAEMON_OBJ) $(BUILD)/libio.a $(BUILD)/libmodel.a
-	$(CC) $(LDFLAGS) -o $@ $^ -luv $(IO_LIBS) $(BLAS_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ -luv -lmicrohttpd $(IO_LIBS) $(BLAS_LIBS)
 
 $(BUILD)/derrd-train: $(BUILD)/obj/tools/derrd-train.o $(BUILD)/libio.a $(BUILD)/libmodel.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) $(BLAS_LIBS)
+
+$(BUILD)/derrd-snap: $(BUILD)/obj/tools/derrd-snap.o $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) $(BLAS_LIBS)
 
 $(BUILD)/derrd-replay: $(BUILD)/obj/tools/derrd-replay.o $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) -lm
 
-$(BUILD)/derrd-tests: $(TEST_OBJ) $(BUILD)/obj/daemon/state.o $(BUILD)/obj/daemon/staging.o $(BUILD)/libio.a $(BUILD)/libmodel.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) $(BLAS_LIBS)
+$(BUILD)/derrd-tests: $(TEST_OBJ) $(BUILD)/obj/daemon/state.o $(BUILD)/obj/daemon/staging.o $(BUILD)/obj/daemon/rounds.o $(BUILD)/obj/daemon/http.o $(BUILD)/libio.a $(BUILD)/libmodel.a
+	$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd $(IO_LIBS) $(BLAS_LIBS)
 
 # kcheck: the integration tests' direct librdkafka client (tests/kafka/).
 $(BUILD)/kcheck: tests/kafka/kcheck.c

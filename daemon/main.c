@@ -9,7 +9,9 @@
  *             -> leave the group -> close every handle -> uv_loop_close()
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,9 @@
 #include <uv.h>
 
 #include "daemon/ingest.h"
+#include "daemon/http.h"
 #include "daemon/options.h"
+#include "daemon/rounds.h"
 #include "daemon/staging.h"
 #include "daemon/state.h"
 #include "daemon/trainer.h"
@@ -32,12 +36,19 @@ typedef struct {
     uv_loop_t loop;
     uv_async_t wake;     /* from the trainer */
     uv_signal_t sigterm, sigint;
-    uv_timer_t stats_timer;
+    uv_timer_t stats_timer, metrics_timer;
     options_t opt;
     staging_t *stg;
     ingest_t *ingest;
     trainer_t *trainer;
     int stopping, exit_code;
+    atomic_int abort_round; /* a shutdown abandons a running round */
+    http_t *http;
+    /* /metrics and /readyz are answered on HTTP threads: the loop renders
+     * the metrics text every second, the handlers copy it. */
+    pthread_mutex_t metrics_mu;
+    char *metrics_text;
+    atomic_int ready;
     uint64_t last_consumed, last_stats_ms;
 } daemon_t;
 
@@ -118,6 +129,7 @@ static void daemon__shutdown(daemon_t *d, int exit_code)
         ingest_stop(d->ingest, timeout);
         ingest_stats(d->ingest, &is);
     }
+    atomic_store(&d->abort_round, 1);
     if (d->trainer) {
         if (trainer_stop(d->trainer) != 0 && d->exit_code == 0)
             d->exit_code = 1;
@@ -132,6 +144,10 @@ static void daemon__shutdown(daemon_t *d, int exit_code)
     uv_close((uv_handle_t *)&d->sigterm, daemon__close_cb);
     uv_close((uv_handle_t *)&d->sigint, daemon__close_cb);
     uv_close((uv_handle_t *)&d->stats_timer, daemon__close_cb);
+    uv_close((uv_handle_t *)&d->metrics_timer, daemon__close_cb);
+    atomic_store(&d->ready, 0);
+    http_stop(d->http); /* after the trainer: the last snapshot stays served until here */
+    d->http = NULL;
 }
 
 static void daemon__fatal(void *ud)
@@ -179,6 +195,105 @@ static void daemon__signal_cb(uv_signal_t *h, int signum)
     daemon__shutdown(d, 0);
 }
 
+/* The Prometheus text of the daemon's counters and gauges. */
+static char *daemon__metrics_render(daemon_t *d, const ingest_stats_t *is,
+                                    const trainer_stats_t *ts)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+#define M(name, type, help, fmt, value)                                                        \
+    fprintf(f, "# HELP derrd_" name " " help "\n# TYPE derrd_" name " " type "\nderrd_" name   \
+            " " fmt "\n", value)
+    M("events_consumed_total", "counter", "Kafka messages read.", "%llu",
+      (unsigned long long)is->consumed);
+    M("events_invalid_total", "counter", "Messages the codec refused.", "%llu",
+      (unsigned long long)is->invalid);
+    M("events_dead_lettered_total", "counter", "Invalid messages acknowledged by the "
+      "dead-letter topic.", "%llu", (unsigned long long)is->dead_lettered);
+    M("consumer_lag", "gauge", "Messages behind the log end, summed over partitions "
+      "(-1 unknown).", "%lld", (long long)is->lag);
+    M("staged_events", "gauge", "Events staged for the trainer.", "%zu", is->staged);
+    M("loop_stall_max_seconds", "gauge", "Longest event-loop stall seen.", "%.4f",
+      is->loop_lag_max_ms / 1000.0);
+    M("interactions", "gauge", "Interactions in the state.", "%lld", (long long)ts->interactions);
+    M("users", "gauge", "Users in the state.", "%lld", (long long)ts->users);
+    M("items", "gauge", "Items in the state.", "%lld", (long long)ts->items);
+    M("checkpoints_total", "counter", "Checkpoints written.", "%llu",
+      (unsigned long long)ts->checkpoints);
+    M("checkpoint_failures_total", "counter", "Checkpoints that failed.", "%llu",
+      (unsigned long long)ts->checkpoint_failures);
+    M("rounds_total", "counter", "Distillation rounds run.", "%llu",
+      (unsigned long long)ts->rounds);
+    M("rounds_gated_total", "counter", "Rounds whose snapshot the quality gate withheld.",
+      "%llu", (unsigned long long)ts->rounds_gated);
+    M("snapshots_published_total", "counter", "Snapshots published.", "%llu",
+      (unsigned long long)ts->published);
+    if (ts->rounds > 0) {
+        const rounds_result_t *r = &ts->last_round;
+        M("round_duration_seconds", "gauge", "Duration of the last round.", "%.3f", r->seconds);
+        M("student_hr10", "gauge", "Student held-out HR@10, last round.", "%.6f", r->hr10);
+        M("student_ndcg10", "gauge", "Student held-out NDCG@10, last round.", "%.6f",
+          r->ndcg10);
+        M("teacher_hr10", "gauge", "Teacher held-out HR@10, last round.", "%.6f",
+          r->teacher_hr10);
+        M("teacher_ndcg10", "gauge", "Teacher held-out NDCG@10, last round.", "%.6f",
+          r->teacher_ndcg10);
+        M("snapshot_version", "gauge", "Version of the newest published snapshot.", "%llu",
+          (unsigned long long)r->snapshot_version);
+        M("teacher_version", "gauge", "Version of the teacher.", "%llu",
+          (unsigned long long)r->teacher_version);
+    }
+    if (d->http) {
+        http_stats_t hs;
+        http_stats(d->http, &hs);
+        M("http_requests_total", "counter", "HTTP requests handled.", "%llu",
+          (unsigned long long)hs.requests);
+    }
+#undef M
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+static int daemon__metrics_cb(void *ud, char **body, size_t *len)
+{
+    daemon_t *d = ud;
+    pthread_mutex_lock(&d->metrics_mu);
+    *body = d->metrics_text ? strdup(d->metrics_text) : strdup("");
+    pthread_mutex_unlock(&d->metrics_mu);
+    if (!*body)
+        return -ENOMEM;
+    *len = strlen(*body);
+    return 0;
+}
+
+static int daemon__ready_cb(void *ud)
+{
+    daemon_t *d = ud;
+    return atomic_load(&d->ready);
+}
+
+static void daemon__metrics_cb_timer(uv_timer_t *h)
+{
+    daemon_t *d = h->data;
+    ingest_stats_t is;
+    trainer_stats_t ts;
+    ingest_stats(d->ingest, &is);
+    trainer_stats(d->trainer, &ts);
+    char *text = daemon__metrics_render(d, &is, &ts);
+    if (text) {
+        pthread_mutex_lock(&d->metrics_mu);
+        free(d->metrics_text);
+        d->metrics_text = text;
+        pthread_mutex_unlock(&d->metrics_mu);
+    }
+}
+
 static void daemon__stats_cb(uv_timer_t *h)
 {
     daemon_t *d = h->data;
@@ -202,6 +317,11 @@ static void daemon__stats_cb(uv_timer_t *h)
     d->last_stats_ms = now;
 }
 
+static int daemon__load_models(void *ud, const checkpoint_t *ck, char *err, size_t errlen)
+{
+    return rounds_load(ud, ck, err, errlen);
+}
+
 static int daemon__dump_state(const options_t *o)
 {
     state_t st;
@@ -210,7 +330,7 @@ static int daemon__dump_state(const options_t *o)
         fprintf(stderr, "derrd: out of memory\n");
         return 1;
     }
-    int rc = state_load(&st, o->state_dir, err, sizeof(err));
+    int rc = state_load(&st, o->state_dir, NULL, NULL, err, sizeof(err));
     if (rc < 0) {
         fprintf(stderr, "derrd: %s\n", err);
         state_close(&st);
@@ -280,6 +400,7 @@ static int daemon__parse_args(options_t *o, int argc, char **argv, int *dump)
 int main(int argc, char **argv)
 {
     daemon_t d = { 0 };
+    pthread_mutex_init(&d.metrics_mu, NULL);
     if (options_init(&d.opt)) {
         fprintf(stderr, "derrd: out of memory\n");
         return 1;
@@ -304,6 +425,7 @@ int main(int argc, char **argv)
     kafka_mock_t *mock = NULL;
     state_t st = { 0 };
     int loop_ok = 0, lock_fd = -1;
+    rounds_t *rounds = NULL;
 
     if (mkdir(d.opt.state_dir, 0750) < 0 && errno != EEXIST) {
         log_err("state dir %s: %s", d.opt.state_dir, strerror(errno));
@@ -337,7 +459,49 @@ int main(int argc, char **argv)
         log_err("out of memory");
         goto done;
     }
-    int rc = state_load(&st, d.opt.state_dir, err, sizeof(err));
+    if (d.opt.rounds) {
+        if (!*d.opt.snapshot_dir) {
+            char *dir;
+            if (asprintf(&dir, "%s/snapshots", d.opt.state_dir) < 0) {
+                log_err("out of memory");
+                goto done;
+            }
+            free(d.opt.snapshot_dir);
+            d.opt.snapshot_dir = dir;
+        }
+        if (mkdir(d.opt.snapshot_dir, 0755) < 0 && errno != EEXIST) {
+            log_err("snapshot dir %s: %s", d.opt.snapshot_dir, strerror(errno));
+            goto done;
+        }
+        rounds_cfg_t rc_cfg = {
+            .threads = (int)d.opt.threads,
+            .seed = (uint64_t)d.opt.seed,
+            .teacher_dim = (int)d.opt.teacher_dim,
+            .student_dim = (int)d.opt.student_dim,
+            .teacher_epochs = (int)d.opt.teacher_epochs,
+            .student_epochs = (int)d.opt.student_epochs,
+            .teacher_refresh_ms = d.opt.teacher_refresh_ms,
+            .teacher_refresh_growth = d.opt.teacher_refresh_growth,
+            .teacher_file = d.opt.teacher_file,
+            .lambda_de = d.opt.lambda_de,
+            .lambda_rrd = d.opt.lambda_rrd,
+            .eval_permille = (int)d.opt.eval_permille,
+            .eval_candidates = (int)d.opt.eval_candidates,
+            .min_interactions = (int)d.opt.min_interactions,
+            .settle_patience = (int)d.opt.settle_patience,
+            .gate_margin = d.opt.gate_margin,
+            .snapshot_dir = d.opt.snapshot_dir,
+            .snapshot_keep = (int)d.opt.snapshot_keep,
+            .zstd_level = (int)d.opt.zstd_level,
+            .abort = &d.abort_round,
+        };
+        if (!(rounds = rounds_new(&rc_cfg, err, sizeof(err)))) {
+            log_err("%s", err);
+            goto done;
+        }
+    }
+    int rc = state_load(&st, d.opt.state_dir, rounds ? daemon__load_models : NULL, rounds, err,
+                        sizeof(err));
     if (rc < 0) {
         log_err("%s", err);
         goto done;
@@ -369,6 +533,9 @@ int main(int argc, char **argv)
         goto done;
     }
     trainer_cfg_t tcfg = {
+        .rounds = rounds,
+        .round_min_events = d.opt.round_min_events,
+        .round_interval_ms = d.opt.round_interval_ms,
         .state_dir = d.opt.state_dir,
         .checkpoint_ms = (int)d.opt.checkpoint_interval_ms,
         .keep = (int)d.opt.checkpoints_keep,
@@ -379,7 +546,9 @@ int main(int argc, char **argv)
     uv_signal_init(&d.loop, &d.sigterm);
     uv_signal_init(&d.loop, &d.sigint);
     uv_timer_init(&d.loop, &d.stats_timer);
+    uv_timer_init(&d.loop, &d.metrics_timer);
     d.wake.data = d.sigterm.data = d.sigint.data = d.stats_timer.data = &d;
+    d.metrics_timer.data = &d;
     if (trainer_start(&d.trainer, &st, d.stg, &tcfg)) {
         log_err("cannot start the trainer thread");
         daemon__shutdown(&d, 1);
@@ -387,6 +556,26 @@ int main(int argc, char **argv)
         uv_signal_start(&d.sigterm, daemon__signal_cb, SIGTERM);
         uv_signal_start(&d.sigint, daemon__signal_cb, SIGINT);
         d.last_stats_ms = log_now_ms();
+        uv_timer_start(&d.metrics_timer, daemon__metrics_cb_timer, 0, 1000);
+        if (d.opt.http_port > 0) {
+            http_cfg_t hcfg = {
+                .bind = d.opt.http_address,
+                .port = (uint16_t)d.opt.http_port,
+                .token = d.opt.http_token,
+                .snapshot_dir = d.opt.rounds ? d.opt.snapshot_dir : NULL,
+                .metrics = daemon__metrics_cb,
+                .ready = daemon__ready_cb,
+                .ud = &d,
+            };
+            if (http_start(&d.http, &hcfg, err, sizeof(err))) {
+                log_err("http: %s", err);
+                daemon__shutdown(&d, 1);
+            } else {
+                log_notice("http on %s:%u (/v1/snapshot, /metrics, /healthz, /readyz)",
+                           d.opt.http_address, http_port(d.http));
+            }
+        }
+        atomic_store(&d.ready, 1);
         if (d.opt.stats_interval_ms > 0)
             uv_timer_start(&d.stats_timer, daemon__stats_cb, (uint64_t)d.opt.stats_interval_ms,
                            (uint64_t)d.opt.stats_interval_ms);
@@ -409,6 +598,9 @@ done:
     if (exit_code == 0)
         log_notice("stopped cleanly");
     trainer_free(d.trainer);
+    rounds_free(rounds);
+    free(d.metrics_text);
+    pthread_mutex_destroy(&d.metrics_mu);
     staging_free(d.stg);
     state_close(&st);
     kafka_mock_free(mock);

@@ -3,18 +3,19 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "io/log.h"
 
-typedef enum { OPT_STR, OPT_INT, OPT_BOOL } option_type_t;
+typedef enum { OPT_STR, OPT_INT, OPT_BOOL, OPT_DOUBLE } option_type_t;
 
 typedef struct {
     const char *name;
     option_type_t type;
     size_t offset;
-    long min, max;
+    long min, max; /* OPT_INT and OPT_DOUBLE */
     const char *def;
     const char *doc;
 } option_def_t;
@@ -49,6 +50,52 @@ static const option_def_t option_defs[] = {
       "start librdkafka's in-process mock cluster and use it (demo; nothing persists)" },
     { "embedded-partitions", OPT_INT, O(embedded_partitions), 1, 1024, "4",
       "partitions of the topic created in the embedded cluster" },
+    { "http-address", OPT_STR, O(http_address), 0, 0, "127.0.0.1",
+      "address the HTTP endpoints listen on (numeric; loopback by default)" },
+    { "http-port", OPT_INT, O(http_port), 0, 65535, "8417",
+      "HTTP port: /v1/snapshot, /metrics, /healthz, /readyz (0 = no HTTP)" },
+    { "http-token", OPT_STR, O(http_token), 0, 0, "",
+      "bearer token required on every endpoint but /healthz (empty = none)" },
+    { "rounds", OPT_BOOL, O(rounds), 0, 1, "true",
+      "run distillation rounds and publish student snapshots (false: ingest only)" },
+    { "snapshot-dir", OPT_STR, O(snapshot_dir), 0, 0, "",
+      "where student-<version>.dsnap files and the latest link are published (empty = "
+      "<state-dir>/snapshots)" },
+    { "snapshot-keep", OPT_INT, O(snapshot_keep), 1, 10000, "5", "snapshots kept on disk" },
+    { "round-min-events", OPT_INT, O(round_min_events), 1, 1000000000, "10000",
+      "start a round once this many new events are applied" },
+    { "round-interval-ms", OPT_INT, O(round_interval_ms), 100, 86400000, "30000",
+      "or this long after the last round, when anything is new (or still settling)" },
+    { "student-epochs", OPT_INT, O(student_epochs), 1, 10000, "2",
+      "DE-RRD epochs of the student per round" },
+    { "teacher-epochs", OPT_INT, O(teacher_epochs), 1, 10000, "5",
+      "epochs of the built-in teacher per refresh" },
+    { "teacher-refresh-ms", OPT_INT, O(teacher_refresh_ms), 0, 604800000, "600000",
+      "refresh the built-in teacher at least this often (0 = only by growth)" },
+    { "teacher-refresh-growth", OPT_DOUBLE, O(teacher_refresh_growth), 0, 1000, "0.2",
+      "or when interactions grew by this share since the last refresh" },
+    { "teacher-file", OPT_STR, O(teacher_file), 0, 0, "",
+      "use this teacher embedding file (docs/EMBFILE.md; rows = decimal ids) instead of the "
+      "built-in teacher; reloaded when it changes" },
+    { "teacher-dim", OPT_INT, O(teacher_dim), 1, 4096, "200", "built-in teacher dimension" },
+    { "student-dim", OPT_INT, O(student_dim), 1, 4096, "20", "student dimension" },
+    { "lambda-de", OPT_DOUBLE, O(lambda_de), 0, 1000, "0.01",
+      "weight of Distillation Experts (0 = off)" },
+    { "lambda-rrd", OPT_DOUBLE, O(lambda_rrd), 0, 1000, "0.001",
+      "weight of Relaxed Ranking Distillation (0 = off)" },
+    { "eval-permille", OPT_INT, O(eval_permille), 0, 1000, "100",
+      "users (per 1000) whose latest interaction is held out for evaluation" },
+    { "eval-candidates", OPT_INT, O(eval_candidates), 1, 100000, "99",
+      "sampled unobserved items each held-out item is ranked against" },
+    { "min-interactions", OPT_INT, O(min_interactions), 1, 1000000000, "1000",
+      "no round before the state holds this many interactions" },
+    { "settle-patience", OPT_INT, O(settle_patience), 0, 1000, "5",
+      "idle rounds go on until held-out HR@10 has not improved for this many" },
+    { "gate-margin", OPT_DOUBLE, O(gate_margin), 0, 1, "0.02",
+      "do not publish when held-out HR@10 is this much below the last published" },
+    { "threads", OPT_INT, O(threads), 1, 1024, "2", "training worker threads" },
+    { "zstd-level", OPT_INT, O(zstd_level), 1, 19, "3", "snapshot compression level" },
+    { "seed", OPT_INT, O(seed), 0, LONG_MAX, "1", "random seed of the models" },
 };
 
 static int options__set_def(options_t *o, const option_def_t *d, const char *value, char *err,
@@ -86,6 +133,19 @@ static int options__set_def(options_t *o, const option_def_t *d, const char *val
     }
     char *end;
     errno = 0;
+    if (d->type == OPT_DOUBLE) {
+        double x = strtod(value, &end);
+        if (errno || end == value || *end || !isfinite(x)) {
+            snprintf(err, errlen, "%s: \"%s\" is not a number", d->name, value);
+            return -EINVAL;
+        }
+        if (x < (double)d->min || x > (double)d->max) {
+            snprintf(err, errlen, "%s: %g is outside [%ld, %ld]", d->name, x, d->min, d->max);
+            return -EINVAL;
+        }
+        *(double *)field = x;
+        return 0;
+    }
     long v = strtol(value, &end, 10);
     if (errno || end == value || *end) {
         snprintf(err, errlen, "%s: \"%s\" is not an integer", d->name, value);
@@ -153,7 +213,7 @@ void options_print_help(FILE *out)
         const option_def_t *d = &option_defs[k];
         char head[64];
         snprintf(head, sizeof(head), "--%s %s", d->name,
-                 d->type == OPT_STR ? "TEXT" : d->type == OPT_INT ? "N" : "[BOOL]");
+                 d->type == OPT_STR ? "TEXT" : d->type == OPT_BOOL ? "[BOOL]" : "N");
         fprintf(out, "  %-34s %s (default: %s%s%s)\n", head, d->doc,
                 d->type == OPT_STR ? "\"" : "", d->def, d->type == OPT_STR ? "\"" : "");
     }

@@ -16,6 +16,15 @@ typedef struct {
     long checkpoint_interval_ms, checkpoints_keep, max_staged, backstop_ms;
     long stats_interval_ms, shutdown_timeout_ms, embedded_partitions, exit_after_events;
     int embedded_kafka;
+    char *http_address, *http_token;
+    long http_port;
+    /* rounds and snapshots */
+    int rounds;
+    char *snapshot_dir, *teacher_file;
+    long snapshot_keep, round_min_events, round_interval_ms, student_epochs, teacher_epochs;
+    long teacher_refresh_ms, teacher_dim, student_dim, eval_permille, eval_candidates;
+    long min_interactions, settle_patience, threads, zstd_level, seed;
+    double teacher_refresh_growth, lambda_de, lambda_rrd, gate_margin;
     kafka_config_t *kafka; /* kafka.* pass-through, in order given */
 } options_t;
 

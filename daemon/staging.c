@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "io/log.h"
+
 staging_batch_t *staging_batch_new(void) { return calloc(1, sizeof(staging_batch_t)); }
 
 void staging_batch_free(staging_batch_t *b)
@@ -42,6 +44,8 @@ int staging_batch_add(staging_batch_t *b, staged_op_t op, int32_t partition, int
         b->arena = arena;
         b->arena_cap = cap;
     }
+    if (b->n == 0)
+        b->t_ms = log_wall_ms();
     staged_event_t *e = &b->ev[b->n++];
     *e = (staged_event_t){ .op = (uint8_t)op, .user_len = (uint16_t)user_len,
                            .item_len = (uint16_t)item_len, .partition = partition,

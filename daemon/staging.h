@@ -36,6 +36,7 @@ typedef struct staging_batch {
     char *arena;
     size_t used, arena_cap;
     int dlq_pending; /* dead-letter deliveries still outstanding (loop side) */
+    uint64_t t_ms;   /* wall time of its first event (freshness figures) */
 } staging_batch_t;
 
 staging_batch_t *staging_batch_new(void);

@@ -133,7 +133,8 @@ static void state__put_ids(buf_t *b, const idmap_t *m)
     }
 }
 
-int state_save(state_t *st, const char *dir, int keep, char *err, size_t errlen)
+int state_save(state_t *st, const char *dir, int keep, state_extra_save_fn extra, void *ud,
+               char *err, size_t errlen)
 {
     checkpoint_writer_t *w = checkpoint_writer_new();
     if (!w) {
@@ -169,7 +170,13 @@ int state_save(state_t *st, const char *dir, int keep, char *err, size_t errlen)
         buf_put_u64(b, (uint64_t)st->pos[k].offset);
     }
 
-    int rc = checkpoint_writer_commit(w, dir, st->seq + 1, log_wall_ms(), keep, err, errlen);
+    int rc = extra ? extra(ud, w) : 0;
+    if (rc < 0) {
+        snprintf(err, errlen, "checkpoint: model sections: %s", strerror(-rc));
+        checkpoint_writer_free(w);
+        return rc;
+    }
+    rc = checkpoint_writer_commit(w, dir, st->seq + 1, log_wall_ms(), keep, err, errlen);
     checkpoint_writer_free(w);
     if (rc == 0) {
         st->seq++;
@@ -290,7 +297,8 @@ static int state__from_checkpoint(state_t *st, const checkpoint_t *ck, char *err
     return 0;
 }
 
-int state_load(state_t *st, const char *dir, char *err, size_t errlen)
+int state_load(state_t *st, const char *dir, state_extra_load_fn extra, void *ud, char *err,
+               size_t errlen)
 {
     int swept = checkpoint_sweep_temp(dir);
     if (swept > 0)
@@ -316,6 +324,10 @@ int state_load(state_t *st, const char *dir, char *err, size_t errlen)
                 if (rc == 0) {
                     state_close(st);
                     *st = fresh;
+                    char why2[512];
+                    if (extra && extra(ud, ck, why2, sizeof(why2)) < 0)
+                        log_err("checkpoint: %s: models not restored (%s); they will be "
+                                "trained afresh", path, why2);
                 } else {
                     state_close(&fresh);
                 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "daemon/staging.h"
+#include "io/checkpoint.h"
 #include "io/kafka.h"
 #include "model/idmap.h"
 #include "model/iset.h"
@@ -41,15 +42,25 @@ int state_apply(state_t *st, const staging_batch_t *b);
 /* The next offset of partition, or -1 when the state has none. */
 int64_t state_position(const state_t *st, int32_t partition);
 
-/* Writes checkpoint seq + 1 into dir, keeping the newest `keep`. Returns 0
- * or a negative errno with the reason in err. */
-int state_save(state_t *st, const char *dir, int keep, char *err, size_t errlen);
+/* More sections for a checkpoint (the models), added before it is written;
+ * returns 0 or a negative errno. */
+typedef int (*state_extra_save_fn)(void *ud, checkpoint_writer_t *w);
+/* Reads those sections back from a verified checkpoint; an error is logged
+ * and the state still loads (the models are then trained afresh). */
+typedef int (*state_extra_load_fn)(void *ud, const checkpoint_t *ck, char *err, size_t errlen);
+
+/* Writes checkpoint seq + 1 into dir, keeping the newest `keep`, with the
+ * sections extra adds (may be NULL). Returns 0 or a negative errno with the
+ * reason in err. */
+int state_save(state_t *st, const char *dir, int keep, state_extra_save_fn extra, void *ud,
+               char *err, size_t errlen);
 
 /* Replaces st with the newest valid checkpoint in dir; corrupt or torn ones
  * are logged and skipped. Returns 1 when one was loaded, 0 when dir has
  * none (st stays empty), or a negative errno (with the reason in err) when
  * every checkpoint in dir is unusable or the topic differs. */
-int state_load(state_t *st, const char *dir, char *err, size_t errlen);
+int state_load(state_t *st, const char *dir, state_extra_load_fn extra, void *ud, char *err,
+               size_t errlen);
 
 /* Prints every interaction as "user<TAB>item" lines. Returns 0 or -EIO. */
 int state_dump(const state_t *st, FILE *out);

@@ -16,6 +16,8 @@ struct trainer {
     state_t st;
     atomic_int stop;
     int final_rc;
+    uint64_t since_round;   /* events applied since the last round */
+    uint64_t last_round_ms; /* monotonic */
 
     pthread_mutex_t mu; /* guards the fields below */
     kafka_pos_t *durable;
@@ -55,11 +57,18 @@ static void trainer__update_stats(trainer_t *t, uint64_t batches)
     pthread_mutex_unlock(&t->mu);
 }
 
+static int trainer__save_models(void *ud, checkpoint_writer_t *w)
+{
+    return rounds_save(ud, w);
+}
+
 static int trainer__checkpoint(trainer_t *t)
 {
     char err[512];
     uint64_t t0 = log_now_ms();
-    int rc = state_save(&t->st, t->cfg.state_dir, t->cfg.keep, err, sizeof(err));
+    int rc = state_save(&t->st, t->cfg.state_dir, t->cfg.keep,
+                        t->cfg.rounds ? trainer__save_models : NULL, t->cfg.rounds, err,
+                        sizeof(err));
     pthread_mutex_lock(&t->mu);
     if (rc == 0) {
         t->stats.checkpoints++;
@@ -90,13 +99,82 @@ static int trainer__apply(trainer_t *t, staging_batch_t *list)
     while (list) {
         staging_batch_t *b = list;
         list = b->next;
+        int64_t rows = idmap_rows(t->st.users);
+        uint64_t before = t->st.applied + t->st.duplicates + t->st.forgotten + t->st.skipped;
         if (rc == 0)
             rc = state_apply(&t->st, b);
+        /* Users new in this batch: their first event arrived with it. */
+        for (int64_t u = rows; t->cfg.rounds && u < idmap_rows(t->st.users); u++)
+            rounds_note_user(t->cfg.rounds, u, b->t_ms);
+        t->since_round += t->st.applied + t->st.duplicates + t->st.forgotten + t->st.skipped -
+                          before;
         staging_batch_free(b);
         n++;
     }
     trainer__update_stats(t, n);
     return rc;
+}
+
+/* Runs a round when one is due; then checkpoints at once, so the models and
+ * the positions they cover become durable together. */
+static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
+{
+    rounds_t *r = t->cfg.rounds;
+    if (!r)
+        return;
+    uint64_t now = log_now_ms();
+    int due = t->since_round >= (uint64_t)t->cfg.round_min_events ||
+              (now - t->last_round_ms >= (uint64_t)t->cfg.round_interval_ms &&
+               (t->since_round > 0 || rounds_want_idle(r)));
+    if (!due)
+        return;
+    rounds_result_t res;
+    char err[512];
+    int rc = rounds_run(r, &t->st, t->since_round, &res, err, sizeof(err));
+    t->last_round_ms = log_now_ms();
+    if (rc == 1)
+        return; /* too little data yet */
+    t->since_round = 0;
+    pthread_mutex_lock(&t->mu);
+    if (rc < 0 && rc != -ECANCELED) {
+        t->stats.rounds_failed++;
+    } else if (rc == 0) {
+        t->stats.rounds++;
+        t->stats.rounds_gated += res.gated;
+        t->stats.published += res.published;
+        t->stats.last_round = res;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (rc == -ECANCELED) {
+        log_notice("round %llu abandoned: shutting down", (unsigned long long)res.round);
+        return;
+    }
+    if (rc < 0) {
+        log_err("round %llu failed: %s", (unsigned long long)res.round, err);
+        return;
+    }
+    log_info("round %llu: %lld users, %lld items, %lld interactions; student HR@10 %.4f "
+             "NDCG@10 %.4f, teacher HR@10 %.4f (%lld held out); teacher %s; %.2f s (teacher "
+             "%.2f, student %.2f, eval %.2f, publish %.2f)%s%s",
+             (unsigned long long)res.round, (long long)res.users, (long long)res.items,
+             (long long)res.interactions, res.hr10, res.ndcg10, res.teacher_hr10,
+             (long long)res.eval_users,
+             res.teacher_refreshed == 2 ? "refreshed" : res.teacher_refreshed ? "trained warm" : "kept",
+             res.seconds, res.teacher_seconds, res.student_seconds, res.eval_seconds,
+             res.publish_seconds, res.published ? "; published" : "",
+             res.gated ? "; NOT published: below the quality gate" : "");
+    if (res.gated)
+        log_warn("round %llu: held-out HR@10 %.4f is more than the gate margin below the last "
+                 "published %.4f; snapshot not published", (unsigned long long)res.round,
+                 res.hr10, res.last_published_hr10);
+    if (res.published)
+        log_info("snapshot %llu published; %lld users new in it, first event to publish p50 "
+                 "%.0f ms, p99 %.0f ms", (unsigned long long)res.snapshot_version,
+                 (long long)res.fresh_users, res.fresh_p50_ms, res.fresh_p99_ms);
+    t->st.dirty = 1;
+    if (trainer__checkpoint(t) == 0)
+        t->cfg.notify(t->cfg.ud);
+    *next_ckpt = log_now_ms() + (uint64_t)t->cfg.checkpoint_ms;
 }
 
 static void *trainer__main(void *arg)
@@ -105,8 +183,11 @@ static void *trainer__main(void *arg)
     uint64_t next = log_now_ms() + (uint64_t)t->cfg.checkpoint_ms;
     int rc = 0;
     while (!atomic_load(&t->stop)) {
-        uint64_t now = log_now_ms();
-        int wait = next > now ? (int)(next - now) : 0;
+        uint64_t now = log_now_ms(), wake = next;
+        if (t->cfg.rounds && (t->since_round > 0 || rounds_want_idle(t->cfg.rounds)) &&
+            t->last_round_ms + (uint64_t)t->cfg.round_interval_ms < wake)
+            wake = t->last_round_ms + (uint64_t)t->cfg.round_interval_ms;
+        int wait = wake > now ? (int)(wake - now) : 0;
         staging_batch_t *list = staging_take(t->stg, wait ? wait : 1);
         if (list) {
             rc = trainer__apply(t, list);
@@ -114,6 +195,7 @@ static void *trainer__main(void *arg)
                 break;
             t->cfg.notify(t->cfg.ud); /* queue space freed */
         }
+        trainer__maybe_round(t, &next);
         now = log_now_ms();
         if (now >= next) {
             if (t->st.dirty && trainer__checkpoint(t) == 0)
@@ -153,6 +235,7 @@ int trainer_start(trainer_t **out, state_t *st, staging_t *stg, const trainer_cf
     pthread_mutex_init(&t->mu, NULL);
     trainer__update_stats(t, 0);
     t->stats.checkpoint_seq = t->st.seq;
+    t->last_round_ms = log_now_ms();
     int e = pthread_create(&t->thread, NULL, trainer__main, t);
     if (e) {
         *st = t->st;

@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "daemon/rounds.h"
 #include "daemon/staging.h"
 #include "daemon/state.h"
 
@@ -26,6 +27,11 @@ typedef struct {
      * batch was taken (queue space freed), and on a fatal error. */
     void (*notify)(void *ud);
     void *ud;
+    /* Rounds (NULL = ingest only), borrowed: a round starts after
+     * round_min_events new events, or round_interval_ms after the last one
+     * when there is anything new (or the student is still settling). */
+    rounds_t *rounds;
+    long round_min_events, round_interval_ms;
 } trainer_cfg_t;
 
 typedef struct {
@@ -35,6 +41,8 @@ typedef struct {
     int64_t users, items, interactions;
     uint64_t state_bytes;        /* heap of the id maps and the interaction set */
     int fatal;                   /* the thread stopped on an error */
+    uint64_t rounds, rounds_failed, rounds_gated, published;
+    rounds_result_t last_round;  /* valid when rounds > 0 */
 } trainer_stats_t;
 
 typedef struct trainer trainer_t;

@@ -807,17 +807,27 @@ const mf_t *distill_model(distill_t *d)
     return &d->model;
 }
 
+int distill_warm_start_rows(distill_t *d, const mf_t *pm, int32_t epochs)
+{
+    mf_t *m = &d->model;
+    if (pm->dim != m->dim || d->step != 0 || d->epoch != 0 || epochs < 0)
+        return -EINVAL;
+    int32_t nu = pm->n_users < m->n_users ? pm->n_users : m->n_users;
+    int32_t ni = pm->n_items < m->n_items ? pm->n_items : m->n_items;
+    memcpy(m->ue, pm->ue, (size_t)nu * (size_t)m->dim * sizeof(float));
+    memcpy(m->ie, pm->ie, (size_t)ni * (size_t)m->dim * sizeof(float));
+    d->epoch = epochs;
+    return 0;
+}
+
 int distill_warm_start(distill_t *d, distill_t *prev)
 {
     if (d->cfg.dim != prev->cfg.dim || d->step != 0 || d->epoch != 0)
         return -EINVAL;
     /* prev's rows may lag its last step (lazy Adam): bring them up to date. */
-    const mf_t *pm = distill_model(prev);
-    mf_t *m = &d->model;
-    int32_t nu = pm->n_users < m->n_users ? pm->n_users : m->n_users;
-    int32_t ni = pm->n_items < m->n_items ? pm->n_items : m->n_items;
-    memcpy(m->ue, pm->ue, (size_t)nu * (size_t)m->dim * sizeof(float));
-    memcpy(m->ie, pm->ie, (size_t)ni * (size_t)m->dim * sizeof(float));
+    int rc = distill_warm_start_rows(d, distill_model(prev), prev->epoch);
+    if (rc)
+        return rc;
     if (d->cfg.use_de && prev->cfg.use_de)
         for (int s = 0; s < 2; s++) {
             experts_t *a = &d->de[s].ex;
@@ -827,7 +837,6 @@ int distill_warm_start(distill_t *d, distill_t *prev)
                        ((size_t)a->n_experts * (size_t)a->ex_size + (size_t)a->sel_size) *
                            sizeof(float));
         }
-    d->epoch = prev->epoch;
     return 0;
 }
 

@@ -114,6 +114,10 @@ void distill_free(distill_t *d);
  * already trained. */
 int distill_warm_start(distill_t *d, distill_t *prev);
 
+/* The same from saved rows (a restart): copies m's overlapping rows and sets
+ * the epoch count; the experts keep their fresh initialisation. */
+int distill_warm_start_rows(distill_t *d, const mf_t *m, int32_t epochs);
+
 /* Epochs run so far (including those inherited by distill_warm_start). */
 int32_t distill_epochs(const distill_t *d);
 

@@ -26,7 +26,8 @@ enum {
     RNG_DE_SAMPLE,     /* which entities get a DE term in a step */
     RNG_RRD,           /* RRD interesting / uninteresting samples */
     RNG_TEST,          /* tests and data generators */
-    RNG_RRD_PICK       /* which anchors get an RRD term in a step */
+    RNG_RRD_PICK,      /* which anchors get an RRD term in a step */
+    RNG_EVAL           /* held-out candidates of the daemon's rounds */
 };
 
 /* Seeds the generator from one 64-bit value (splitmix64 expansion). */

@@ -981,13 +981,13 @@ static void state_save_load_round_trip_in(const char *dir)
     CHECK_EQ_INT(state_apply(&st, b), 0);
     staging_batch_free(b);
     char err[512] = "";
-    CHECK_EQ_INT(state_save(&st, dir, 2, err, sizeof(err)), 0);
+    CHECK_EQ_INT(state_save(&st, dir, 2, NULL, NULL, err, sizeof(err)), 0);
     CHECK(st.seq == 1);
     CHECK_EQ_INT(st.dirty, 0);
     CHECK_EQ_INT(state_test_count_names(dir, "checkpoint-00000000000000000001.dckpt"), 1);
 
     REQUIRE(state_init(&back, STATE_TEST_TOPIC) == 0);
-    CHECK_EQ_INT(state_load(&back, dir, err, sizeof(err)), 1);
+    CHECK_EQ_INT(state_load(&back, dir, NULL, NULL, err, sizeof(err)), 1);
     CHECK(back.seq == 1);
     CHECK_EQ_INT(back.dirty, 0);
     state_test_check_a(&back, __LINE__);
@@ -1010,14 +1010,14 @@ static void state_save_load_round_trip_in(const char *dir)
     CHECK(back.applied == 6 && back.duplicates == 2);
     CHECK_EQ_INT(state_position(&back, 0), 15);
     CHECK_EQ_INT(state_position(&back, 3), 1);
-    CHECK_EQ_INT(state_save(&back, dir, 2, err, sizeof(err)), 0);
+    CHECK_EQ_INT(state_save(&back, dir, 2, NULL, NULL, err, sizeof(err)), 0);
     CHECK(back.seq == 2);
 
     /* A third state loads seq 2; saving an unchanged state still advances
      * the sequence. */
     state_t third;
     REQUIRE(state_init(&third, STATE_TEST_TOPIC) == 0);
-    CHECK_EQ_INT(state_load(&third, dir, err, sizeof(err)), 1);
+    CHECK_EQ_INT(state_load(&third, dir, NULL, NULL, err, sizeof(err)), 1);
     CHECK(third.seq == 2);
     CHECK(state_test_dump_is(&third, "u1\ti1\nu1\ti2\nu2\ti1\nu2\ti4\nu3\ti3\nu4\ti1\n",
                              __LINE__));
@@ -1025,12 +1025,12 @@ static void state_save_load_round_trip_in(const char *dir)
           third.forgotten == 1);
     CHECK_EQ_INT(state_position(&third, 1), 7);
     CHECK_EQ_INT(state_position(&third, 2), 8);
-    CHECK_EQ_INT(state_save(&third, dir, 2, err, sizeof(err)), 0);
+    CHECK_EQ_INT(state_save(&third, dir, 2, NULL, NULL, err, sizeof(err)), 0);
     CHECK(third.seq == 3);
     ckpt_test_expect_list(dir, (const uint64_t[]){ 3, 2 }, 2, __LINE__);
 
     /* Loading over a state that already holds data replaces it. */
-    CHECK_EQ_INT(state_load(&st, dir, err, sizeof(err)), 1);
+    CHECK_EQ_INT(state_load(&st, dir, NULL, NULL, err, sizeof(err)), 1);
     CHECK(st.seq == 3);
     CHECK_EQ_INT(iset_count(st.inter), 6);
     state_close(&st);
@@ -1053,7 +1053,7 @@ static void state_forget_erases_user_in(const char *dir)
     CHECK_EQ_INT(state_apply(&st, b), 0);
     staging_batch_free(b);
     char err[512] = "";
-    CHECK_EQ_INT(state_save(&st, dir, 1, err, sizeof(err)), 0);
+    CHECK_EQ_INT(state_save(&st, dir, 1, NULL, NULL, err, sizeof(err)), 0);
     /* The id is in the checkpoint, so the search below can find it. */
     CHECK_EQ_INT(state_test_dir_holds(dir, secret, strlen(secret)), 1);
     int64_t row = idmap_find(st.users, secret, strlen(secret));
@@ -1074,7 +1074,7 @@ static void state_forget_erases_user_in(const char *dir)
     CHECK(state_test_dump_is(&st, "bob\ti1\n", __LINE__));
     CHECK_EQ_INT(state_position(&st, 0), 4);
 
-    CHECK_EQ_INT(state_save(&st, dir, 1, err, sizeof(err)), 0);
+    CHECK_EQ_INT(state_save(&st, dir, 1, NULL, NULL, err, sizeof(err)), 0);
     ckpt_test_expect_list(dir, (const uint64_t[]){ 2 }, 1, __LINE__);
     /* Nowhere in the directory, not even a part of it. */
     CHECK_EQ_INT(state_test_dir_holds(dir, secret, strlen(secret)), 0);
@@ -1085,7 +1085,7 @@ static void state_forget_erases_user_in(const char *dir)
      * gives a new row. */
     state_t back;
     REQUIRE(state_init(&back, STATE_TEST_TOPIC) == 0);
-    CHECK_EQ_INT(state_load(&back, dir, err, sizeof(err)), 1);
+    CHECK_EQ_INT(state_load(&back, dir, NULL, NULL, err, sizeof(err)), 1);
     CHECK_EQ_INT(idmap_rows(back.users), 2);
     CHECK_EQ_INT(idmap_count(back.users), 1);
     CHECK(idmap_key(back.users, row, &len) == NULL);
@@ -1117,13 +1117,13 @@ static void state_test_fallback(const char *dir, int kind)
     CHECK_EQ_INT(state_apply(&st, b), 0);
     staging_batch_free(b);
     char err[512] = "";
-    REQUIRE(state_save(&st, dir, 2, err, sizeof(err)) == 0);
+    REQUIRE(state_save(&st, dir, 2, NULL, NULL, err, sizeof(err)) == 0);
     b = staging_batch_new();
     REQUIRE(b);
     state_test_add(b, STAGED_ADD, 0, 20, "late", "i9");
     CHECK_EQ_INT(state_apply(&st, b), 0);
     staging_batch_free(b);
-    REQUIRE(state_save(&st, dir, 2, err, sizeof(err)) == 0);
+    REQUIRE(state_save(&st, dir, 2, NULL, NULL, err, sizeof(err)) == 0);
     state_close(&st);
 
     char p2[4096];
@@ -1155,19 +1155,19 @@ static void state_test_fallback(const char *dir, int kind)
 
     state_t back;
     REQUIRE(state_init(&back, STATE_TEST_TOPIC) == 0);
-    CHECK_EQ_INT(state_load(&back, dir, err, sizeof(err)), 1);
+    CHECK_EQ_INT(state_load(&back, dir, NULL, NULL, err, sizeof(err)), 1);
     CHECK(back.seq == 1);
     state_test_check_a(&back, __LINE__);
     CHECK_EQ_INT(idmap_find(back.users, "late", 4), -1);
 
     /* The next save replaces the damaged seq 2 (for the directory case,
      * rename over a directory fails: the save reports it). */
-    int rc = state_save(&back, dir, 2, err, sizeof(err));
+    int rc = state_save(&back, dir, 2, NULL, NULL, err, sizeof(err));
     if (kind < 4) {
         CHECK_EQ_INT(rc, 0);
         state_t again;
         REQUIRE(state_init(&again, STATE_TEST_TOPIC) == 0);
-        CHECK_EQ_INT(state_load(&again, dir, err, sizeof(err)), 1);
+        CHECK_EQ_INT(state_load(&again, dir, NULL, NULL, err, sizeof(err)), 1);
         CHECK(again.seq == 2);
         state_test_check_a(&again, __LINE__);
         state_close(&again);
@@ -1203,8 +1203,8 @@ static void state_all_corrupt_in(const char *dir)
     CHECK_EQ_INT(state_apply(&st, b), 0);
     staging_batch_free(b);
     char err[512] = "";
-    REQUIRE(state_save(&st, dir, 2, err, sizeof(err)) == 0);
-    REQUIRE(state_save(&st, dir, 2, err, sizeof(err)) == 0);
+    REQUIRE(state_save(&st, dir, 2, NULL, NULL, err, sizeof(err)) == 0);
+    REQUIRE(state_save(&st, dir, 2, NULL, NULL, err, sizeof(err)) == 0);
     state_close(&st);
     for (uint64_t s = 1; s <= 2; s++) {
         char path[4096];
@@ -1213,7 +1213,7 @@ static void state_all_corrupt_in(const char *dir)
     }
     REQUIRE(state_init(&st, STATE_TEST_TOPIC) == 0);
     err[0] = '\0';
-    int rc = state_load(&st, dir, err, sizeof(err));
+    int rc = state_load(&st, dir, NULL, NULL, err, sizeof(err));
     CHECK(rc < 0);
     CHECK_EQ_INT(rc, -EBADMSG);
     CHECK(strstr(err, "no usable checkpoint") != NULL);
@@ -1238,19 +1238,19 @@ static void state_empty_dir_in(const char *dir)
     REQUIRE(state_init(&st, STATE_TEST_TOPIC) == 0);
     char err[512] = "";
     ckpt_test_touch(dir, "notes.txt");
-    CHECK_EQ_INT(state_load(&st, dir, err, sizeof(err)), 0);
+    CHECK_EQ_INT(state_load(&st, dir, NULL, NULL, err, sizeof(err)), 0);
     CHECK(st.seq == 0);
     CHECK_EQ_INT(idmap_rows(st.users), 0);
     char missing[4096];
     snprintf(missing, sizeof(missing), "%s/missing", dir);
-    CHECK_EQ_INT(state_load(&st, missing, err, sizeof(err)), 0);
+    CHECK_EQ_INT(state_load(&st, missing, NULL, NULL, err, sizeof(err)), 0);
     /* Saving into a missing directory fails and leaves the state as is. */
     staging_batch_t *b = state_test_batch_a();
     REQUIRE(b);
     CHECK_EQ_INT(state_apply(&st, b), 0);
     staging_batch_free(b);
     err[0] = '\0';
-    CHECK(state_save(&st, missing, 2, err, sizeof(err)) < 0);
+    CHECK(state_save(&st, missing, 2, NULL, NULL, err, sizeof(err)) < 0);
     CHECK(err[0] != '\0');
     CHECK(st.seq == 0);
     CHECK_EQ_INT(st.dirty, 1);
@@ -1268,14 +1268,14 @@ static void state_other_topic_in(const char *dir)
     CHECK_EQ_INT(state_apply(&st, b), 0);
     staging_batch_free(b);
     char err[512] = "";
-    REQUIRE(state_save(&st, dir, 2, err, sizeof(err)) == 0);
+    REQUIRE(state_save(&st, dir, 2, NULL, NULL, err, sizeof(err)) == 0);
     state_close(&st);
 
     const char *others[] = { "clicks", "event", "eventsx", "" };
     for (int k = 0; k < 4; k++) {
         REQUIRE(state_init(&st, others[k]) == 0);
         err[0] = '\0';
-        CHECK(state_load(&st, dir, err, sizeof(err)) < 0);
+        CHECK(state_load(&st, dir, NULL, NULL, err, sizeof(err)) < 0);
         CHECK(strstr(err, "topic") != NULL);
         CHECK(strstr(err, "\"" STATE_TEST_TOPIC "\"") != NULL);
         char quoted[64];
@@ -1302,13 +1302,13 @@ static void state_crash_temp_in(const char *dir)
     CHECK_EQ_INT(state_apply(&st, b), 0);
     staging_batch_free(b);
     char err[512] = "";
-    REQUIRE(state_save(&st, dir, 2, err, sizeof(err)) == 0);
+    REQUIRE(state_save(&st, dir, 2, NULL, NULL, err, sizeof(err)) == 0);
     b = staging_batch_new();
     REQUIRE(b);
     state_test_add(b, STAGED_ADD, 0, 20, "late", "i9");
     CHECK_EQ_INT(state_apply(&st, b), 0);
     staging_batch_free(b);
-    REQUIRE(state_save(&st, dir, 2, err, sizeof(err)) == 0);
+    REQUIRE(state_save(&st, dir, 2, NULL, NULL, err, sizeof(err)) == 0);
     state_close(&st);
 
     /* seq 2 was written but the crash came before its rename; a later
@@ -1327,7 +1327,7 @@ static void state_crash_temp_in(const char *dir)
     CHECK_EQ_INT(state_test_count_names(dir, ".tmp."), 2);
 
     REQUIRE(state_init(&st, STATE_TEST_TOPIC) == 0);
-    CHECK_EQ_INT(state_load(&st, dir, err, sizeof(err)), 1);
+    CHECK_EQ_INT(state_load(&st, dir, NULL, NULL, err, sizeof(err)), 1);
     CHECK(st.seq == 1);
     state_test_check_a(&st, __LINE__);
     CHECK_EQ_INT(state_test_count_names(dir, ".tmp."), 0);
@@ -1428,7 +1428,7 @@ static void state_load_rejects_bad_contents_in(const char *dir)
         state_t st;
         REQUIRE(state_init(&st, STATE_TEST_TOPIC) == 0);
         char err[512] = "";
-        int rc = state_load(&st, dir, err, sizeof(err));
+        int rc = state_load(&st, dir, NULL, NULL, err, sizeof(err));
         if (v == 0) {
             CHECK_EQ_INT(rc, 1);
             CHECK(st.seq == 1);
@@ -1621,7 +1621,7 @@ static void state_random_in(const char *dir)
 
         if (rng_below(&rng, 4) == 0) {
             char err[512] = "";
-            int rc = state_save(&st, dir, 2, err, sizeof(err));
+            int rc = state_save(&st, dir, 2, NULL, NULL, err, sizeof(err));
             if (rc)
                 test_fail(__FILE__, __LINE__, "save: %s", err);
             seq++;
@@ -1630,7 +1630,7 @@ static void state_random_in(const char *dir)
             if (rng_below(&rng, 2) == 0) {
                 state_t back;
                 REQUIRE(state_init(&back, STATE_TEST_TOPIC) == 0);
-                rc = state_load(&back, dir, err, sizeof(err));
+                rc = state_load(&back, dir, NULL, NULL, err, sizeof(err));
                 if (rc != 1)
                     test_fail(__FILE__, __LINE__, "load: %d %s", rc, err);
                 bad += back.seq != seq;

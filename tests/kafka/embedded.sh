@@ -18,7 +18,7 @@ trap cleanup EXIT
 fail() { echo "embedded: FAIL: $*" >&2; [ -f "$work/derrd.log" ] && tail -5 "$work/derrd.log" >&2; exit 1; }
 
 valid=20000 malformed=200 dups=1000
-"$BUILD/derrd" --embedded-kafka --topic demo --state-dir "$work/state" \
+"$BUILD/derrd" --embedded-kafka --topic demo --state-dir "$work/state" --http-port 0 \
     --exit-after-events $((valid + malformed + dups)) --stats-interval-ms 0 \
     >"$work/derrd.log" 2>&1 &
 pid=$!

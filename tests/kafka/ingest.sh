@@ -42,7 +42,7 @@ fail() { say "FAIL: $*"; keep=1; exit 1; }
 derrd() {
     # exec: $! must be derrd itself, so that kill -9 hits it, not a subshell.
     exec "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" \
-        --dead-letter-topic "$dlq" --state-dir "$work/state" \
+        --dead-letter-topic "$dlq" --state-dir "$work/state" --http-port 0 \
         --checkpoint-interval-ms 300 --stats-interval-ms 1000 \
         --kafka.session.timeout.ms 6000 --kafka.heartbeat.interval.ms 500 "$@"
 }

@@ -1,0 +1,748 @@
+/* Distillation rounds; see rounds.h and docs/ROUNDS.md. */
+#include "daemon/rounds.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "io/embfile.h"
+#include "io/log.h"
+#include "io/snapshot.h"
+#include "model/distill.h"
+#include "model/gemm.h"
+#include "model/metrics.h"
+#include "model/mf.h"
+#include "model/pool.h"
+#include "model/ratings.h"
+#include "model/rng.h"
+
+/* Checkpoint sections of the rounds (io/checkpoint.h: 16 and up). */
+enum { SEC_ROUNDS = CKPT_MODELS, SEC_TEACHER = CKPT_MODELS + 1, SEC_STUDENT = CKPT_MODELS + 2 };
+
+/* A distill_t borrows its training matrix; the teacher and the student of a
+ * round share one, so a matrix is freed only when neither holds it. */
+typedef struct {
+    distill_t *d;
+    ratings_t *train;
+} rounds_model_t;
+
+struct rounds {
+    rounds_cfg_t cfg;
+    pool_t *pool;
+    rounds_model_t teacher, student;
+    mf_t file_teacher;          /* a teacher loaded from cfg.teacher_file */
+    int64_t file_mtime_ns;
+    mf_t saved_teacher, saved_student; /* from a checkpoint, until first used */
+    int32_t saved_teacher_epochs, saved_student_epochs;
+
+    uint64_t round, teacher_version, snapshot_version;
+    uint64_t teacher_ms;        /* wall time of the last full teacher refresh */
+    int64_t teacher_inter;      /* interactions at that refresh */
+    double last_published_hr10; /* NaN until the first publish */
+    double best_hr10, best_teacher_hr10;
+    int since_best, since_teacher_best;
+
+    uint64_t *arrival;          /* (arrival_cap) wall ms of a user row's first event */
+    int64_t arrival_cap;
+    int64_t published_users;    /* rows below this were in a published snapshot */
+};
+
+static void rounds__matrix_free(ratings_t *m)
+{
+    if (m) {
+        ratings_close(m);
+        free(m);
+    }
+}
+
+/* Frees m unless the teacher or the student still trains on it. */
+static void rounds__release(rounds_t *r, ratings_t *m)
+{
+    if (m && m != r->teacher.train && m != r->student.train)
+        rounds__matrix_free(m);
+}
+
+/* Replaces a model (teacher or student) by (d, train), freeing the old one. */
+static void rounds__replace(rounds_t *r, rounds_model_t *slot, distill_t *d, ratings_t *train)
+{
+    distill_t *old_d = slot->d;
+    ratings_t *old_train = slot->train;
+    slot->d = d;
+    slot->train = train;
+    distill_free(old_d);
+    rounds__release(r, old_train);
+}
+
+rounds_t *rounds_new(const rounds_cfg_t *cfg, char *err, size_t errlen)
+{
+    if (cfg->teacher_dim < 1 || cfg->student_dim < 1 || cfg->student_epochs < 1 ||
+        cfg->teacher_epochs < 1 || cfg->eval_candidates < 1 || cfg->threads < 1) {
+        snprintf(err, errlen, "rounds: dims, epochs, candidates and threads must be >= 1");
+        return NULL;
+    }
+    rounds_t *r = calloc(1, sizeof(*r));
+    if (!r) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    r->cfg = *cfg;
+    gemm_setup();
+    r->pool = pool_new(cfg->threads);
+    if (!r->pool) {
+        snprintf(err, errlen, "rounds: cannot start %d worker threads", cfg->threads);
+        free(r);
+        return NULL;
+    }
+    r->last_published_hr10 = NAN;
+    r->best_hr10 = r->best_teacher_hr10 = -1.0;
+    return r;
+}
+
+void rounds_free(rounds_t *r)
+{
+    if (!r)
+        return;
+    rounds__replace(r, &r->teacher, NULL, NULL);
+    rounds__replace(r, &r->student, NULL, NULL);
+    mf_close(&r->file_teacher);
+    mf_close(&r->saved_teacher);
+    mf_close(&r->saved_student);
+    pool_free(r->pool);
+    free(r->arrival);
+    free(r);
+}
+
+void rounds_note_user(rounds_t *r, int64_t row, uint64_t arrival_ms)
+{
+    if (row >= r->arrival_cap) {
+        int64_t cap = r->arrival_cap ? r->arrival_cap : 1024;
+        while (cap <= row)
+            cap *= 2;
+        uint64_t *a = realloc(r->arrival, (size_t)cap * sizeof(*a));
+        if (!a)
+            return; /* freshness figures only: not worth failing for */
+        memset(a + r->arrival_cap, 0, (size_t)(cap - r->arrival_cap) * sizeof(*a));
+        r->arrival = a;
+        r->arrival_cap = cap;
+    }
+    if (!r->arrival[row])
+        r->arrival[row] = arrival_ms;
+}
+
+int rounds_want_idle(const rounds_t *r)
+{
+    if (!r->student.d)
+        return 0;
+    return r->since_best < r->cfg.settle_patience ||
+           (!*r->cfg.teacher_file && r->since_teacher_best < r->cfg.settle_patience);
+}
+
+/* ---- the round's data ---------------------------------------------------------- */
+
+/* Whether user row u is in the held-out sample: a fixed hash of the row, so
+ * the sample is the same users from round to round. */
+static int rounds__held_out(const rounds_t *r, int64_t u)
+{
+    uint64_t h = (uint64_t)u * 0x9e3779b97f4a7c15ULL ^ r->cfg.seed;
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 29;
+    return (int)(h % 1000) < r->cfg.eval_permille;
+}
+
+typedef struct {
+    ratings_t *train;
+    int32_t n_eval;
+    int32_t *eval_user;  /* (n_eval) user rows */
+    int32_t *target;     /* (n_eval) held-out item rows */
+    int32_t *cands;      /* (n_eval, eval_candidates) */
+} rounds_data_t;
+
+static void rounds__data_close(rounds_t *r, rounds_data_t *x)
+{
+    rounds__release(r, x->train);
+    free(x->eval_user);
+    free(x->target);
+    free(x->cands);
+    *x = (rounds_data_t){ 0 };
+}
+
+static int rounds__data(rounds_t *r, const state_t *st, rounds_data_t *x)
+{
+    *x = (rounds_data_t){ 0 };
+    int64_t n_users = idmap_rows(st->users), n_items = idmap_rows(st->items);
+    int64_t nnz = iset_count(st->inter);
+    if (n_users > INT32_MAX || n_items > INT32_MAX)
+        return -EOVERFLOW;
+    int32_t *us = malloc((size_t)(nnz ? nnz : 1) * sizeof(int32_t));
+    int32_t *is = malloc((size_t)(nnz ? nnz : 1) * sizeof(int32_t));
+    int64_t cap_eval = 1024;
+    x->eval_user = malloc((size_t)cap_eval * sizeof(int32_t));
+    x->target = malloc((size_t)cap_eval * sizeof(int32_t));
+    x->train = calloc(1, sizeof(*x->train));
+    int rc = -ENOMEM;
+    if (!us || !is || !x->eval_user || !x->target || !x->train)
+        goto done;
+    int64_t n = 0;
+    int64_t users_seen = iset_users(st->inter);
+    for (int64_t u = 0; u < users_seen; u++) {
+        int32_t k;
+        const int32_t *items = iset_items(st->inter, u, &k);
+        /* Leave-one-out on the stream: the user's latest interaction. */
+        int held = k >= 3 && rounds__held_out(r, u);
+        for (int32_t j = 0; j < k - held; j++) {
+            us[n] = (int32_t)u;
+            is[n] = items[j];
+            n++;
+        }
+        if (!held)
+            continue;
+        if (x->n_eval == cap_eval) {
+            cap_eval *= 2;
+            int32_t *a = realloc(x->eval_user, (size_t)cap_eval * sizeof(int32_t));
+            if (!a)
+                goto done;
+            x->eval_user = a;
+            int32_t *b = realloc(x->target, (size_t)cap_eval * sizeof(int32_t));
+            if (!b)
+                goto done;
+            x->target = b;
+        }
+        x->eval_user[x->n_eval] = (int32_t)u;
+        x->target[x->n_eval] = items[k - 1];
+        x->n_eval++;
+    }
+    if (ratings_init(x->train, (int32_t)n_users, (int32_t)n_items, us, is, n) < 0)
+        goto done;
+    /* Candidates: sampled items the user never interacted with, drawn from a
+     * stream of (seed, user row), so they change only as items arrive. */
+    int32_t nc = r->cfg.eval_candidates;
+    x->cands = malloc((size_t)(x->n_eval ? x->n_eval : 1) * (size_t)nc * sizeof(int32_t));
+    if (!x->cands)
+        goto done;
+    for (int32_t e = 0; e < x->n_eval; e++) {
+        rng_t g;
+        rng_init_stream(&g, r->cfg.seed, RNG_EVAL, (uint64_t)x->eval_user[e], 0);
+        for (int32_t c = 0; c < nc; c++) {
+            int32_t i = -1;
+            for (int tries = 0; tries < 64 && i < 0; tries++) {
+                int32_t pick = (int32_t)rng_below(&g, (uint32_t)n_items);
+                if (!iset_has(st->inter, x->eval_user[e], pick))
+                    i = pick;
+            }
+            /* A user who has nearly every item: repeat a known-unseen one. */
+            x->cands[(int64_t)e * nc + c] = i >= 0 ? i : (c ? x->cands[(int64_t)e * nc] : 0);
+        }
+    }
+    rc = 0;
+done:
+    free(us);
+    free(is);
+    if (rc)
+        rounds__data_close(r, x);
+    return rc;
+}
+
+/* Held-out metrics of model m on the sample: m's rows of the sampled users
+ * gathered into a small model of their own, so the split stays (n_eval). */
+static int rounds__eval(rounds_t *r, const mf_t *m, const rounds_data_t *x, metrics_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (x->n_eval == 0)
+        return 0;
+    float *ue = malloc((size_t)x->n_eval * (size_t)m->dim * sizeof(float));
+    if (!ue)
+        return -ENOMEM;
+    for (int32_t e = 0; e < x->n_eval; e++)
+        memcpy(ue + (size_t)e * (size_t)m->dim, m->ue + (size_t)x->eval_user[e] * (size_t)m->dim,
+               (size_t)m->dim * sizeof(float));
+    mf_t view = { .n_users = x->n_eval, .n_items = m->n_items, .dim = m->dim, .params = ue,
+                  .ue = ue, .ie = m->ie };
+    loo_split_t split = { x->n_eval, r->cfg.eval_candidates, x->target, x->cands };
+    int rc = metrics_eval(&view, &split, r->pool, out);
+    free(ue);
+    return rc;
+}
+
+static int rounds__aborted(const rounds_t *r)
+{
+    return r->cfg.abort && atomic_load(r->cfg.abort);
+}
+
+/* ---- the teacher ------------------------------------------------------------------- */
+
+static distill_cfg_t rounds__teacher_cfg(const rounds_t *r)
+{
+    distill_cfg_t c = distill_cfg_default();
+    c.dim = r->cfg.teacher_dim;
+    c.seed = r->cfg.seed ^ 0x7eac;
+    return c;
+}
+
+static distill_cfg_t rounds__student_cfg(const rounds_t *r)
+{
+    distill_cfg_t c = distill_cfg_default();
+    c.dim = r->cfg.student_dim;
+    c.seed = r->cfg.seed ^ 0x57d;
+    c.use_de = r->cfg.lambda_de > 0;
+    c.lambda_de = (float)r->cfg.lambda_de;
+    c.use_rrd = r->cfg.lambda_rrd > 0;
+    c.lambda_rrd = (float)r->cfg.lambda_rrd;
+    return c;
+}
+
+/* Loads cfg.teacher_file when it changed, mapping its rows to ours: the
+ * file's row k is the entity whose external id is the decimal k (the ids of
+ * the shared dataset format and of `derrd-train --save`). Returns 1 when a
+ * new teacher was loaded, 0 when unchanged, or a negative errno; a bad file
+ * keeps the old teacher. */
+static int rounds__load_teacher_file(rounds_t *r, const state_t *st, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (stat(r->cfg.teacher_file, &sb) < 0) {
+        snprintf(err, errlen, "teacher file %s: %s", r->cfg.teacher_file, strerror(errno));
+        return -errno;
+    }
+    int64_t mtime = (int64_t)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
+    int64_t n_users = idmap_rows(st->users), n_items = idmap_rows(st->items);
+    int grew = r->file_teacher.ue &&
+               (r->file_teacher.n_users != n_users || r->file_teacher.n_items != n_items);
+    if (r->file_teacher.ue && mtime == r->file_mtime_ns && !grew)
+        return 0;
+    embfile_t ef;
+    int rc = embfile_read(r->cfg.teacher_file, &ef, err, errlen);
+    if (rc < 0)
+        return rc;
+    mf_t m;
+    if (mf_init(&m, (int32_t)n_users, (int32_t)n_items, (int32_t)ef.dim) < 0) {
+        free(ef.rows);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    int64_t mapped = 0;
+    for (int side = 0; side < 2; side++) {
+        const idmap_t *ids = side ? st->items : st->users;
+        int64_t rows = side ? n_items : n_users, file_rows = side ? ef.n_items : ef.n_users;
+        float *dst = side ? m.ie : m.ue;
+        const float *src = ef.rows + (side ? (size_t)ef.n_users * ef.dim : 0);
+        for (int64_t k = 0; k < rows; k++) {
+            size_t len;
+            const char *key = idmap_key(ids, k, &len);
+            char buf[24];
+            if (!key || len == 0 || len >= sizeof(buf))
+                continue;
+            memcpy(buf, key, len);
+            buf[len] = 0;
+            char *end;
+            long long v = strtoll(buf, &end, 10);
+            if (*end || v < 0 || v >= file_rows)
+                continue; /* not in the file: a zero row */
+            memcpy(dst + (size_t)k * ef.dim, src + (size_t)v * ef.dim, ef.dim * sizeof(float));
+            mapped++;
+        }
+    }
+    free(ef.rows);
+    mf_close(&r->file_teacher);
+    r->file_teacher = m;
+    r->file_mtime_ns = mtime;
+    log_notice("rounds: teacher loaded from %s: dim %d, %lld of %lld rows mapped",
+               r->cfg.teacher_file, m.dim, (long long)mapped, (long long)(n_users + n_items));
+    return 1;
+}
+
+/* Trains the built-in teacher `epochs` warm epochs on x. */
+static int rounds__train_teacher(rounds_t *r, rounds_data_t *x, int epochs, char *err,
+                                 size_t errlen)
+{
+    distill_cfg_t c = rounds__teacher_cfg(r);
+    distill_t *d = distill_new(&c, x->train, NULL, r->pool, err, errlen);
+    if (!d)
+        return -EINVAL;
+    int rc = 0;
+    if (r->teacher.d)
+        rc = distill_warm_start(d, r->teacher.d);
+    else if (r->saved_teacher.ue)
+        rc = distill_warm_start_rows(d, &r->saved_teacher, r->saved_teacher_epochs);
+    for (int e = 0; rc == 0 && e < epochs; e++) {
+        distill_stats_t s;
+        rc = rounds__aborted(r) ? -ECANCELED : distill_epoch(d, &s);
+    }
+    if (rc) {
+        distill_free(d);
+        snprintf(err, errlen, "teacher training: %s", strerror(-rc));
+        return rc;
+    }
+    rounds__replace(r, &r->teacher, d, x->train); /* shared with the student below */
+    mf_close(&r->saved_teacher);
+    return 0;
+}
+
+/* ---- publish ------------------------------------------------------------------- */
+
+static int rounds__cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int rounds__publish(rounds_t *r, const state_t *st, const mf_t *m,
+                           rounds_result_t *out, char *err, size_t errlen)
+{
+    int64_t nu = m->n_users, ni = m->n_items;
+    const char **uid = malloc((size_t)(nu ? nu : 1) * sizeof(*uid));
+    uint16_t *ulen = malloc((size_t)(nu ? nu : 1) * sizeof(*ulen));
+    const char **iid = malloc((size_t)(ni ? ni : 1) * sizeof(*iid));
+    uint16_t *ilen = malloc((size_t)(ni ? ni : 1) * sizeof(*ilen));
+    snapshot_pos_t *pos = malloc((size_t)(st->n_pos ? st->n_pos : 1) * sizeof(*pos));
+    int rc = -ENOMEM;
+    if (!uid || !ulen || !iid || !ilen || !pos) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int64_t k = 0; k < nu; k++) {
+        size_t len;
+        const char *key = idmap_key(st->users, k, &len);
+        /* A user without interactions now (erased) is published without id. */
+        int32_t cnt;
+        iset_items(st->inter, k, &cnt);
+        uid[k] = key && cnt > 0 ? key : "";
+        ulen[k] = key && cnt > 0 ? (uint16_t)len : 0;
+    }
+    for (int64_t k = 0; k < ni; k++) {
+        size_t len;
+        const char *key = idmap_key(st->items, k, &len);
+        iid[k] = key ? key : "";
+        ilen[k] = key ? (uint16_t)len : 0;
+    }
+    for (int k = 0; k < st->n_pos; k++)
+        pos[k] = (snapshot_pos_t){ st->pos[k].partition, st->pos[k].offset };
+    uint64_t now = log_wall_ms();
+    uint64_t version = r->snapshot_version + 1 > now ? r->snapshot_version + 1 : now;
+    snapshot_desc_t desc = {
+        .version = version,
+        .created_ms = now,
+        .teacher_version = r->teacher_version,
+        .round = r->round,
+        .dim = m->dim,
+        .n_users = nu,
+        .n_items = ni,
+        .user_emb = m->ue,
+        .item_emb = m->ie,
+        .user_ids = uid,
+        .user_id_len = ulen,
+        .item_ids = iid,
+        .item_id_len = ilen,
+        .topic = st->topic,
+        .pos = pos,
+        .n_pos = st->n_pos,
+        .quality = { out->hr10, out->ndcg10, out->teacher_hr10, out->teacher_ndcg10,
+                     out->eval_users },
+    };
+    rc = snapshot_publish(r->cfg.snapshot_dir, &desc, r->cfg.zstd_level, r->cfg.snapshot_keep,
+                          err, errlen);
+    if (rc < 0)
+        goto done;
+    r->snapshot_version = version;
+    out->snapshot_version = version;
+    /* Freshness of the users this snapshot publishes for the first time. */
+    uint64_t done_ms = log_wall_ms();
+    int64_t from = r->published_users, to = nu < r->arrival_cap ? nu : r->arrival_cap;
+    double *lat = malloc((size_t)(to > from ? to - from : 1) * sizeof(double));
+    int64_t n = 0;
+    for (int64_t k = from; lat && k < to; k++)
+        if (r->arrival[k] && ulen[k])
+            lat[n++] = (double)(done_ms > r->arrival[k] ? done_ms - r->arrival[k] : 0);
+    if (n > 0) {
+        qsort(lat, (size_t)n, sizeof(*lat), rounds__cmp_double);
+        out->fresh_p50_ms = lat[(n - 1) / 2];
+        out->fresh_p99_ms = lat[(int64_t)((double)(n - 1) * 0.99)];
+        out->fresh_max_ms = lat[n - 1];
+    }
+    out->fresh_users = n;
+    free(lat);
+    r->published_users = nu;
+done:
+    free(uid);
+    free(ulen);
+    free(iid);
+    free(ilen);
+    free(pos);
+    return rc;
+}
+
+/* ---- a round ------------------------------------------------------------------------- */
+
+int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_result_t *out,
+               char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    out->hr10 = out->ndcg10 = out->teacher_hr10 = out->teacher_ndcg10 = NAN;
+    int64_t nnz = iset_count(st->inter);
+    if (nnz < r->cfg.min_interactions)
+        return 1;
+    uint64_t t0 = log_now_ms();
+    rounds_data_t x;
+    int rc = rounds__data(r, st, &x);
+    if (rc < 0) {
+        snprintf(err, errlen, "round data: %s", strerror(-rc));
+        return rc;
+    }
+    r->round++;
+    out->round = r->round;
+    out->users = x.train->n_users;
+    out->items = x.train->n_items;
+    out->interactions = nnz;
+    out->eval_users = x.n_eval;
+
+    /* The teacher: a full refresh when due, a fold-in epoch when only the
+     * tables grew, nothing otherwise. */
+    uint64_t tt = log_now_ms();
+    const mf_t *teacher;
+    if (*r->cfg.teacher_file) {
+        rc = rounds__load_teacher_file(r, st, err, errlen);
+        if (rc < 0 && !r->file_teacher.ue)
+            goto fail;
+        if (rc < 0)
+            log_err("rounds: %s; keeping the teacher loaded before", err);
+        if (rc == 1) {
+            r->teacher_version++;
+            out->teacher_refreshed = 1;
+        }
+        teacher = &r->file_teacher;
+        if (teacher->n_users != x.train->n_users || teacher->n_items != x.train->n_items) {
+            snprintf(err, errlen, "the teacher file does not cover the current tables");
+            rc = -EINVAL;
+            goto fail;
+        }
+    } else {
+        uint64_t now = log_wall_ms();
+        int full = !r->teacher.d && !r->saved_teacher.ue;
+        full |= r->cfg.teacher_refresh_ms > 0 &&
+                now - r->teacher_ms >= (uint64_t)r->cfg.teacher_refresh_ms;
+        full |= r->teacher_inter > 0 &&
+                (double)nnz >= (1.0 + r->cfg.teacher_refresh_growth) * (double)r->teacher_inter;
+        int idle_teacher = new_events == 0 && r->since_teacher_best < r->cfg.settle_patience;
+        const mf_t *prev = r->teacher.d ? distill_model(r->teacher.d) : &r->saved_teacher;
+        int grew = prev->n_users != x.train->n_users || prev->n_items != x.train->n_items;
+        int epochs = full || idle_teacher ? r->cfg.teacher_epochs : grew ? 1 : 0;
+        if (!r->teacher.d && !full)
+            epochs = epochs ? epochs : 1; /* restored rows need a distill_t */
+        if (epochs > 0) {
+            /* The teacher takes the round's matrix; keep ours for the student. */
+            rc = rounds__train_teacher(r, &x, epochs, err, errlen);
+            if (rc < 0)
+                goto fail;
+            r->teacher_version++;
+            out->teacher_refreshed = 1 + full;
+            if (full) {
+                r->teacher_ms = now;
+                r->teacher_inter = nnz;
+            }
+        }
+        teacher = distill_model(r->teacher.d);
+    }
+    out->teacher_seconds = (double)(log_now_ms() - tt) / 1000.0;
+
+    /* The student: warm DE-RRD epochs against the teacher. */
+    uint64_t ts = log_now_ms();
+    distill_cfg_t sc = rounds__student_cfg(r);
+    distill_t *sd = distill_new(&sc, x.train, teacher, r->pool, err, errlen);
+    if (!sd) {
+        rc = -EINVAL;
+        goto fail;
+    }
+    if (r->student.d)
+        rc = distill_warm_start(sd, r->student.d);
+    else if (r->saved_student.ue)
+        rc = distill_warm_start_rows(sd, &r->saved_student, r->saved_student_epochs);
+    for (int e = 0; rc == 0 && e < r->cfg.student_epochs; e++) {
+        distill_stats_t s;
+        rc = rounds__aborted(r) ? -ECANCELED : distill_epoch(sd, &s);
+    }
+    if (rc) {
+        distill_free(sd);
+        snprintf(err, errlen, "student training: %s", strerror(-rc));
+        goto fail;
+    }
+    rounds__replace(r, &r->student, sd, x.train);
+    mf_close(&r->saved_student);
+    out->student_seconds = (double)(log_now_ms() - ts) / 1000.0;
+    out->student_epochs_total = distill_epochs(sd);
+    out->teacher_epochs_total = r->teacher.d ? distill_epochs(r->teacher.d) : 0;
+
+    /* Held-out quality of both. */
+    uint64_t te = log_now_ms();
+    const mf_t *student = distill_model(sd);
+    metrics_t ms, mt;
+    if ((rc = rounds__eval(r, student, &x, &ms)) < 0 ||
+        (rc = rounds__eval(r, teacher, &x, &mt)) < 0) {
+        snprintf(err, errlen, "evaluation: out of memory");
+        goto fail;
+    }
+    out->eval_seconds = (double)(log_now_ms() - te) / 1000.0;
+    if (x.n_eval > 0) {
+        out->hr10 = ms.hr[1];
+        out->ndcg10 = ms.ndcg[1];
+        out->teacher_hr10 = mt.hr[1];
+        out->teacher_ndcg10 = mt.ndcg[1];
+        if (ms.hr[1] > r->best_hr10 + 1e-9) {
+            r->best_hr10 = ms.hr[1];
+            r->since_best = 0;
+        } else {
+            r->since_best++;
+        }
+        if (mt.hr[1] > r->best_teacher_hr10 + 1e-9) {
+            r->best_teacher_hr10 = mt.hr[1];
+            r->since_teacher_best = 0;
+        } else {
+            r->since_teacher_best++;
+        }
+    }
+
+    /* The gate, then publish. */
+    out->last_published_hr10 = r->last_published_hr10;
+    if (!isnan(r->last_published_hr10) && !isnan(out->hr10) &&
+        out->hr10 < r->last_published_hr10 - r->cfg.gate_margin) {
+        out->gated = 1;
+    } else {
+        uint64_t tp = log_now_ms();
+        rc = rounds__publish(r, st, student, out, err, errlen);
+        if (rc < 0)
+            goto fail_keep; /* the round's training stands; publish next time */
+        out->published = 1;
+        if (!isnan(out->hr10))
+            r->last_published_hr10 = out->hr10;
+        out->publish_seconds = (double)(log_now_ms() - tp) / 1000.0;
+    }
+    out->teacher_version = r->teacher_version;
+    out->snapshot_version = r->snapshot_version;
+    out->seconds = (double)(log_now_ms() - t0) / 1000.0;
+    rounds__data_close(r, &x);
+    return 0;
+fail:
+    rounds__data_close(r, &x);
+    return rc < 0 ? rc : -EIO;
+fail_keep:
+    out->seconds = (double)(log_now_ms() - t0) / 1000.0;
+    rounds__data_close(r, &x);
+    return rc;
+}
+
+/* ---- checkpoint ------------------------------------------------------------------------ */
+
+static void rounds__put_mf(buf_t *b, const mf_t *m, int32_t epochs)
+{
+    buf_put_u32(b, (uint32_t)m->n_users);
+    buf_put_u32(b, (uint32_t)m->n_items);
+    buf_put_u32(b, (uint32_t)m->dim);
+    buf_put_u32(b, (uint32_t)epochs);
+    /* float32, little-endian on every platform derrd builds for (x86-64,
+     * aarch64); checked at load by the section CRC and a finite test. */
+    buf_put(b, m->params, (size_t)(m->n_users + m->n_items) * (size_t)m->dim * sizeof(float));
+}
+
+int rounds_save(rounds_t *r, checkpoint_writer_t *w)
+{
+    buf_t *b = checkpoint_writer_section(w, SEC_ROUNDS);
+    if (!b)
+        return -EINVAL;
+    buf_put_u64(b, r->round);
+    buf_put_u64(b, r->teacher_version);
+    buf_put_u64(b, r->snapshot_version);
+    buf_put_u64(b, r->teacher_ms);
+    buf_put_u64(b, (uint64_t)r->teacher_inter);
+    double lp = r->last_published_hr10;
+    uint64_t bits;
+    memcpy(&bits, &lp, sizeof(bits));
+    buf_put_u64(b, bits);
+    buf_put_u64(b, (uint64_t)r->published_users);
+    const mf_t *t = r->teacher.d ? distill_model(r->teacher.d)
+                                 : r->saved_teacher.ue ? &r->saved_teacher : NULL;
+    const mf_t *s = r->student.d ? distill_model(r->student.d)
+                                 : r->saved_student.ue ? &r->saved_student : NULL;
+    if (t && !*r->cfg.teacher_file)
+        rounds__put_mf(checkpoint_writer_section(w, SEC_TEACHER), t,
+                       r->teacher.d ? distill_epochs(r->teacher.d) : r->saved_teacher_epochs);
+    if (s)
+        rounds__put_mf(checkpoint_writer_section(w, SEC_STUDENT), s,
+                       r->student.d ? distill_epochs(r->student.d) : r->saved_student_epochs);
+    return 0;
+}
+
+static int rounds__get_mf(const checkpoint_t *ck, uint32_t id, mf_t *m, int32_t *epochs,
+                          char *err, size_t errlen)
+{
+    const unsigned char *p;
+    size_t len;
+    if (checkpoint_section(ck, id, &p, &len))
+        return 0;
+    cursor_t c;
+    cursor_init(&c, p, len);
+    uint32_t nu = cursor_u32(&c), ni = cursor_u32(&c), dim = cursor_u32(&c), ep = cursor_u32(&c);
+    uint64_t floats = ((uint64_t)nu + ni) * dim;
+    if (c.err || nu > INT32_MAX || ni > INT32_MAX || dim == 0 || dim > 4096 ||
+        ep > INT32_MAX || floats * sizeof(float) != cursor_left(&c)) {
+        snprintf(err, errlen, "model section %u: sizes do not match its %zu bytes", id, len);
+        return -EBADMSG;
+    }
+    if (mf_init(m, (int32_t)nu, (int32_t)ni, (int32_t)dim) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    memcpy(m->params, cursor_take(&c, floats * sizeof(float)), floats * sizeof(float));
+    for (uint64_t k = 0; k < floats; k++)
+        if (!isfinite(m->params[k])) {
+            mf_close(m);
+            snprintf(err, errlen, "model section %u: a non-finite value", id);
+            return -EBADMSG;
+        }
+    *epochs = (int32_t)ep;
+    return 1;
+}
+
+int rounds_load(rounds_t *r, const checkpoint_t *ck, char *err, size_t errlen)
+{
+    const unsigned char *p;
+    size_t len;
+    if (checkpoint_section(ck, SEC_ROUNDS, &p, &len))
+        return 0; /* a checkpoint from before any round */
+    cursor_t c;
+    cursor_init(&c, p, len);
+    uint64_t round = cursor_u64(&c), tv = cursor_u64(&c), sv = cursor_u64(&c);
+    uint64_t tms = cursor_u64(&c), tinter = cursor_u64(&c), bits = cursor_u64(&c);
+    uint64_t pub = cursor_u64(&c);
+    if (c.err) {
+        snprintf(err, errlen, "rounds section truncated");
+        return -EBADMSG;
+    }
+    mf_t t = { 0 }, s = { 0 };
+    int32_t te = 0, se = 0;
+    int rc = rounds__get_mf(ck, SEC_TEACHER, &t, &te, err, errlen);
+    if (rc >= 0)
+        rc = rounds__get_mf(ck, SEC_STUDENT, &s, &se, err, errlen);
+    if (rc < 0 || (s.ue && s.dim != r->cfg.student_dim) ||
+        (t.ue && t.dim != r->cfg.teacher_dim)) {
+        if (rc >= 0)
+            snprintf(err, errlen, "saved model dims differ from the configured ones");
+        mf_close(&t);
+        mf_close(&s);
+        return rc < 0 ? rc : -EINVAL;
+    }
+    r->round = round;
+    r->teacher_version = tv;
+    r->snapshot_version = sv;
+    r->teacher_ms = tms;
+    r->teacher_inter = (int64_t)tinter;
+    memcpy(&r->last_published_hr10, &bits, sizeof(bits));
+    r->published_users = (int64_t)pub;
+    mf_close(&r->saved_teacher);
+    mf_close(&r->saved_student);
+    r->saved_teacher = t;
+    r->saved_teacher_epochs = te;
+    r->saved_student = s;
+    r->saved_student_epochs = se;
+    return 0;
+}
