@@ -6,6 +6,8 @@
  *   derrd-snap info FILE|DIR [--json]
  *   derrd-snap recommend FILE|DIR --user ID [-k N] [--exclude ID,ID...]
  *   derrd-snap eval FILE|DIR --data DIR [--json] [--threads N]
+ *   derrd-snap from-emb EMBFILE OUT.dsnap [--version N] [--level L]
+ *   derrd-snap bench FILE|DIR... [--users N] [-k N] [--seed S] [--json]
  *
  * A DIR means DIR/latest. Exit 0 on success, 1 when the snapshot does not
  * verify or the query fails, 2 on usage errors. Run with --help for more.
@@ -13,6 +15,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,10 +24,12 @@
 #include <unistd.h>
 
 #include "io/dataset.h"
+#include "io/embfile.h"
 #include "io/snapshot.h"
 #include "model/metrics.h"
 #include "model/mf.h"
 #include "model/pool.h"
+#include "model/rng.h"
 
 #define EXIT_USAGE 2
 
@@ -40,6 +45,12 @@ static const char *usage_text =
     "                              top-N items for a user: rank, item id, score\n"
     "  eval FILE|DIR --data DIR [--json] [--threads N]\n"
     "                              leave-one-out HR/NDCG/MRR on a dataset directory\n"
+    "  from-emb EMBFILE OUT.dsnap [--version N] [--level L]\n"
+    "                              snapshot of an embedding file (derrd-train --save),\n"
+    "                              ids the decimal row numbers\n"
+    "  bench FILE|DIR... [--users N] [-k N] [--seed S] [--json]\n"
+    "                              open+verify and top-k recommend cost, same users\n"
+    "                              for every snapshot, ratios to the first\n"
     "\n"
     "`derrd-snap COMMAND --help` describes one command. Exit status: 0 ok, 1 the\n"
     "snapshot does not verify or the query fails, 2 usage errors.\n";
@@ -83,6 +94,48 @@ static const char *eval_usage =
     "  --data DIR         dataset directory\n"
     "  --json             one JSON object as the last line of stdout\n"
     "  --threads N        worker threads (default: online CPUs)\n";
+
+static const char *from_emb_usage =
+    "usage: derrd-snap from-emb EMBFILE OUT.dsnap [--version N] [--level L]\n"
+    "\n"
+    "Converts an embedding file (docs/EMBFILE.md; what derrd-train --save writes)\n"
+    "into a snapshot. Row r of each table gets the external id \"r\" in decimal,\n"
+    "the shared datasets' ids, so `eval --data` and `recommend --user 42` work on\n"
+    "it. No Kafka topic or offsets, teacher version and round 0, quality not\n"
+    "measured (NaN). OUT.dsnap is written atomically (temp file, fsync, rename,\n"
+    "fsync of the directory), then read back and verified.\n"
+    "\n"
+    "Prints one line: dim, rows, raw (decompressed payload) and file bytes, and\n"
+    "the write time (zstd compression, the file write and the fsyncs; not the\n"
+    "read-back) with its rate in MB/s of raw bytes (MB = 10^6 bytes).\n"
+    "\n"
+    "  --version N        snapshot version (default 1)\n"
+    "  --level L          zstd level, 1 to 22 (default 3)\n";
+
+static const char *bench_usage =
+    "usage: derrd-snap bench FILE|DIR... [--users N] [-k N] [--seed S] [--json]\n"
+    "\n"
+    "Measures what serving pays for each snapshot given, on one thread:\n"
+    "\n"
+    "  open       snapshot_open: read the file, the header and frame CRCs, zstd\n"
+    "             decompression, the payload CRC, the NaN scan, the id hash\n"
+    "             tables; best of 5, in seconds and MB/s of raw (decompressed)\n"
+    "             bytes (MB = 10^6 bytes). After the first open the file is in\n"
+    "             the page cache, so this is the CPU cost, not the disk's.\n"
+    "  recommend  top-k over all items (snapshot_recommend, no exclusions) for\n"
+    "             each sampled user; mean microseconds per user, best of 3 passes.\n"
+    "\n"
+    "The users are drawn with --seed from the user ids present in every snapshot\n"
+    "given (taken in the first snapshot's row order), so every snapshot answers\n"
+    "for the same user ids. Repetitions alternate between the snapshots, so a\n"
+    "change in machine load reaches all of them alike. Prints a table (with the\n"
+    "slowest recommend pass beside the best, to show the noise) and, with more\n"
+    "than one snapshot, each one's cost relative to the first.\n"
+    "\n"
+    "  --users N          users to query (default 2000; all of them if fewer)\n"
+    "  -k, --k N          items per user (default 10)\n"
+    "  --seed S           sampling seed (default 0)\n"
+    "  --json             one JSON object per snapshot instead of the table\n";
 
 static double now_s(void)
 {
@@ -524,10 +577,366 @@ out:
     return status;
 }
 
+/* ---- from-emb -------------------------------------------------------------- */
+
+/* The decimal ids "0" .. "n-1", packed in one block (*block, no NULs
+ * between them): ids[r] points at row r's, len[r] is its length. Returns 0
+ * or -ENOMEM; the caller frees the three arrays. */
+static int row_ids_new(uint32_t n, char **block, const char ***ids, uint16_t **len)
+{
+    size_t total = 0;
+    for (uint64_t r = 0, digits = 1, next = 10; r < n; r++) {
+        if (r == next) {
+            digits++;
+            next *= 10;
+        }
+        total += digits;
+    }
+    *block = malloc(total + 16); /* + snprintf's final NUL */
+    *ids = malloc((size_t)n * sizeof(**ids) + 1);
+    *len = malloc((size_t)n * sizeof(**len) + 1);
+    if (!*block || !*ids || !*len)
+        return -ENOMEM;
+    char *p = *block;
+    for (uint32_t r = 0; r < n; r++) {
+        int l = snprintf(p, 16, "%" PRIu32, r);
+        (*ids)[r] = p;
+        (*len)[r] = (uint16_t)l;
+        p += l;
+    }
+    return 0;
+}
+
+static int cmd_from_emb(int argc, char **argv)
+{
+    const char *in = NULL, *out = NULL;
+    long version = 1, level = 3;
+    enum { O_VERSION = 256, O_LEVEL, O_HELP };
+    static const struct option opts[] = {
+        { "version", required_argument, 0, O_VERSION },
+        { "level", required_argument, 0, O_LEVEL },
+        { "help", no_argument, 0, O_HELP },
+        { 0, 0, 0, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case O_VERSION: version = parse_long("--version", optarg, 0, LONG_MAX); break;
+        case O_LEVEL: level = parse_long("--level", optarg, 1, 22); break;
+        case O_HELP: fputs(from_emb_usage, stdout); return 0;
+        case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
+        default: die_usage("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        in = argv[optind++];
+    if (optind < argc)
+        out = argv[optind++];
+    if (optind < argc)
+        die_usage("unexpected argument '%s'", argv[optind]);
+    if (!in || !out)
+        die_usage("%s", "from-emb needs an EMBFILE and an OUT.dsnap");
+
+    char err[1024];
+    int status = 1;
+    embfile_t emb = { 0 };
+    char *ublock = NULL, *iblock = NULL;
+    const char **uids = NULL, **iids = NULL;
+    uint16_t *ulen = NULL, *ilen = NULL;
+    snapshot_t *s = NULL;
+    if (embfile_read(in, &emb, err, sizeof(err)) < 0) {
+        fprintf(stderr, "derrd-snap: %s\n", err);
+        goto out;
+    }
+    if (emb.n_users > INT32_MAX || emb.n_items > INT32_MAX) {
+        fprintf(stderr, "derrd-snap: %s: %" PRIu32 " users, %" PRIu32 " items: a snapshot "
+                "holds at most %d of each\n", in, emb.n_users, emb.n_items, INT32_MAX);
+        goto out;
+    }
+    if (row_ids_new(emb.n_users, &ublock, &uids, &ulen) < 0 ||
+        row_ids_new(emb.n_items, &iblock, &iids, &ilen) < 0) {
+        fprintf(stderr, "derrd-snap: out of memory\n");
+        goto out;
+    }
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    snapshot_desc_t d = {
+        .version = (uint64_t)version,
+        .created_ms = (uint64_t)wall.tv_sec * 1000u + (uint64_t)(wall.tv_nsec / 1000000),
+        .dim = (int32_t)emb.dim,
+        .n_users = emb.n_users,
+        .n_items = emb.n_items,
+        .user_emb = emb.rows,
+        .item_emb = emb.rows + (size_t)emb.n_users * emb.dim,
+        .user_ids = uids,
+        .user_id_len = ulen,
+        .item_ids = iids,
+        .item_id_len = ilen,
+        .topic = "",
+        .quality = { NAN, NAN, NAN, NAN, 0 },
+    };
+    double t0 = now_s();
+    if (snapshot_write(out, &d, (int)level, err, sizeof(err)) < 0) {
+        fprintf(stderr, "derrd-snap: %s\n", err);
+        goto out;
+    }
+    double secs = now_s() - t0;
+    /* Read back: the sizes, and proof that what was written verifies. */
+    if (snapshot_open(out, &s, err, sizeof(err)) < 0) {
+        fprintf(stderr, "derrd-snap: written but does not verify: %s\n", err);
+        goto out;
+    }
+    snapshot_size_t sz;
+    snapshot_size(s, &sz);
+    printf("%s: dim %" PRIu32 ", %" PRIu32 " users, %" PRIu32 " items, raw %" PRIu64
+           " bytes, file %" PRIu64 " bytes (%.3fx), zstd level %ld, write %.4f s (%.1f MB/s "
+           "raw)\n", out, emb.dim, emb.n_users, emb.n_items, sz.raw_bytes, sz.file_bytes,
+           sz.file_bytes ? (double)sz.raw_bytes / (double)sz.file_bytes : 0.0, level, secs,
+           secs > 0 ? (double)sz.raw_bytes / secs / 1e6 : 0.0);
+    status = 0;
+out:
+    snapshot_free(s);
+    free(ublock);
+    free(iblock);
+    free(uids);
+    free(iids);
+    free(ulen);
+    free(ilen);
+    free(emb.rows);
+    return status;
+}
+
+/* ---- bench ----------------------------------------------------------------- */
+
+#define BENCH_OPENS 5
+#define BENCH_PASSES 3
+
+typedef struct {
+    const char *path;
+    snapshot_t *s;
+    snapshot_size_t size;
+    int64_t *rows;               /* the sampled users' rows in this snapshot */
+    double open_s[BENCH_OPENS];  /* seconds per open */
+    double rec_us[BENCH_PASSES]; /* mean microseconds per user, per pass */
+    double open_best, rec_best, rec_worst;
+} bench_snap_t;
+
+static double min_of(const double *v, int n)
+{
+    double m = v[0];
+    for (int k = 1; k < n; k++)
+        m = v[k] < m ? v[k] : m;
+    return m;
+}
+
+static double max_of(const double *v, int n)
+{
+    double m = v[0];
+    for (int k = 1; k < n; k++)
+        m = v[k] > m ? v[k] : m;
+    return m;
+}
+
+/* "dim D" when the snapshots' dims all differ, else the path. */
+static void bench_label(const bench_snap_t *b, int n, int j, char *buf, size_t cap)
+{
+    int distinct = 1;
+    for (int x = 0; x < n; x++)
+        for (int y = x + 1; y < n; y++)
+            distinct &= snapshot_desc(b[x].s)->dim != snapshot_desc(b[y].s)->dim;
+    if (distinct)
+        snprintf(buf, cap, "dim %d", snapshot_desc(b[j].s)->dim);
+    else
+        snprintf(buf, cap, "%s", b[j].path);
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    long n_want = 2000, k = 10, seed = 0;
+    int json = 0;
+    enum { O_USERS = 256, O_SEED, O_JSON, O_HELP };
+    static const struct option opts[] = {
+        { "users", required_argument, 0, O_USERS },
+        { "k", required_argument, 0, 'k' },
+        { "seed", required_argument, 0, O_SEED },
+        { "json", no_argument, 0, O_JSON },
+        { "help", no_argument, 0, O_HELP },
+        { 0, 0, 0, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, ":k:", opts, NULL)) != -1) {
+        switch (c) {
+        case O_USERS: n_want = parse_long("--users", optarg, 1, INT32_MAX); break;
+        case 'k': k = parse_long("-k", optarg, 1, 1000000); break;
+        case O_SEED: seed = parse_long("--seed", optarg, 0, LONG_MAX); break;
+        case O_JSON: json = 1; break;
+        case O_HELP: fputs(bench_usage, stdout); return 0;
+        case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
+        default: die_usage("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    int n = argc - optind;
+    if (n < 1)
+        die_usage("%s", "bench needs at least one snapshot FILE or DIR");
+
+    char err[1024];
+    int status = 1;
+    bench_snap_t *b = calloc((size_t)n, sizeof(*b));
+    int64_t *cand = NULL, *items = NULL;
+    float *scores = NULL;
+    if (!b)
+        goto nomem;
+    for (int j = 0; j < n; j++) {
+        b[j].path = argv[optind + j];
+        b[j].s = open_or_die(b[j].path);
+        snapshot_size(b[j].s, &b[j].size);
+    }
+
+    /* The users with an id in every snapshot, as rows of the first. */
+    const snapshot_desc_t *d0 = snapshot_desc(b[0].s);
+    cand = malloc((size_t)d0->n_users * sizeof(*cand) + 1);
+    if (!cand)
+        goto nomem;
+    int64_t n_cand = 0;
+    for (int64_t r = 0; r < d0->n_users; r++) {
+        if (d0->user_id_len[r] == 0)
+            continue;
+        int everywhere = 1;
+        for (int j = 1; j < n && everywhere; j++)
+            everywhere = snapshot_user_row(b[j].s, d0->user_ids[r], d0->user_id_len[r]) >= 0;
+        if (everywhere)
+            cand[n_cand++] = r;
+    }
+    if (n_cand == 0) {
+        fprintf(stderr, "derrd-snap: bench: no user id is in every snapshot given\n");
+        goto out;
+    }
+    /* The first m of a seeded partial Fisher-Yates shuffle. */
+    int64_t m = n_want < n_cand ? n_want : n_cand;
+    rng_t rng;
+    rng_init(&rng, (uint64_t)seed);
+    for (int64_t x = 0; x < m; x++) {
+        int64_t y = x + (int64_t)rng_below(&rng, (uint32_t)(n_cand - x));
+        int64_t t = cand[x];
+        cand[x] = cand[y];
+        cand[y] = t;
+    }
+    for (int j = 0; j < n; j++) {
+        b[j].rows = malloc((size_t)m * sizeof(*b[j].rows));
+        if (!b[j].rows)
+            goto nomem;
+        for (int64_t x = 0; x < m; x++)
+            b[j].rows[x] = snapshot_user_row(b[j].s, d0->user_ids[cand[x]],
+                                             d0->user_id_len[cand[x]]);
+    }
+    items = malloc((size_t)k * sizeof(*items));
+    scores = malloc((size_t)k * sizeof(*scores));
+    if (!items || !scores)
+        goto nomem;
+
+    /* Open + verify, alternating between the snapshots. */
+    for (int rep = 0; rep < BENCH_OPENS; rep++)
+        for (int j = 0; j < n; j++) {
+            snapshot_t *t;
+            double t0 = now_s();
+            if (snapshot_open(b[j].path, &t, err, sizeof(err)) < 0) {
+                fprintf(stderr, "derrd-snap: %s\n", err);
+                goto out;
+            }
+            b[j].open_s[rep] = now_s() - t0;
+            snapshot_free(t);
+        }
+    /* Top-k for every sampled user; the sink keeps the work observable. */
+    volatile int64_t sink = 0;
+    for (int pass = 0; pass < BENCH_PASSES; pass++)
+        for (int j = 0; j < n; j++) {
+            double t0 = now_s();
+            for (int64_t x = 0; x < m; x++) {
+                int got = snapshot_recommend(b[j].s, b[j].rows[x], (int)k, NULL, 0, items,
+                                             scores);
+                if (got < 0) {
+                    fprintf(stderr, "derrd-snap: %s: recommend: %s\n", b[j].path,
+                            strerror(-got));
+                    goto out;
+                }
+                sink += got ? items[0] : 0;
+            }
+            b[j].rec_us[pass] = (now_s() - t0) / (double)m * 1e6;
+        }
+    (void)sink;
+    for (int j = 0; j < n; j++) {
+        b[j].open_best = min_of(b[j].open_s, BENCH_OPENS);
+        b[j].rec_best = min_of(b[j].rec_us, BENCH_PASSES);
+        b[j].rec_worst = max_of(b[j].rec_us, BENCH_PASSES);
+    }
+
+    if (json) {
+        for (int j = 0; j < n; j++) {
+            const snapshot_desc_t *d = snapshot_desc(b[j].s);
+            printf("{\"snapshot\": ");
+            json_str(b[j].path, strlen(b[j].path));
+            printf(", \"version\": %" PRIu64 ", \"dim\": %d, \"n_users\": %" PRId64
+                   ", \"n_items\": %" PRId64 ", \"file_bytes\": %" PRIu64 ", \"raw_bytes\": %"
+                   PRIu64 ", \"open_seconds\": %.6f, \"open_raw_mb_per_s\": %.1f, "
+                   "\"open_seconds_runs\": [", d->version, d->dim, d->n_users, d->n_items,
+                   b[j].size.file_bytes, b[j].size.raw_bytes, b[j].open_best,
+                   (double)b[j].size.raw_bytes / b[j].open_best / 1e6);
+            for (int r = 0; r < BENCH_OPENS; r++)
+                printf("%s%.6f", r ? ", " : "", b[j].open_s[r]);
+            printf("], \"users\": %" PRId64 ", \"users_in_every_snapshot\": %" PRId64
+                   ", \"k\": %ld, \"seed\": %ld, \"recommend_us_per_user\": %.3f, "
+                   "\"recommend_us_passes\": [", m, n_cand, k, seed, b[j].rec_best);
+            for (int r = 0; r < BENCH_PASSES; r++)
+                printf("%s%.3f", r ? ", " : "", b[j].rec_us[r]);
+            printf("], \"recommend_ratio_to_first\": %.3f, \"open_ratio_to_first\": %.3f}\n",
+                   b[j].rec_best / b[0].rec_best, b[j].open_best / b[0].open_best);
+        }
+    } else {
+        printf("%5s %9s %9s %12s %12s %9s %10s %10s %12s  %s\n", "dim", "users", "items",
+               "file_bytes", "raw_bytes", "open_s", "open_MB/s", "rec_us", "rec_us_worst",
+               "snapshot");
+        for (int j = 0; j < n; j++) {
+            const snapshot_desc_t *d = snapshot_desc(b[j].s);
+            printf("%5d %9" PRId64 " %9" PRId64 " %12" PRIu64 " %12" PRIu64 " %9.4f %10.1f "
+                   "%10.2f %12.2f  %s\n", d->dim, d->n_users, d->n_items, b[j].size.file_bytes,
+                   b[j].size.raw_bytes, b[j].open_best,
+                   (double)b[j].size.raw_bytes / b[j].open_best / 1e6, b[j].rec_best,
+                   b[j].rec_worst, b[j].path);
+        }
+        printf("open: best of %d; recommend: top-%ld over all items, %" PRId64 " users (seed "
+               "%ld, of %" PRId64 " with an id in every snapshot), mean per user, best of %d "
+               "passes; one thread\n", BENCH_OPENS, k, m, seed, n_cand, BENCH_PASSES);
+        for (int j = 1; j < n; j++) {
+            char lj[512], l0[512];
+            bench_label(b, n, j, lj, sizeof(lj));
+            bench_label(b, n, 0, l0, sizeof(l0));
+            printf("%s / %s: recommend %.2fx, open+verify %.2fx, file bytes %.2fx\n", lj, l0,
+                   b[j].rec_best / b[0].rec_best, b[j].open_best / b[0].open_best,
+                   (double)b[j].size.file_bytes / (double)b[0].size.file_bytes);
+        }
+    }
+    status = 0;
+    goto out;
+nomem:
+    fprintf(stderr, "derrd-snap: out of memory\n");
+out:
+    if (b)
+        for (int j = 0; j < n; j++) {
+            snapshot_free(b[j].s);
+            free(b[j].rows);
+        }
+    free(b);
+    free(cand);
+    free(items);
+    free(scores);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        die_usage("%s", "a command is required: verify, info, recommend or eval");
+        die_usage("%s", "a command is required: verify, info, recommend, eval, from-emb or "
+                  "bench");
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(usage_text, stdout);
@@ -545,5 +954,9 @@ int main(int argc, char **argv)
         return cmd_recommend(argc, argv);
     if (!strcmp(cmd, "eval"))
         return cmd_eval(argc, argv);
-    die_usage("unknown command '%s' (verify, info, recommend or eval)", cmd);
+    if (!strcmp(cmd, "from-emb"))
+        return cmd_from_emb(argc, argv);
+    if (!strcmp(cmd, "bench"))
+        return cmd_bench(argc, argv);
+    die_usage("unknown command '%s' (verify, info, recommend, eval, from-emb or bench)", cmd);
 }
