@@ -9,6 +9,7 @@
  *             -> leave the group -> close every handle -> uv_loop_close()
  */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -44,6 +45,7 @@ typedef struct {
     int stopping, exit_code;
     atomic_int abort_round; /* a shutdown abandons a running round */
     http_t *http;
+    rounds_t *rounds; /* borrowed from main(), for the summary */
     /* /metrics and /readyz are answered on HTTP threads: the loop renders
      * the metrics text every second, the handlers copy it. */
     pthread_mutex_t metrics_mu;
@@ -104,14 +106,20 @@ static void daemon__summary(daemon_t *d, const ingest_stats_t *is)
     trainer_stats(d->trainer, &ts);
     double secs = is->first_msg_ms ? (double)(log_now_ms() - is->first_msg_ms) / 1000.0 : 0.0;
     uint64_t handled = ts.applied + ts.duplicates + ts.forgotten + ts.skipped;
+    double p50 = NAN, p99 = NAN;
+    int64_t fresh = 0;
+    if (d->rounds)
+        rounds_freshness(d->rounds, &p50, &p99, &fresh);
     log_notice("summary: events=%llu seconds=%.3f rate=%.0f interactions=%lld "
                "peak_rss_kib=%ld state_kib=%llu loop_stall_max_ms=%.1f invalid=%llu "
-               "dead_lettered=%llu checkpoints=%llu",
+               "dead_lettered=%llu checkpoints=%llu rounds=%llu published=%llu "
+               "fresh_users=%lld fresh_p50_ms=%.0f fresh_p99_ms=%.0f",
                (unsigned long long)handled, secs, secs > 0 ? (double)handled / secs : 0.0,
                (long long)ts.interactions, daemon__peak_rss_kib(),
                (unsigned long long)(ts.state_bytes / 1024), is->loop_lag_max_ms,
                (unsigned long long)is->invalid, (unsigned long long)is->dead_lettered,
-               (unsigned long long)ts.checkpoints);
+               (unsigned long long)ts.checkpoints, (unsigned long long)ts.rounds,
+               (unsigned long long)ts.published, (long long)fresh, p50, p99);
 }
 
 static void daemon__shutdown(daemon_t *d, int exit_code)
@@ -480,6 +488,7 @@ int main(int argc, char **argv)
             .student_dim = (int)d.opt.student_dim,
             .teacher_epochs = (int)d.opt.teacher_epochs,
             .student_epochs = (int)d.opt.student_epochs,
+            .settle_epochs = (int)d.opt.settle_epochs,
             .teacher_refresh_ms = d.opt.teacher_refresh_ms,
             .teacher_refresh_growth = d.opt.teacher_refresh_growth,
             .teacher_file = d.opt.teacher_file,
@@ -532,6 +541,7 @@ int main(int argc, char **argv)
         log_err("%s", err);
         goto done;
     }
+    d.rounds = rounds;
     trainer_cfg_t tcfg = {
         .rounds = rounds,
         .round_min_events = d.opt.round_min_events,

@@ -29,6 +29,14 @@ typedef struct {
     ratings_t *train;
 } rounds_model_t;
 
+typedef struct {
+    ratings_t *train;
+    int32_t n_eval;
+    int32_t *eval_user;  /* (n_eval) user rows */
+    int32_t *target;     /* (n_eval) held-out item rows */
+    int32_t *cands;      /* (n_eval, eval_candidates) */
+} rounds_data_t;
+
 struct rounds {
     rounds_cfg_t cfg;
     pool_t *pool;
@@ -45,10 +53,15 @@ struct rounds {
     double best_hr10, best_teacher_hr10;
     int since_best, since_teacher_best;
 
+    rounds_data_t data;         /* the last round's matrix and held-out sample */
+    double *fresh_ms;           /* (n_fresh) first event to first publish, per user */
+    int64_t n_fresh, fresh_cap;
     uint64_t *arrival;          /* (arrival_cap) wall ms of a user row's first event */
     int64_t arrival_cap;
     int64_t published_users;    /* rows below this were in a published snapshot */
 };
+
+static int rounds__cmp_double(const void *a, const void *b);
 
 static void rounds__matrix_free(ratings_t *m)
 {
@@ -58,10 +71,11 @@ static void rounds__matrix_free(ratings_t *m)
     }
 }
 
-/* Frees m unless the teacher or the student still trains on it. */
+/* Frees m unless the teacher or the student trains on it, or it is the last
+ * round's data. */
 static void rounds__release(rounds_t *r, ratings_t *m)
 {
-    if (m && m != r->teacher.train && m != r->student.train)
+    if (m && m != r->teacher.train && m != r->student.train && m != r->data.train)
         rounds__matrix_free(m);
 }
 
@@ -74,6 +88,17 @@ static void rounds__replace(rounds_t *r, rounds_model_t *slot, distill_t *d, rat
     slot->train = train;
     distill_free(old_d);
     rounds__release(r, old_train);
+}
+
+static void rounds__data_close(rounds_t *r, rounds_data_t *x)
+{
+    ratings_t *m = x->train;
+    x->train = NULL;
+    rounds__release(r, m);
+    free(x->eval_user);
+    free(x->target);
+    free(x->cands);
+    *x = (rounds_data_t){ 0 };
 }
 
 rounds_t *rounds_new(const rounds_cfg_t *cfg, char *err, size_t errlen)
@@ -105,6 +130,7 @@ void rounds_free(rounds_t *r)
 {
     if (!r)
         return;
+    rounds__data_close(r, &r->data);
     rounds__replace(r, &r->teacher, NULL, NULL);
     rounds__replace(r, &r->student, NULL, NULL);
     mf_close(&r->file_teacher);
@@ -112,6 +138,7 @@ void rounds_free(rounds_t *r)
     mf_close(&r->saved_student);
     pool_free(r->pool);
     free(r->arrival);
+    free(r->fresh_ms);
     free(r);
 }
 
@@ -130,6 +157,22 @@ void rounds_note_user(rounds_t *r, int64_t row, uint64_t arrival_ms)
     }
     if (!r->arrival[row])
         r->arrival[row] = arrival_ms;
+}
+
+void rounds_freshness(const rounds_t *r, double *p50_ms, double *p99_ms, int64_t *users)
+{
+    *p50_ms = *p99_ms = NAN;
+    *users = r->n_fresh;
+    if (r->n_fresh == 0)
+        return;
+    double *v = malloc((size_t)r->n_fresh * sizeof(*v));
+    if (!v)
+        return;
+    memcpy(v, r->fresh_ms, (size_t)r->n_fresh * sizeof(*v));
+    qsort(v, (size_t)r->n_fresh, sizeof(*v), rounds__cmp_double);
+    *p50_ms = v[(r->n_fresh - 1) / 2];
+    *p99_ms = v[(int64_t)((double)(r->n_fresh - 1) * 0.99)];
+    free(v);
 }
 
 int rounds_want_idle(const rounds_t *r)
@@ -153,22 +196,7 @@ static int rounds__held_out(const rounds_t *r, int64_t u)
     return (int)(h % 1000) < r->cfg.eval_permille;
 }
 
-typedef struct {
-    ratings_t *train;
-    int32_t n_eval;
-    int32_t *eval_user;  /* (n_eval) user rows */
-    int32_t *target;     /* (n_eval) held-out item rows */
-    int32_t *cands;      /* (n_eval, eval_candidates) */
-} rounds_data_t;
 
-static void rounds__data_close(rounds_t *r, rounds_data_t *x)
-{
-    rounds__release(r, x->train);
-    free(x->eval_user);
-    free(x->target);
-    free(x->cands);
-    *x = (rounds_data_t){ 0 };
-}
 
 static int rounds__data(rounds_t *r, const state_t *st, rounds_data_t *x)
 {
@@ -455,6 +483,20 @@ static int rounds__publish(rounds_t *r, const state_t *st, const mf_t *m,
     for (int64_t k = from; lat && k < to; k++)
         if (r->arrival[k] && ulen[k])
             lat[n++] = (double)(done_ms > r->arrival[k] ? done_ms - r->arrival[k] : 0);
+    if (n > 0 && r->n_fresh + n > r->fresh_cap) {
+        int64_t cap = r->fresh_cap ? r->fresh_cap : 4096;
+        while (cap < r->n_fresh + n)
+            cap *= 2;
+        double *v = realloc(r->fresh_ms, (size_t)cap * sizeof(*v));
+        if (v) {
+            r->fresh_ms = v;
+            r->fresh_cap = cap;
+        }
+    }
+    if (n > 0 && r->n_fresh + n <= r->fresh_cap) {
+        memcpy(r->fresh_ms + r->n_fresh, lat, (size_t)n * sizeof(*lat));
+        r->n_fresh += n;
+    }
     if (n > 0) {
         qsort(lat, (size_t)n, sizeof(*lat), rounds__cmp_double);
         out->fresh_p50_ms = lat[(n - 1) / 2];
@@ -475,6 +517,51 @@ done:
 
 /* ---- a round ------------------------------------------------------------------------- */
 
+/* Trains the built-in teacher for the round: a full refresh when due, a
+ * fold-in epoch when only the tables grew, settling epochs in idle rounds,
+ * nothing otherwise. In an idle round whose teacher already trains on the
+ * current matrix, the epochs continue in place. Sets *changed. */
+static int rounds__teacher(rounds_t *r, rounds_data_t *x, int64_t nnz, uint64_t new_events,
+                           rounds_result_t *out, int *changed, char *err, size_t errlen)
+{
+    *changed = 0;
+    uint64_t now = log_wall_ms();
+    int full = !r->teacher.d && !r->saved_teacher.ue;
+    full |= r->cfg.teacher_refresh_ms > 0 &&
+            now - r->teacher_ms >= (uint64_t)r->cfg.teacher_refresh_ms;
+    full |= r->teacher_inter > 0 &&
+            (double)nnz >= (1.0 + r->cfg.teacher_refresh_growth) * (double)r->teacher_inter;
+    int settling = new_events == 0 && r->since_teacher_best < r->cfg.settle_patience;
+    const mf_t *prev = r->teacher.d ? distill_model(r->teacher.d) : &r->saved_teacher;
+    int grew = prev->n_users != x->train->n_users || prev->n_items != x->train->n_items;
+    int epochs = full || settling ? r->cfg.teacher_epochs : grew ? 1 : 0;
+    if (!r->teacher.d && epochs == 0)
+        epochs = 1; /* restored rows need a distill_t to train the student against */
+    if (epochs == 0)
+        return 0;
+    int rc = 0;
+    if (r->teacher.d && r->teacher.train == x->train) {
+        for (int e = 0; rc == 0 && e < epochs; e++) {
+            distill_stats_t s;
+            rc = rounds__aborted(r) ? -ECANCELED : distill_epoch(r->teacher.d, &s);
+        }
+        if (rc) {
+            snprintf(err, errlen, "teacher training: %s", strerror(-rc));
+            return rc;
+        }
+    } else if ((rc = rounds__train_teacher(r, x, epochs, err, errlen)) < 0) {
+        return rc;
+    }
+    r->teacher_version++;
+    *changed = 1;
+    out->teacher_refreshed = 1 + full;
+    if (full) {
+        r->teacher_ms = now;
+        r->teacher_inter = nnz;
+    }
+    return 0;
+}
+
 int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_result_t *out,
                char *err, size_t errlen)
 {
@@ -484,23 +571,27 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     if (nnz < r->cfg.min_interactions)
         return 1;
     uint64_t t0 = log_now_ms();
-    rounds_data_t x;
-    int rc = rounds__data(r, st, &x);
-    if (rc < 0) {
+    /* An idle round (nothing new since the last one) reuses the last data
+     * and, when the teacher stays, the student's distill_t itself: its top-N
+     * lists and optimiser state are still right. */
+    int reuse = new_events == 0 && r->student.d && r->data.train == r->student.train;
+    rounds_data_t fresh = { 0 };
+    int rc;
+    if (!reuse && (rc = rounds__data(r, st, &fresh)) < 0) {
         snprintf(err, errlen, "round data: %s", strerror(-rc));
         return rc;
     }
+    rounds_data_t *x = reuse ? &r->data : &fresh;
     r->round++;
     out->round = r->round;
-    out->users = x.train->n_users;
-    out->items = x.train->n_items;
+    out->users = x->train->n_users;
+    out->items = x->train->n_items;
     out->interactions = nnz;
-    out->eval_users = x.n_eval;
+    out->eval_users = x->n_eval;
 
-    /* The teacher: a full refresh when due, a fold-in epoch when only the
-     * tables grew, nothing otherwise. */
     uint64_t tt = log_now_ms();
     const mf_t *teacher;
+    int teacher_changed = 0;
     if (*r->cfg.teacher_file) {
         rc = rounds__load_teacher_file(r, st, err, errlen);
         if (rc < 0 && !r->file_teacher.ue)
@@ -509,66 +600,63 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
             log_err("rounds: %s; keeping the teacher loaded before", err);
         if (rc == 1) {
             r->teacher_version++;
-            out->teacher_refreshed = 1;
+            out->teacher_refreshed = 2;
+            teacher_changed = 1;
         }
         teacher = &r->file_teacher;
-        if (teacher->n_users != x.train->n_users || teacher->n_items != x.train->n_items) {
+        if (teacher->n_users != x->train->n_users || teacher->n_items != x->train->n_items) {
             snprintf(err, errlen, "the teacher file does not cover the current tables");
             rc = -EINVAL;
             goto fail;
         }
     } else {
-        uint64_t now = log_wall_ms();
-        int full = !r->teacher.d && !r->saved_teacher.ue;
-        full |= r->cfg.teacher_refresh_ms > 0 &&
-                now - r->teacher_ms >= (uint64_t)r->cfg.teacher_refresh_ms;
-        full |= r->teacher_inter > 0 &&
-                (double)nnz >= (1.0 + r->cfg.teacher_refresh_growth) * (double)r->teacher_inter;
-        int idle_teacher = new_events == 0 && r->since_teacher_best < r->cfg.settle_patience;
-        const mf_t *prev = r->teacher.d ? distill_model(r->teacher.d) : &r->saved_teacher;
-        int grew = prev->n_users != x.train->n_users || prev->n_items != x.train->n_items;
-        int epochs = full || idle_teacher ? r->cfg.teacher_epochs : grew ? 1 : 0;
-        if (!r->teacher.d && !full)
-            epochs = epochs ? epochs : 1; /* restored rows need a distill_t */
-        if (epochs > 0) {
-            /* The teacher takes the round's matrix; keep ours for the student. */
-            rc = rounds__train_teacher(r, &x, epochs, err, errlen);
-            if (rc < 0)
-                goto fail;
-            r->teacher_version++;
-            out->teacher_refreshed = 1 + full;
-            if (full) {
-                r->teacher_ms = now;
-                r->teacher_inter = nnz;
-            }
-        }
+        if ((rc = rounds__teacher(r, x, nnz, new_events, out, &teacher_changed, err, errlen)) < 0)
+            goto fail;
         teacher = distill_model(r->teacher.d);
     }
     out->teacher_seconds = (double)(log_now_ms() - tt) / 1000.0;
 
     /* The student: warm DE-RRD epochs against the teacher. */
     uint64_t ts = log_now_ms();
-    distill_cfg_t sc = rounds__student_cfg(r);
-    distill_t *sd = distill_new(&sc, x.train, teacher, r->pool, err, errlen);
-    if (!sd) {
-        rc = -EINVAL;
-        goto fail;
+    distill_t *sd = r->student.d;
+    rc = 0;
+    if (!reuse || teacher_changed) {
+        distill_cfg_t sc = rounds__student_cfg(r);
+        sd = distill_new(&sc, x->train, teacher, r->pool, err, errlen);
+        if (!sd) {
+            rc = -EINVAL;
+            goto fail;
+        }
+        if (r->student.d)
+            rc = distill_warm_start(sd, r->student.d);
+        else if (r->saved_student.ue)
+            rc = distill_warm_start_rows(sd, &r->saved_student, r->saved_student_epochs);
     }
-    if (r->student.d)
-        rc = distill_warm_start(sd, r->student.d);
-    else if (r->saved_student.ue)
-        rc = distill_warm_start_rows(sd, &r->saved_student, r->saved_student_epochs);
-    for (int e = 0; rc == 0 && e < r->cfg.student_epochs; e++) {
+    int epochs = new_events == 0 && r->cfg.settle_epochs > 0 ? r->cfg.settle_epochs
+                                                              : r->cfg.student_epochs;
+    for (int e = 0; rc == 0 && e < epochs; e++) {
         distill_stats_t s;
         rc = rounds__aborted(r) ? -ECANCELED : distill_epoch(sd, &s);
     }
     if (rc) {
-        distill_free(sd);
-        snprintf(err, errlen, "student training: %s", strerror(-rc));
+        if (sd != r->student.d)
+            distill_free(sd);
+        if (rc != -ECANCELED)
+            snprintf(err, errlen, "student training: %s", strerror(-rc));
         goto fail;
     }
-    rounds__replace(r, &r->student, sd, x.train);
-    mf_close(&r->saved_student);
+    if (sd != r->student.d) {
+        rounds__replace(r, &r->student, sd, x->train);
+        mf_close(&r->saved_student);
+    }
+    if (!reuse) { /* the round's data becomes the last data */
+        ratings_t *keep = fresh.train;
+        fresh.train = NULL;
+        rounds__data_close(r, &r->data);
+        r->data = fresh;
+        r->data.train = keep;
+        x = &r->data;
+    }
     out->student_seconds = (double)(log_now_ms() - ts) / 1000.0;
     out->student_epochs_total = distill_epochs(sd);
     out->teacher_epochs_total = r->teacher.d ? distill_epochs(r->teacher.d) : 0;
@@ -577,13 +665,13 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     uint64_t te = log_now_ms();
     const mf_t *student = distill_model(sd);
     metrics_t ms, mt;
-    if ((rc = rounds__eval(r, student, &x, &ms)) < 0 ||
-        (rc = rounds__eval(r, teacher, &x, &mt)) < 0) {
+    if ((rc = rounds__eval(r, student, x, &ms)) < 0 ||
+        (rc = rounds__eval(r, teacher, x, &mt)) < 0) {
         snprintf(err, errlen, "evaluation: out of memory");
         goto fail;
     }
     out->eval_seconds = (double)(log_now_ms() - te) / 1000.0;
-    if (x.n_eval > 0) {
+    if (x->n_eval > 0) {
         out->hr10 = ms.hr[1];
         out->ndcg10 = ms.ndcg[1];
         out->teacher_hr10 = mt.hr[1];
@@ -597,10 +685,12 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         if (mt.hr[1] > r->best_teacher_hr10 + 1e-9) {
             r->best_teacher_hr10 = mt.hr[1];
             r->since_teacher_best = 0;
-        } else {
+        } else if (!teacher_changed || new_events == 0) {
             r->since_teacher_best++;
         }
     }
+    if (new_events > 0) /* new data: worth settling again */
+        r->since_best = r->since_teacher_best = 0;
 
     /* The gate, then publish. */
     out->last_published_hr10 = r->last_published_hr10;
@@ -620,14 +710,13 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     out->teacher_version = r->teacher_version;
     out->snapshot_version = r->snapshot_version;
     out->seconds = (double)(log_now_ms() - t0) / 1000.0;
-    rounds__data_close(r, &x);
     return 0;
 fail:
-    rounds__data_close(r, &x);
+    if (!reuse)
+        rounds__data_close(r, &fresh);
     return rc < 0 ? rc : -EIO;
 fail_keep:
     out->seconds = (double)(log_now_ms() - t0) / 1000.0;
-    rounds__data_close(r, &x);
     return rc;
 }
 

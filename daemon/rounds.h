@@ -33,7 +33,8 @@ typedef struct {
     uint64_t seed;
     int teacher_dim, student_dim;
     int teacher_epochs;          /* per teacher refresh */
-    int student_epochs;          /* per round */
+    int student_epochs;          /* per round with new events */
+    int settle_epochs;           /* per idle round, while settling */
     long teacher_refresh_ms;     /* refresh at least this often ... */
     double teacher_refresh_growth; /* ... or when interactions grew by this share */
     const char *teacher_file;    /* "" = built-in teacher; else reload on change */
@@ -71,6 +72,11 @@ void rounds_free(rounds_t *r);
 
 /* Notes when a user row first got an event (for the freshness figures). */
 void rounds_note_user(rounds_t *r, int64_t row, uint64_t arrival_ms);
+
+/* Freshness over every user published so far: the time from a user's first
+ * event to the first published snapshot holding it, p50 and p99 in ms, and
+ * how many users that covers. */
+void rounds_freshness(const rounds_t *r, double *p50_ms, double *p99_ms, int64_t *users);
 
 /* 1 when an idle round (no new events) is still worth running. */
 int rounds_want_idle(const rounds_t *r);

@@ -123,14 +123,18 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
     if (!r)
         return;
     uint64_t now = log_now_ms();
+    /* Settling (nothing new, the held-out quality still improving) runs
+     * rounds back to back: the stream is quiet, the cores are free. */
     int due = t->since_round >= (uint64_t)t->cfg.round_min_events ||
-              (now - t->last_round_ms >= (uint64_t)t->cfg.round_interval_ms &&
-               (t->since_round > 0 || rounds_want_idle(r)));
+              (t->since_round > 0 &&
+               now - t->last_round_ms >= (uint64_t)t->cfg.round_interval_ms) ||
+              (t->since_round == 0 && rounds_want_idle(r));
     if (!due)
         return;
     rounds_result_t res;
     char err[512];
-    int rc = rounds_run(r, &t->st, t->since_round, &res, err, sizeof(err));
+    uint64_t new_events_round = t->since_round;
+    int rc = rounds_run(r, &t->st, new_events_round, &res, err, sizeof(err));
     t->last_round_ms = log_now_ms();
     if (rc == 1)
         return; /* too little data yet */
@@ -167,6 +171,15 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
         log_warn("round %llu: held-out HR@10 %.4f is more than the gate margin below the last "
                  "published %.4f; snapshot not published", (unsigned long long)res.round,
                  res.hr10, res.last_published_hr10);
+    if (new_events_round == 0 && !rounds_want_idle(r)) {
+        double p50, p99;
+        int64_t n;
+        rounds_freshness(r, &p50, &p99, &n);
+        log_notice("rounds settled after round %llu: held-out HR@10 %.4f (teacher %.4f); "
+                   "freshness over %lld users: p50 %.0f ms, p99 %.0f ms",
+                   (unsigned long long)res.round, res.hr10, res.teacher_hr10, (long long)n,
+                   p50, p99);
+    }
     if (res.published)
         log_info("snapshot %llu published; %lld users new in it, first event to publish p50 "
                  "%.0f ms, p99 %.0f ms", (unsigned long long)res.snapshot_version,
@@ -184,9 +197,11 @@ static void *trainer__main(void *arg)
     int rc = 0;
     while (!atomic_load(&t->stop)) {
         uint64_t now = log_now_ms(), wake = next;
-        if (t->cfg.rounds && (t->since_round > 0 || rounds_want_idle(t->cfg.rounds)) &&
+        if (t->cfg.rounds && t->since_round > 0 &&
             t->last_round_ms + (uint64_t)t->cfg.round_interval_ms < wake)
             wake = t->last_round_ms + (uint64_t)t->cfg.round_interval_ms;
+        if (t->cfg.rounds && t->since_round == 0 && rounds_want_idle(t->cfg.rounds))
+            wake = now;
         int wait = wake > now ? (int)(wake - now) : 0;
         staging_batch_t *list = staging_take(t->stg, wait ? wait : 1);
         if (list) {
