@@ -7,9 +7,11 @@
 #   make asan       the same tests under AddressSanitizer + UBSan
 #   make bench      the CiteULike reproduction table (bench/RESULTS.md)
 #   make bench-ingest   Kafka ingest rate vs a bare consumer (bench/RESULTS.md)
+#   make bench-serving  snapshot recommend cost, student vs dim 200, and sizes
+#   make bench-stream   streaming accuracy and freshness on CiteULike (slow)
 #   make check-layers   the one-way layer rules of docs/DESIGN.md
 #   make deps       install the Debian packages the build and tests need
-#   make demo       (not yet: arrives with the daemon)
+#   make demo       (not yet: arrives with the service issue)
 
 CC      ?= cc
 BUILD   ?= build
@@ -34,7 +36,7 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/obj/%.o)
 
 BINS := $(BUILD)/derrd $(BUILD)/derrd-train $(BUILD)/derrd-replay $(BUILD)/derrd-snap
 
-.PHONY: all test test-unit test-kafka asan bench bench-ingest check-layers deps clean demo
+.PHONY: all test test-unit test-kafka asan bench bench-ingest bench-serving bench-stream check-layers deps clean demo
 
 all: deps-check $(BINS) $(BUILD)/derrd-tests
 
@@ -90,6 +92,15 @@ bench: all
 # derrd's ingest rate against a bare librdkafka consumer, real broker, same run.
 bench-ingest: all $(BUILD)/kcheck
 	BUILD=$(BUILD) tools/bench-ingest.sh
+
+# Serving cost of the student snapshot against a dim-200 one, same run.
+bench-serving: all
+	BUILD=$(BUILD) tools/bench-serving.sh
+
+# CiteULike replayed through a real broker: the settled snapshot against
+# offline DE-RRD, and freshness.
+bench-stream: all $(BUILD)/kcheck
+	BUILD=$(BUILD) tools/bench-stream.sh
 
 # model/ computes, io/ moves bytes, daemon/ wires them, tools/ never use libuv.
 check-layers:
