@@ -491,6 +491,7 @@ int main(int argc, char **argv)
             .settle_epochs = (int)d.opt.settle_epochs,
             .teacher_refresh_ms = d.opt.teacher_refresh_ms,
             .teacher_refresh_growth = d.opt.teacher_refresh_growth,
+            .teacher_refresh_min_ms = d.opt.teacher_refresh_min_ms,
             .teacher_file = d.opt.teacher_file,
             .lambda_de = d.opt.lambda_de,
             .lambda_rrd = d.opt.lambda_rrd,

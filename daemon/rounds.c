@@ -42,7 +42,8 @@ struct rounds {
     pool_t *pool;
     rounds_model_t teacher, student;
     mf_t file_teacher;          /* a teacher loaded from cfg.teacher_file */
-    int64_t file_mtime_ns;
+    int64_t file_mtime_ns;      /* of the file loaded */
+    int64_t bad_mtime_ns;       /* of a file refused (not retried until it changes) */
     mf_t saved_teacher, saved_student; /* from a checkpoint, until first used */
     int32_t saved_teacher_epochs, saved_student_epochs;
 
@@ -56,6 +57,9 @@ struct rounds {
     rounds_data_t data;         /* the last round's matrix and held-out sample */
     double *fresh_ms;           /* (n_fresh) first event to first publish, per user */
     int64_t n_fresh, fresh_cap;
+    uint8_t *stale;             /* (stale_cap) user rows whose data changed since the
+                                 * student's top-N lists were computed */
+    int64_t stale_cap;
     uint64_t *arrival;          /* (arrival_cap) wall ms of a user row's first event */
     int64_t arrival_cap;
     int64_t published_users;    /* rows below this were in a published snapshot */
@@ -139,6 +143,7 @@ void rounds_free(rounds_t *r)
     pool_free(r->pool);
     free(r->arrival);
     free(r->fresh_ms);
+    free(r->stale);
     free(r);
 }
 
@@ -173,6 +178,29 @@ void rounds_freshness(const rounds_t *r, double *p50_ms, double *p99_ms, int64_t
     *p50_ms = v[(r->n_fresh - 1) / 2];
     *p99_ms = v[(int64_t)((double)(r->n_fresh - 1) * 0.99)];
     free(v);
+}
+
+/* Grows the stale flags to cover row; returns 0 or -ENOMEM. */
+static int rounds__stale_reserve(rounds_t *r, int64_t row)
+{
+    if (row < r->stale_cap)
+        return 0;
+    int64_t cap = r->stale_cap ? r->stale_cap : 1024;
+    while (cap <= row)
+        cap *= 2;
+    uint8_t *v = realloc(r->stale, (size_t)cap);
+    if (!v)
+        return -ENOMEM;
+    memset(v + r->stale_cap, 0, (size_t)(cap - r->stale_cap));
+    r->stale = v;
+    r->stale_cap = cap;
+    return 0;
+}
+
+void rounds_note_changed(rounds_t *r, int64_t row)
+{
+    if (row >= 0 && rounds__stale_reserve(r, row) == 0)
+        r->stale[row] = 1;
 }
 
 int rounds_want_idle(const rounds_t *r)
@@ -327,23 +355,56 @@ static distill_cfg_t rounds__student_cfg(const rounds_t *r)
  * the shared dataset format and of `derrd-train --save`). Returns 1 when a
  * new teacher was loaded, 0 when unchanged, or a negative errno; a bad file
  * keeps the old teacher. */
+/* Extends the loaded teacher to the current tables with zero rows (new ids
+ * the file has no row for). Returns 0 or -ENOMEM. */
+static int rounds__grow_file_teacher(rounds_t *r, int64_t n_users, int64_t n_items)
+{
+    mf_t *old = &r->file_teacher, m;
+    if (mf_init(&m, (int32_t)n_users, (int32_t)n_items, old->dim) < 0)
+        return -ENOMEM;
+    int64_t nu = old->n_users < n_users ? old->n_users : n_users;
+    int64_t ni = old->n_items < n_items ? old->n_items : n_items;
+    memcpy(m.ue, old->ue, (size_t)nu * (size_t)old->dim * sizeof(float));
+    memcpy(m.ie, old->ie, (size_t)ni * (size_t)old->dim * sizeof(float));
+    mf_close(old);
+    *old = m;
+    return 0;
+}
+
 static int rounds__load_teacher_file(rounds_t *r, const state_t *st, char *err, size_t errlen)
 {
-    struct stat sb;
-    if (stat(r->cfg.teacher_file, &sb) < 0) {
-        snprintf(err, errlen, "teacher file %s: %s", r->cfg.teacher_file, strerror(errno));
-        return -errno;
-    }
-    int64_t mtime = (int64_t)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
     int64_t n_users = idmap_rows(st->users), n_items = idmap_rows(st->items);
     int grew = r->file_teacher.ue &&
                (r->file_teacher.n_users != n_users || r->file_teacher.n_items != n_items);
-    if (r->file_teacher.ue && mtime == r->file_mtime_ns && !grew)
-        return 0;
+    struct stat sb;
+    int64_t mtime = -1;
+    int rc = 0;
+    if (stat(r->cfg.teacher_file, &sb) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "teacher file %s: %s", r->cfg.teacher_file, strerror(errno));
+    } else {
+        mtime = (int64_t)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
+        if (r->file_teacher.ue && mtime == r->file_mtime_ns && !grew)
+            return 0;
+    }
     embfile_t ef;
-    int rc = embfile_read(r->cfg.teacher_file, &ef, err, errlen);
-    if (rc < 0)
+    if (rc == 0 && r->file_teacher.ue && mtime == r->bad_mtime_ns)
+        rc = 1; /* refused before and unchanged: do not log it again */
+    else if (rc == 0)
+        rc = embfile_read(r->cfg.teacher_file, &ef, err, errlen);
+    if (rc != 0) {
+        /* Keep the teacher loaded before, grown to the tables with zero
+         * rows for new ids. */
+        if (rc < 0)
+            r->bad_mtime_ns = mtime;
+        if (r->file_teacher.ue && grew && rounds__grow_file_teacher(r, n_users, n_items) < 0) {
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+        if (rc == 1)
+            return grew ? 2 : 0;
         return rc;
+    }
     mf_t m;
     if (mf_init(&m, (int32_t)n_users, (int32_t)n_items, (int32_t)ef.dim) < 0) {
         free(ef.rows);
@@ -529,8 +590,12 @@ static int rounds__teacher(rounds_t *r, rounds_data_t *x, int64_t nnz, uint64_t 
     int full = !r->teacher.d && !r->saved_teacher.ue;
     full |= r->cfg.teacher_refresh_ms > 0 &&
             now - r->teacher_ms >= (uint64_t)r->cfg.teacher_refresh_ms;
+    /* Growth alone refreshes at most every teacher_refresh_min_ms: a young,
+     * fast-growing stream would otherwise retrain the teacher every round
+     * and keep new users waiting for their first snapshot. */
     full |= r->teacher_inter > 0 &&
-            (double)nnz >= (1.0 + r->cfg.teacher_refresh_growth) * (double)r->teacher_inter;
+            (double)nnz >= (1.0 + r->cfg.teacher_refresh_growth) * (double)r->teacher_inter &&
+            now - r->teacher_ms >= (uint64_t)r->cfg.teacher_refresh_min_ms;
     int settling = new_events == 0 && r->since_teacher_best < r->cfg.settle_patience;
     const mf_t *prev = r->teacher.d ? distill_model(r->teacher.d) : &r->saved_teacher;
     int grew = prev->n_users != x->train->n_users || prev->n_items != x->train->n_items;
@@ -593,14 +658,15 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     const mf_t *teacher;
     int teacher_changed = 0;
     if (*r->cfg.teacher_file) {
+        /* 1: (re)loaded; 2: the old teacher grown to new ids; <0: refused. */
         rc = rounds__load_teacher_file(r, st, err, errlen);
-        if (rc < 0 && !r->file_teacher.ue)
+        if (rc < 0 && (!r->file_teacher.ue || rc == -ENOMEM))
             goto fail;
         if (rc < 0)
             log_err("rounds: %s; keeping the teacher loaded before", err);
-        if (rc == 1) {
+        if (rc > 0) {
             r->teacher_version++;
-            out->teacher_refreshed = 2;
+            out->teacher_refreshed = rc == 1 ? 3 : 1;
             teacher_changed = 1;
         }
         teacher = &r->file_teacher;
@@ -622,7 +688,19 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     rc = 0;
     if (!reuse || teacher_changed) {
         distill_cfg_t sc = rounds__student_cfg(r);
-        sd = distill_new(&sc, x->train, teacher, r->pool, err, errlen);
+        /* Between full refreshes, with new events, the lists of users
+         * without new data are reused: a fold-in epoch moves the teacher a
+         * little, and recomputing every list would make every round, and
+         * every new user's wait for a snapshot, longer. */
+        int reuse_topn = new_events > 0 && r->student.d && out->teacher_refreshed < 2 &&
+                         rounds__stale_reserve(r, x->train->n_users) == 0;
+        sd = distill_new_reusing(&sc, x->train, teacher, r->pool,
+                                 reuse_topn ? r->student.d : NULL, reuse_topn ? r->stale : NULL,
+                                 err, errlen);
+        if (sd && r->stale)
+            memset(r->stale, 0, (size_t)r->stale_cap);
+        if (sd)
+            out->topn_computed = distill_topn_computed(sd);
         if (!sd) {
             rc = -EINVAL;
             goto fail;
@@ -693,10 +771,23 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         r->since_best = r->since_teacher_best = 0;
 
     /* The gate, then publish. */
+    /* The gate allows the margin or twice the sampling noise of HR@10 on
+     * this many held-out users, whichever is larger: on a small sample one
+     * user moves HR@10 by more than the margin, and withholding a snapshot
+     * for noise only keeps new users out of it. */
     out->last_published_hr10 = r->last_published_hr10;
-    if (!isnan(r->last_published_hr10) && !isnan(out->hr10) &&
-        out->hr10 < r->last_published_hr10 - r->cfg.gate_margin) {
+    double p = r->last_published_hr10, allow = r->cfg.gate_margin;
+    if (x->n_eval > 0 && !isnan(p) && p > 0 && p < 1) {
+        double noise = 2.0 * sqrt(p * (1.0 - p) / (double)x->n_eval);
+        allow = noise > allow ? noise : allow;
+    }
+    out->gate_allowance = allow;
+    if (!isnan(p) && !isnan(out->hr10) && out->hr10 < p - allow) {
         out->gated = 1;
+    } else if (new_events == 0 && !isnan(p) && !isnan(out->hr10) && out->hr10 <= p) {
+        /* Settling on unchanged data: publish improvements only, so the
+         * snapshot left when the rounds settle is the best one seen. */
+        out->not_better = 1;
     } else {
         uint64_t tp = log_now_ms();
         rc = rounds__publish(r, st, student, out, err, errlen);

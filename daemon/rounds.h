@@ -37,13 +37,15 @@ typedef struct {
     int settle_epochs;           /* per idle round, while settling */
     long teacher_refresh_ms;     /* refresh at least this often ... */
     double teacher_refresh_growth; /* ... or when interactions grew by this share */
+    long teacher_refresh_min_ms; /* but not sooner than this after the last one */
     const char *teacher_file;    /* "" = built-in teacher; else reload on change */
     double lambda_de, lambda_rrd;
     int eval_permille;           /* share of users held out for evaluation */
     int eval_candidates;         /* sampled unobserved candidates per held-out user */
     int min_interactions;        /* no round below this many */
     int settle_patience;         /* idle rounds without improvement before stopping */
-    double gate_margin;          /* publish unless HR@10 < last published - margin */
+    double gate_margin;          /* publish unless HR@10 < last published - margin
+                                  * (or - 2 standard errors, when larger) */
     const char *snapshot_dir;
     int snapshot_keep, zstd_level;
     /* Polled between epochs: non-zero abandons the round (-ECANCELED), so a
@@ -53,11 +55,15 @@ typedef struct {
 
 typedef struct {
     uint64_t round, teacher_version, snapshot_version;
-    int published, gated, teacher_refreshed;
+    int published, gated;
+    int not_better;              /* settling round no better than the last published */
+    int teacher_refreshed;    /* 0 kept, 1 trained warm or grown, 2 full refresh, 3 loaded */
     double seconds, teacher_seconds, student_seconds, eval_seconds, publish_seconds;
     double hr10, ndcg10, teacher_hr10, teacher_ndcg10, last_published_hr10;
+    double gate_allowance;       /* the drop the gate allowed this round */
     int64_t eval_users, users, items, interactions;
     int32_t student_epochs_total, teacher_epochs_total;
+    int32_t topn_computed;       /* teacher top-N lists computed (the rest reused) */
     /* Freshness: users published for the first time by this round, and the
      * time from their first event to this publish (ms). */
     int64_t fresh_users;
@@ -72,6 +78,11 @@ void rounds_free(rounds_t *r);
 
 /* Notes when a user row first got an event (for the freshness figures). */
 void rounds_note_user(rounds_t *r, int64_t row, uint64_t arrival_ms);
+
+/* Notes that user row's interactions changed: its teacher top-N list is
+ * recomputed in the next round (the others are reused between full teacher
+ * refreshes). */
+void rounds_note_changed(rounds_t *r, int64_t row);
 
 /* Freshness over every user published so far: the time from a user's first
  * event to the first published snapshot holding it, p50 and p99 in ms, and

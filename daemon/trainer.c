@@ -106,6 +106,12 @@ static int trainer__apply(trainer_t *t, staging_batch_t *list)
         /* Users new in this batch: their first event arrived with it. */
         for (int64_t u = rows; t->cfg.rounds && u < idmap_rows(t->st.users); u++)
             rounds_note_user(t->cfg.rounds, u, b->t_ms);
+        /* Users whose interactions changed: their top-N lists go stale. */
+        for (uint32_t k = 0; rc == 0 && t->cfg.rounds && k < b->n; k++)
+            if (b->ev[k].op == STAGED_ADD)
+                rounds_note_changed(t->cfg.rounds,
+                                    idmap_find(t->st.users, staging_event_user(b, &b->ev[k]),
+                                               b->ev[k].user_len));
         t->since_round += t->st.applied + t->st.duplicates + t->st.forgotten + t->st.skipped -
                           before;
         staging_batch_free(b);
@@ -138,7 +144,10 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
     t->last_round_ms = log_now_ms();
     if (rc == 1)
         return; /* too little data yet */
-    t->since_round = 0;
+    /* A failed round keeps its count: the next one rebuilds from the state
+     * instead of reusing the last round's data. */
+    if (rc == 0)
+        t->since_round = 0;
     pthread_mutex_lock(&t->mu);
     if (rc < 0 && rc != -ECANCELED) {
         t->stats.rounds_failed++;
@@ -158,19 +167,23 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
         return;
     }
     log_info("round %llu: %lld users, %lld items, %lld interactions; student HR@10 %.4f "
-             "NDCG@10 %.4f, teacher HR@10 %.4f (%lld held out); teacher %s; %.2f s (teacher "
-             "%.2f, student %.2f, eval %.2f, publish %.2f)%s%s",
+             "NDCG@10 %.4f, teacher HR@10 %.4f (%lld held out); teacher %s; %d top-N lists "
+             "computed; %.2f s (teacher %.2f, student %.2f, eval %.2f, publish %.2f)%s%s",
              (unsigned long long)res.round, (long long)res.users, (long long)res.items,
              (long long)res.interactions, res.hr10, res.ndcg10, res.teacher_hr10,
              (long long)res.eval_users,
-             res.teacher_refreshed == 2 ? "refreshed" : res.teacher_refreshed ? "trained warm" : "kept",
-             res.seconds, res.teacher_seconds, res.student_seconds, res.eval_seconds,
-             res.publish_seconds, res.published ? "; published" : "",
+             res.teacher_refreshed == 3   ? "loaded from file"
+             : res.teacher_refreshed == 2 ? "refreshed"
+             : res.teacher_refreshed      ? "trained warm"
+                                          : "kept",
+             res.topn_computed, res.seconds, res.teacher_seconds, res.student_seconds, res.eval_seconds,
+             res.publish_seconds,
+             res.published ? "; published" : res.not_better ? "; not better, not published" : "",
              res.gated ? "; NOT published: below the quality gate" : "");
     if (res.gated)
-        log_warn("round %llu: held-out HR@10 %.4f is more than the gate margin below the last "
-                 "published %.4f; snapshot not published", (unsigned long long)res.round,
-                 res.hr10, res.last_published_hr10);
+        log_warn("round %llu: held-out HR@10 %.4f is more than %.4f below the last published "
+                 "%.4f; snapshot not published", (unsigned long long)res.round, res.hr10,
+                 res.gate_allowance, res.last_published_hr10);
     if (new_events_round == 0 && !rounds_want_idle(r)) {
         double p50, p99;
         int64_t n;

@@ -71,6 +71,7 @@ struct distill {
     ratings_t anchor_r;      /* the anchor-by-target matrix (owned) */
     int32_t n_anchor, n_target, anchor_base, target_base;
     int32_t *topn;           /* (n_anchor, rrd_n) teacher's ranked targets */
+    int32_t topn_computed;   /* lists computed at setup (the rest were reused) */
     int32_t *rrd_tgt;        /* (n_anchor, K + L) this epoch's samples */
     int32_t *rrd_nk, *rrd_nl;/* (n_anchor) how many of each were drawn */
     float *anchor_grad;      /* (batch anchors, dim) */
@@ -220,9 +221,54 @@ static int distill__de_side_init(distill_t *d, distill__de_side_t *sd, int side)
     return 0;
 }
 
-distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
-                       const mf_t *teacher, pool_t *pool, char *err,
-                       size_t errlen)
+/* The teacher's top-N lists of every anchor, copying prev's where allowed
+ * (see distill_new_reusing). */
+static int distill__topn(distill_t *d, const mf_t *view, const distill_t *prev,
+                         const uint8_t *stale)
+{
+    int32_t N = d->cfg.rrd_n;
+    int reuse = prev && prev->topn && prev->cfg.use_rrd && prev->cfg.rrd_n == N &&
+                prev->cfg.rrd_variant == RRD_PAPER && d->cfg.rrd_variant == RRD_PAPER;
+    if (!reuse) {
+        d->topn_computed = d->n_anchor;
+        return topn_users(view, &d->anchor_r, NULL, d->n_anchor, N, d->pool, d->topn);
+    }
+    int32_t *list = malloc((size_t)(d->n_anchor ? d->n_anchor : 1) * sizeof(int32_t));
+    if (!list)
+        return -ENOMEM;
+    int32_t n = 0;
+    for (int32_t a = 0; a < d->n_anchor; a++) {
+        if (a < prev->n_anchor && !(stale && stale[a]))
+            memcpy(d->topn + (size_t)a * N, prev->topn + (size_t)a * N, (size_t)N * sizeof(int32_t));
+        else
+            list[n++] = a;
+    }
+    int rc = 0;
+    if (n > 0) {
+        int32_t *tmp = malloc((size_t)n * (size_t)N * sizeof(int32_t));
+        rc = tmp ? topn_users(view, &d->anchor_r, list, n, N, d->pool, tmp) : -ENOMEM;
+        for (int32_t k = 0; rc == 0 && k < n; k++)
+            memcpy(d->topn + (size_t)list[k] * N, tmp + (size_t)k * N, (size_t)N * sizeof(int32_t));
+        free(tmp);
+    }
+    free(list);
+    d->topn_computed = n;
+    return rc;
+}
+
+distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *teacher,
+                       pool_t *pool, char *err, size_t errlen)
+{
+    return distill_new_reusing(cfg, train, teacher, pool, NULL, NULL, err, errlen);
+}
+
+int32_t distill_topn_computed(const distill_t *d) { return d->topn_computed; }
+
+const int32_t *distill_topn(const distill_t *d) { return d->topn; }
+
+distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
+                               const mf_t *teacher, pool_t *pool, const distill_t *prev,
+                               const uint8_t *stale, char *err, size_t errlen)
 {
     const distill_cfg_t *c = cfg;
     if (c->dim <= 0 || c->batch <= 0 || !(c->adam.lr > 0.0f) || c->adam.wd < 0.0f) {
@@ -371,7 +417,7 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
             view.ue = teacher->ie;
             view.ie = teacher->ue;
         }
-        if (topn_users(&view, &d->anchor_r, NULL, d->n_anchor, N, pool, d->topn) < 0)
+        if (distill__topn(d, &view, prev, stale) < 0)
             goto oom;
     }
     return d;

@@ -101,6 +101,24 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
                        const mf_t *teacher, pool_t *pool, char *err,
                        size_t errlen);
 
+/* distill_new, reusing the teacher's top-N lists of `prev` (RRD, user side,
+ * same N): an anchor below prev's anchor count whose flag in stale[] is 0
+ * takes prev's list as it is; the others (new users, users whose items
+ * changed) are computed. For streaming rounds between full teacher
+ * refreshes, where a fold-in epoch moves the teacher a little and the lists
+ * of users without new data stay nearly right. prev and stale may be NULL
+ * (compute every list); prev is only read. */
+distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
+                               const mf_t *teacher, pool_t *pool, const distill_t *prev,
+                               const uint8_t *stale, char *err, size_t errlen);
+
+/* How many top-N lists the last distill_new_reusing computed (the rest were
+ * reused). */
+int32_t distill_topn_computed(const distill_t *d);
+
+/* The teacher's top-N lists, (anchors, rrd_n), or NULL without RRD. */
+const int32_t *distill_topn(const distill_t *d);
+
 void distill_free(distill_t *d);
 
 /* Warm start for streaming rounds: before d's first epoch, copies prev's

@@ -449,3 +449,58 @@ TEST_SLOW(distill_warm_start_grows_and_continues, 240)
     ratings_close(&x.train);
     pool_free(pool);
 }
+
+/* Streaming rounds reuse the teacher's top-N lists of users whose data did
+ * not change: reused lists are copied exactly, stale and new ones are
+ * computed, and they match a full computation. */
+TEST_SLOW(distill_topn_reuse_matches_full, 120)
+{
+    test_distill__data_t x;
+    REQUIRE(test_distill__data(&x, 9) == 0);
+    pool_t *pool = pool_new(2);
+    REQUIRE(pool);
+    mf_t teacher;
+    distill_stats_t t0, t1;
+    REQUIRE(test_distill__train_teacher(&x, pool, 10, &teacher, &t0, &t1) == 0);
+    distill_cfg_t cfg = test_distill__student_cfg();
+    char err[256];
+    distill_t *full = distill_new(&cfg, &x.train, &teacher, pool, err, sizeof(err));
+    REQUIRE(full);
+    CHECK_EQ_INT(distill_topn_computed(full), DATA_USERS);
+    uint8_t stale[DATA_USERS] = { 0 };
+    for (int u = 0; u < DATA_USERS; u += 7)
+        stale[u] = 1;
+    distill_t *re = distill_new_reusing(&cfg, &x.train, &teacher, pool, full, stale, err,
+                                        sizeof(err));
+    REQUIRE(re);
+    CHECK_EQ_INT(distill_topn_computed(re), (DATA_USERS + 6) / 7);
+    CHECK(memcmp(distill_topn(re), distill_topn(full),
+                 (size_t)DATA_USERS * (size_t)cfg.rrd_n * sizeof(int32_t)) == 0);
+    /* With a different teacher, the stale lists follow it and the others
+     * stay as they were. */
+    mf_t other;
+    REQUIRE(mf_init_copy(&other, &teacher) == 0);
+    mf_init_normal(&other, 0.1f, 99);
+    distill_t *moved = distill_new_reusing(&cfg, &x.train, &other, pool, full, stale, err,
+                                           sizeof(err));
+    distill_t *fresh = distill_new(&cfg, &x.train, &other, pool, err, sizeof(err));
+    REQUIRE(moved && fresh);
+    size_t row = (size_t)cfg.rrd_n * sizeof(int32_t);
+    int stale_ok = 1, kept_ok = 1;
+    for (int u = 0; u < DATA_USERS; u++) {
+        const int32_t *want = stale[u] ? distill_topn(fresh) : distill_topn(full);
+        if (memcmp(distill_topn(moved) + (size_t)u * cfg.rrd_n, want + (size_t)u * cfg.rrd_n,
+                   row) != 0)
+            *(stale[u] ? &stale_ok : &kept_ok) = 0;
+    }
+    CHECK(stale_ok);
+    CHECK(kept_ok);
+    distill_free(fresh);
+    distill_free(moved);
+    distill_free(re);
+    distill_free(full);
+    mf_close(&other);
+    mf_close(&teacher);
+    ratings_close(&x.train);
+    pool_free(pool);
+}

@@ -4,7 +4,7 @@
 #   tools/install-deps.sh --if-missing  do nothing when every header is there
 set -euo pipefail
 
-packages=(build-essential pkg-config libopenblas-dev libzstd-dev librdkafka-dev
+packages=(build-essential pkg-config curl libopenblas-dev libzstd-dev librdkafka-dev
           libuv1-dev libjansson-dev libmicrohttpd-dev)
 # header -> package, for the quick check
 headers=(/usr/include/x86_64-linux-gnu/cblas.h /usr/include/zstd.h
@@ -21,6 +21,7 @@ missing() {
         esac
     done
     command -v cc >/dev/null || return 0
+    command -v curl >/dev/null || return 0
     return 1
 }
 
