@@ -492,6 +492,7 @@ int main(int argc, char **argv)
             .teacher_refresh_ms = d.opt.teacher_refresh_ms,
             .teacher_refresh_growth = d.opt.teacher_refresh_growth,
             .teacher_refresh_min_ms = d.opt.teacher_refresh_min_ms,
+            .teacher_foldin_share = d.opt.teacher_foldin_share,
             .teacher_file = d.opt.teacher_file,
             .lambda_de = d.opt.lambda_de,
             .lambda_rrd = d.opt.lambda_rrd,

@@ -25,7 +25,7 @@ typedef struct {
     long settle_epochs, teacher_refresh_min_ms;
     long teacher_refresh_ms, teacher_dim, student_dim, eval_permille, eval_candidates;
     long min_interactions, settle_patience, threads, zstd_level, seed;
-    double teacher_refresh_growth, lambda_de, lambda_rrd, gate_margin;
+    double teacher_refresh_growth, lambda_de, lambda_rrd, gate_margin, teacher_foldin_share;
     kafka_config_t *kafka; /* kafka.* pass-through, in order given */
 } options_t;
 

@@ -469,6 +469,66 @@ static int rounds__train_teacher(rounds_t *r, rounds_data_t *x, int epochs, char
     return 0;
 }
 
+/* Grows the built-in teacher to x's tables without an epoch: a new user's
+ * row is the mean of the known rows of the items it interacted with, a new
+ * item's the mean of its known users' rows; rows with nothing known stay 0.
+ * For rounds that bring only a few new ids, where a whole fold-in epoch
+ * would hold up every new user's first snapshot. */
+static int rounds__foldin_mean(rounds_t *r, rounds_data_t *x, char *err, size_t errlen)
+{
+    const mf_t *old = distill_model(r->teacher.d);
+    const ratings_t *t = x->train;
+    int32_t dim = old->dim, ou = old->n_users, oi = old->n_items;
+    mf_t g;
+    int32_t *cnt = calloc((size_t)(t->n_items > t->n_users ? t->n_items : t->n_users) + 1,
+                          sizeof(int32_t));
+    if (!cnt || mf_init(&g, t->n_users, t->n_items, dim) < 0) {
+        free(cnt);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    memcpy(g.ue, old->ue, (size_t)ou * (size_t)dim * sizeof(float));
+    memcpy(g.ie, old->ie, (size_t)oi * (size_t)dim * sizeof(float));
+    for (int32_t u = ou; u < t->n_users; u++) {
+        float *row = g.ue + (size_t)u * dim;
+        int32_t n = 0;
+        for (int64_t k = t->row[u]; k < t->row[u + 1]; k++)
+            if (t->col[k] < oi) {
+                const float *v = old->ie + (size_t)t->col[k] * dim;
+                for (int32_t j = 0; j < dim; j++)
+                    row[j] += v[j];
+                n++;
+            }
+        for (int32_t j = 0; n > 0 && j < dim; j++)
+            row[j] /= (float)n;
+    }
+    for (int32_t u = 0; u < ou && u < t->n_users; u++)
+        for (int64_t k = t->row[u]; k < t->row[u + 1]; k++) {
+            int32_t i = t->col[k];
+            if (i < oi)
+                continue;
+            float *row = g.ie + (size_t)i * dim;
+            const float *v = old->ue + (size_t)u * dim;
+            for (int32_t j = 0; j < dim; j++)
+                row[j] += v[j];
+            cnt[i]++;
+        }
+    for (int32_t i = oi; i < t->n_items; i++)
+        for (int32_t j = 0; cnt[i] > 0 && j < dim; j++)
+            g.ie[(size_t)i * dim + j] /= (float)cnt[i];
+    free(cnt);
+    distill_cfg_t c = rounds__teacher_cfg(r);
+    distill_t *d = distill_new(&c, t, NULL, r->pool, err, errlen);
+    int rc = d ? distill_warm_start_rows(d, &g, distill_epochs(r->teacher.d)) : -EINVAL;
+    mf_close(&g);
+    if (rc) {
+        distill_free(d);
+        return rc;
+    }
+    rounds__replace(r, &r->teacher, d, x->train);
+    return 0;
+}
+
 /* ---- publish ------------------------------------------------------------------- */
 
 static int rounds__cmp_double(const void *a, const void *b)
@@ -605,6 +665,18 @@ static int rounds__teacher(rounds_t *r, rounds_data_t *x, int64_t nnz, uint64_t 
     if (epochs == 0)
         return 0;
     int rc = 0;
+    /* Few new ids: fold them in by means instead of a whole epoch. */
+    int64_t rows = (int64_t)x->train->n_users + x->train->n_items;
+    int64_t fresh_rows = rows - (int64_t)prev->n_users - prev->n_items;
+    if (!full && !settling && r->teacher.d && fresh_rows >= 0 &&
+        (double)fresh_rows < r->cfg.teacher_foldin_share * (double)rows) {
+        if ((rc = rounds__foldin_mean(r, x, err, errlen)) < 0)
+            return rc;
+        r->teacher_version++;
+        *changed = 1;
+        out->teacher_refreshed = 4;
+        return 0;
+    }
     if (r->teacher.d && r->teacher.train == x->train) {
         for (int e = 0; rc == 0 && e < epochs; e++) {
             distill_stats_t s;

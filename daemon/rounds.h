@@ -38,6 +38,7 @@ typedef struct {
     long teacher_refresh_ms;     /* refresh at least this often ... */
     double teacher_refresh_growth; /* ... or when interactions grew by this share */
     long teacher_refresh_min_ms; /* but not sooner than this after the last one */
+    double teacher_foldin_share; /* fewer new rows than this share: fold in by means */
     const char *teacher_file;    /* "" = built-in teacher; else reload on change */
     double lambda_de, lambda_rrd;
     int eval_permille;           /* share of users held out for evaluation */
@@ -57,7 +58,8 @@ typedef struct {
     uint64_t round, teacher_version, snapshot_version;
     int published, gated;
     int not_better;              /* settling round no better than the last published */
-    int teacher_refreshed;    /* 0 kept, 1 trained warm or grown, 2 full refresh, 3 loaded */
+    int teacher_refreshed;    /* 0 kept, 1 trained warm or grown, 2 full refresh, 3 loaded,
+                               * 4 new rows folded in by means */
     double seconds, teacher_seconds, student_seconds, eval_seconds, publish_seconds;
     double hr10, ndcg10, teacher_hr10, teacher_ndcg10, last_published_hr10;
     double gate_allowance;       /* the drop the gate allowed this round */

@@ -172,7 +172,8 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
              (unsigned long long)res.round, (long long)res.users, (long long)res.items,
              (long long)res.interactions, res.hr10, res.ndcg10, res.teacher_hr10,
              (long long)res.eval_users,
-             res.teacher_refreshed == 3   ? "loaded from file"
+             res.teacher_refreshed == 4   ? "new rows folded in"
+             : res.teacher_refreshed == 3 ? "loaded from file"
              : res.teacher_refreshed == 2 ? "refreshed"
              : res.teacher_refreshed      ? "trained warm"
                                           : "kept",

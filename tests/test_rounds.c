@@ -53,6 +53,7 @@ static rounds_cfg_t test_rounds__cfg(const char *snapdir)
         .teacher_file = "", .lambda_de = 0.01, .lambda_rrd = 0.001, .eval_permille = 300,
         .eval_candidates = 49, .min_interactions = 100, .settle_patience = 3,
         .gate_margin = 0.05, .snapshot_dir = snapdir, .snapshot_keep = 3, .zstd_level = 3,
+        .teacher_foldin_share = 0.05,
     };
 }
 
@@ -124,6 +125,22 @@ TEST_SLOW(rounds_publish_warm_start_and_gate, 240)
     }
     CHECK(in_cluster >= 7);
     snapshot_free(s);
+
+    /* A few new users (under 5% of the rows): folded into the teacher by
+     * means, no teacher epoch, and in the next snapshot. */
+    test_rounds__feed(&st, T_USERS, T_USERS + 5, 3);
+    rounds_result_t few;
+    REQUIRE(rounds_run(r, &st, 5 * T_PER_USER, &few, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(few.teacher_refreshed, 4);
+    CHECK(few.published || few.gated);
+    CHECK_EQ_INT(few.users, T_USERS + 5);
+    CHECK(few.hr10 > 0.5);
+    if (few.published) {
+        REQUIRE(snapshot_open(snapdir, &s, err, sizeof(err)) == 0);
+        CHECK(snapshot_user_row(s, "u402", 4) >= 0);
+        snapshot_free(s);
+    }
+    res = few;
 
     /* The gate: a student far worse than the last published is withheld. */
     rounds_cfg_t bad = cfg;
