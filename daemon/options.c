@@ -81,7 +81,7 @@ static const option_def_t option_defs[] = {
     { "teacher-refresh-min-ms", OPT_INT, O(teacher_refresh_min_ms), 0, 604800000, "60000",
       "no growth-triggered refresh sooner than this after the last (fold-in epochs cover "
       "new users meanwhile)" },
-    { "teacher-foldin-share", OPT_DOUBLE, O(teacher_foldin_share), 0, 1, "0.02",
+    { "teacher-foldin-share", OPT_DOUBLE, O(teacher_foldin_share), 0, 1, "0.25",
       "between refreshes, new rows under this share of all rows are folded into the "
       "teacher by means of known rows instead of a whole epoch" },
     { "teacher-file", OPT_STR, O(teacher_file), 0, 0, "",
