@@ -764,7 +764,8 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
          * without new data are reused: a fold-in epoch moves the teacher a
          * little, and recomputing every list would make every round, and
          * every new user's wait for a snapshot, longer. */
-        int reuse_topn = new_events > 0 && r->student.d && out->teacher_refreshed < 2 &&
+        int reuse_topn = new_events > 0 && r->student.d && out->teacher_refreshed != 2 &&
+                         out->teacher_refreshed != 3 &&
                          rounds__stale_reserve(r, x->train->n_users) == 0;
         sd = distill_new_reusing(&sc, x->train, teacher, r->pool,
                                  reuse_topn ? r->student.d : NULL, reuse_topn ? r->stale : NULL,

@@ -132,6 +132,9 @@ TEST_SLOW(rounds_publish_warm_start_and_gate, 240)
     rounds_result_t few;
     REQUIRE(rounds_run(r, &st, 5 * T_PER_USER, &few, err, sizeof(err)) == 0);
     CHECK_EQ_INT(few.teacher_refreshed, 4);
+    /* Only the new users' top-N lists are computed (none of the others was
+     * noted as changed); the rest are reused. */
+    CHECK_EQ_INT(few.topn_computed, 5);
     CHECK(few.published || few.gated);
     CHECK_EQ_INT(few.users, T_USERS + 5);
     CHECK(few.hr10 > 0.5);
