@@ -64,7 +64,7 @@ $(BUILD)/derrd-snap: $(BUILD)/obj/tools/derrd-snap.o $(BUILD)/libio.a $(BUILD)/l
 $(BUILD)/derrd-replay: $(BUILD)/obj/tools/derrd-replay.o $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) -lm
 
-$(BUILD)/derrd-tests: $(TEST_OBJ) $(BUILD)/obj/daemon/state.o $(BUILD)/obj/daemon/staging.o $(BUILD)/obj/daemon/rounds.o $(BUILD)/obj/daemon/http.o $(BUILD)/libio.a $(BUILD)/libmodel.a
+$(BUILD)/derrd-tests: $(TEST_OBJ) $(BUILD)/obj/daemon/state.o $(BUILD)/obj/daemon/options.o $(BUILD)/obj/daemon/notify.o $(BUILD)/obj/daemon/staging.o $(BUILD)/obj/daemon/rounds.o $(BUILD)/obj/daemon/http.o $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd $(IO_LIBS) $(BLAS_LIBS)
 
 # kcheck: the integration tests' direct librdkafka client (tests/kafka/).
@@ -77,6 +77,8 @@ test: test-unit test-kafka
 
 test-unit: all
 	$(BUILD)/derrd-tests
+	BUILD=$(BUILD) tests/config.sh
+	BUILD=$(BUILD) tests/systemd.sh
 
 test-kafka: all $(BUILD)/kcheck
 	BUILD=$(BUILD) tests/kafka/run.sh

@@ -57,23 +57,40 @@ typedef struct {
 static void daemon__usage(FILE *out)
 {
     fprintf(out,
-            "usage: derrd [--OPTION VALUE]...\n"
+            "usage: derrd [--config FILE] [--OPTION VALUE]...\n"
+            "       derrd [--config FILE] [--OPTION VALUE]... --check-config | --print-config\n"
+            "       derrd --dump-config\n"
             "       derrd --dump-state [--state-dir DIR] [--topic T]\n"
             "\n"
             "Streams user-item interaction events from Kafka into a crash-safe state\n"
             "(checkpoints in --state-dir), committing offsets only once a checkpoint\n"
             "covers them. Invalid events go to --dead-letter-topic with the reason.\n"
             "\n"
-            "Options (also --OPTION=VALUE):\n");
+            "Settings come from the configuration file (\"OPTION VALUE\" lines), then\n"
+            "from the flags, which override the file wherever they stand.\n"
+            "\n"
+            "Options (also --OPTION=VALUE; in the file: OPTION VALUE):\n");
     options_print_help(out);
     fprintf(out, "\n"
+                 " Configuration and other actions:\n"
+                 "  --config FILE                      the configuration file (default:\n"
+                 "                                     " OPTIONS_DEFAULT_FILE
+                 " when it exists;\n"
+                 "                                     --config \"\" reads none)\n"
+                 "  --check-config                     check the file and the flags, print\n"
+                 "                                     \"derrd: configuration ok\" and exit\n"
+                 "  --dump-config                      print every option with its default and\n"
+                 "                                     doc as an example file, and exit\n"
+                 "  --print-config                     print the values in effect (file, then\n"
+                 "                                     flags; secrets as <set>) and exit\n"
                  "  --dump-state                       print the newest valid checkpoint's\n"
                  "                                     interactions as user<TAB>item lines\n"
                  "  --version                          print the version and exit\n"
                  "  --help                             this text\n"
                  "\n"
                  "Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 on a fatal\n"
-                 "error, 2 on bad usage.\n");
+                 "error, 2 on bad usage, 78 on a bad configuration (file or flag), which\n"
+                 "is reported as FILE:LINE: reason or derrd: --OPTION: reason.\n");
 }
 
 static void daemon__close_cb(uv_handle_t *h) { (void)h; }
@@ -355,38 +372,87 @@ static int daemon__dump_state(const options_t *o)
     return rc;
 }
 
+#define DAEMON_EX_CONFIG 78 /* EX_CONFIG of sysexits.h: a bad configuration */
+
+/* What the command line asks for instead of running. */
+enum { DAEMON_RUN, DAEMON_CHECK_CONFIG, DAEMON_DUMP_CONFIG, DAEMON_PRINT_CONFIG,
+       DAEMON_DUMP_STATE };
+
+/* Splits "--name[=value]" into name; -1 when the name is too long. */
+static int daemon__flag_name(const char *a, char *name, size_t len, const char **eq)
+{
+    *eq = strchr(a + 2, '=');
+    size_t nlen = *eq ? (size_t)(*eq - a - 2) : strlen(a + 2);
+    if (nlen >= len)
+        return -1;
+    memcpy(name, a + 2, nlen);
+    name[nlen] = 0;
+    return 0;
+}
+
+/* Parses the command line into o: the configuration file first (--config;
+ * none for --config ""; else OPTIONS_DEFAULT_FILE when it exists), then
+ * every flag over it, wherever it stands. Returns -1 to run on (*dump = 1 for --dump-state), or
+ * the exit status to end with: 0 after --help, --version, --check-config,
+ * --dump-config or --print-config, 2 on bad usage, DAEMON_EX_CONFIG when
+ * the file or a flag's value is bad. */
 static int daemon__parse_args(options_t *o, int argc, char **argv, int *dump)
 {
-    char err[512];
+    static const char *const actions[] = { NULL, "--check-config", "--dump-config",
+                                           "--print-config", "--dump-state" };
+    char err[1024], name[256];
+    const char *config = NULL;
+    int action = DAEMON_RUN, status = 2, n_flags = 0;
+    /* the flags, applied once the file is read: argv index and value */
+    typedef struct {
+        int arg;
+        const char *value;
+    } flag_t;
+    flag_t *flags = calloc((size_t)argc, sizeof(*flags));
+    if (!flags) {
+        fprintf(stderr, "derrd: out of memory\n");
+        return 1;
+    }
     for (int k = 1; k < argc; k++) {
         const char *a = argv[k];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             daemon__usage(stdout);
-            exit(0);
+            status = 0;
+            goto out;
         }
         if (!strcmp(a, "--version")) {
             printf("derrd %s (librdkafka %s, libuv %s)\n", DERRD_VERSION, kafka_version(),
                    uv_version_string());
-            exit(0);
+            status = 0;
+            goto out;
         }
-        if (!strcmp(a, "--dump-state")) {
-            *dump = 1;
+        int act = DAEMON_RUN;
+        for (int j = 1; j < (int)(sizeof(actions) / sizeof(actions[0])); j++)
+            if (!strcmp(a, actions[j]))
+                act = j;
+        if (act != DAEMON_RUN) {
+            if (action != DAEMON_RUN && action != act) {
+                fprintf(stderr, "derrd: %s and %s exclude each other\n", actions[action], a);
+                goto out;
+            }
+            action = act;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "derrd: unexpected argument \"%s\" (see --help)\n", a);
-            return -EINVAL;
+            goto out;
         }
-        char name[256];
-        const char *value;
-        const char *eq = strchr(a + 2, '=');
-        size_t nlen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-        if (nlen >= sizeof(name)) {
+        const char *eq, *value;
+        int at = k;
+        if (daemon__flag_name(a, name, sizeof(name), &eq)) {
             fprintf(stderr, "derrd: option name too long: %s\n", a);
-            return -EINVAL;
+            goto out;
         }
-        memcpy(name, a + 2, nlen);
-        name[nlen] = 0;
+        if (strcmp(name, "config") != 0 && !options_is_known(name)) {
+            fprintf(stderr, "derrd: --%s: unknown option (derrd --help lists them)\n", name);
+            status = DAEMON_EX_CONFIG;
+            goto out;
+        }
         if (eq)
             value = eq + 1;
         else if (options_is_bool(name) && (k + 1 >= argc || !strncmp(argv[k + 1], "--", 2)))
@@ -395,14 +461,45 @@ static int daemon__parse_args(options_t *o, int argc, char **argv, int *dump)
             value = argv[++k];
         else {
             fprintf(stderr, "derrd: --%s needs a value\n", name);
-            return -EINVAL;
+            goto out;
         }
-        if (options_set(o, name, value, err, sizeof(err))) {
-            fprintf(stderr, "derrd: %s\n", err);
-            return -EINVAL;
+        if (!strcmp(name, "config"))
+            config = value;
+        else
+            flags[n_flags++] = (flag_t){ at, value };
+    }
+    if (action == DAEMON_DUMP_CONFIG) {
+        options_print_example(stdout);
+        status = fflush(stdout) ? 1 : 0;
+        goto out;
+    }
+    status = DAEMON_EX_CONFIG;
+    if (!config && access(OPTIONS_DEFAULT_FILE, F_OK) == 0)
+        config = OPTIONS_DEFAULT_FILE;
+    if (config && *config && options_load_file(o, config, err, sizeof(err))) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    for (int k = 0; k < n_flags; k++) {
+        const char *eq;
+        daemon__flag_name(argv[flags[k].arg], name, sizeof(name), &eq);
+        if (options_set(o, name, flags[k].value, err, sizeof(err))) {
+            fprintf(stderr, "derrd: --%s: %s\n", name, err);
+            goto out;
         }
     }
-    return 0;
+    status = -1;
+    if (action == DAEMON_CHECK_CONFIG) {
+        printf("derrd: configuration ok\n");
+        status = 0;
+    } else if (action == DAEMON_PRINT_CONFIG) {
+        options_print_values(o, stdout);
+        status = fflush(stdout) ? 1 : 0;
+    }
+    *dump = action == DAEMON_DUMP_STATE;
+out:
+    free(flags);
+    return status;
 }
 
 int main(int argc, char **argv)
@@ -414,9 +511,10 @@ int main(int argc, char **argv)
         return 1;
     }
     int dump = 0;
-    if (daemon__parse_args(&d.opt, argc, argv, &dump)) {
+    int status = daemon__parse_args(&d.opt, argc, argv, &dump);
+    if (status >= 0) {
         options_close(&d.opt);
-        return 2;
+        return status;
     }
     log_setup(log_level_parse(d.opt.log_level), -1);
     if (dump) {

@@ -1,7 +1,12 @@
 /*
  * options: every setting of the daemon in one table (name, type, default,
- * range, doc). Command-line flags are parsed from the table, --help is
- * printed from it, and "kafka.<key>" settings pass through to librdkafka.
+ * range, doc). Command-line flags and the keys of the configuration file
+ * (io/config.h syntax) are parsed from the table; --help, the example file
+ * (--dump-config) and the effective values (--print-config) are printed
+ * from it; "kafka.<key>" settings pass through to librdkafka, which checks
+ * them when they are set.
+ *
+ * An options_t belongs to one thread at a time.
  */
 #ifndef DERRD_OPTIONS_H
 #define DERRD_OPTIONS_H
@@ -27,20 +32,45 @@ typedef struct {
     long min_interactions, settle_patience, threads, zstd_level, seed;
     double teacher_refresh_growth, lambda_de, lambda_rrd, gate_margin, teacher_foldin_share;
     kafka_config_t *kafka; /* kafka.* pass-through, in order given */
+    char **kafka_keys;     /* (n_kafka_keys) the keys set in kafka, for printing */
+    int n_kafka_keys;
 } options_t;
+
+/* The configuration file read when --config is not given, if it exists. */
+#define OPTIONS_DEFAULT_FILE "/etc/derrd/derrd.conf"
 
 /* Fills o with the defaults. Returns 0 or -ENOMEM. */
 int options_init(options_t *o);
 void options_close(options_t *o);
 
 /* Sets one option by name from text ("kafka.<key>" passes through).
- * Returns 0, or -EINVAL / -ENOENT with the reason in err. */
+ * Returns 0, or -EINVAL / -ENOENT / -ENOMEM with the reason in err; the
+ * reason does not repeat the name (callers say where it came from). */
 int options_set(options_t *o, const char *name, const char *value, char *err, size_t errlen);
+
+/* Sets every key of the configuration file at path. Returns 0, or a
+ * negative errno with "PATH:LINE: key: reason" (or "PATH: reason" when the
+ * file cannot be read) in err. Keys set before the error stay set. */
+int options_load_file(options_t *o, const char *path, char *err, size_t errlen);
 
 /* 1 when name is a boolean option (a flag that may go without a value). */
 int options_is_bool(const char *name);
 
+/* 1 when name is an option of the table or "kafka.<key>" (whose key
+ * librdkafka checks only when it is set). */
+int options_is_known(const char *name);
+
 /* Prints one line per option with its default and doc. */
 void options_print_help(FILE *out);
+
+/* Prints the example configuration file: a header on the syntax, then every
+ * option as a commented-out default under its doc, then the kafka.*
+ * pass-through. The same bytes every time (systemd/derrd.conf.example). */
+void options_print_example(FILE *out);
+
+/* Prints the values in o as a configuration file, the kafka.* keys last in
+ * the order set; secrets (http-token, kafka.*password*, ...) print as
+ * <set> when set. */
+void options_print_values(const options_t *o, FILE *out);
 
 #endif
