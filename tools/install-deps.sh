@@ -4,8 +4,10 @@
 #   tools/install-deps.sh --if-missing  do nothing when every header is there
 set -euo pipefail
 
+# systemd: for systemd-analyze (tests/systemd.sh checks the unit offline);
+# in a container it installs without becoming init (that is systemd-sysv).
 packages=(build-essential pkg-config curl libopenblas-dev libzstd-dev librdkafka-dev
-          libuv1-dev libjansson-dev libmicrohttpd-dev)
+          libuv1-dev libjansson-dev libmicrohttpd-dev systemd)
 # header -> package, for the quick check
 headers=(/usr/include/x86_64-linux-gnu/cblas.h /usr/include/zstd.h
          /usr/include/librdkafka/rdkafka.h /usr/include/uv.h /usr/include/jansson.h
@@ -22,6 +24,7 @@ missing() {
     done
     command -v cc >/dev/null || return 0
     command -v curl >/dev/null || return 0
+    command -v systemd-analyze >/dev/null || return 0
     return 1
 }
 
@@ -37,4 +40,6 @@ fi
 echo "install-deps: installing ${packages[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# --no-upgrade: what is installed stays as it is (on a host booted with
+# systemd, upgrading systemd would re-execute the running manager).
+$SUDO apt-get install -y -qq --no-install-recommends --no-upgrade "${packages[@]}" >/dev/null
