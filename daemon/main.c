@@ -22,6 +22,7 @@
 
 #include "daemon/ingest.h"
 #include "daemon/http.h"
+#include "daemon/notify.h"
 #include "daemon/options.h"
 #include "daemon/rounds.h"
 #include "daemon/staging.h"
@@ -36,8 +37,17 @@
 typedef struct {
     uv_loop_t loop;
     uv_async_t wake;     /* from the trainer */
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
+    int argc;       /* for SIGHUP: the configuration is read again from them */
+    char **argv;
+    char *config_text; /* the options as configured (before start-up fills in
+                        * defaults such as the embedded brokers), for SIGHUP */
     uv_timer_t stats_timer, metrics_timer;
+    uv_timer_t wd_timer;     /* WATCHDOG=1, gated by wd */
+    notify_wd_t wd;          /* loop and trainer heartbeats */
+    uint64_t wd_wakeups;     /* ingest drains seen by the last loop beat */
+    log_ratelimit_t wd_rl;   /* "watchdog withheld" lines */
+    log_ratelimit_t status_rl; /* STATUS= every 5 s */
     options_t opt;
     staging_t *stg;
     ingest_t *ingest;
@@ -146,6 +156,12 @@ static void daemon__shutdown(daemon_t *d, int exit_code)
     d->stopping = 1;
     d->exit_code = exit_code;
     log_notice("shutting down");
+    /* First: what follows blocks the loop (the trainer's last checkpoint),
+     * and after STOPPING=1 systemd stops the watchdog and gives
+     * TimeoutStopSec= instead. */
+    notify_stopping();
+    notify_status("stopping: final checkpoint, commit, leaving the group");
+    uv_timer_stop(&d->wd_timer);
     int timeout = (int)d->opt.shutdown_timeout_ms;
     kafka_pos_t *pos = NULL;
     int n = 0;
@@ -168,8 +184,10 @@ static void daemon__shutdown(daemon_t *d, int exit_code)
     uv_close((uv_handle_t *)&d->wake, daemon__close_cb);
     uv_close((uv_handle_t *)&d->sigterm, daemon__close_cb);
     uv_close((uv_handle_t *)&d->sigint, daemon__close_cb);
+    uv_close((uv_handle_t *)&d->sighup, daemon__close_cb);
     uv_close((uv_handle_t *)&d->stats_timer, daemon__close_cb);
     uv_close((uv_handle_t *)&d->metrics_timer, daemon__close_cb);
+    uv_close((uv_handle_t *)&d->wd_timer, daemon__close_cb);
     atomic_store(&d->ready, 0);
     http_stop(d->http); /* after the trainer: the last snapshot stays served until here */
     d->http = NULL;
@@ -303,6 +321,52 @@ static int daemon__ready_cb(void *ud)
     return atomic_load(&d->ready);
 }
 
+/* Every half watchdog interval: WATCHDOG=1 only while the loop and the
+ * trainer make progress (the rule is in daemon/notify.h). The trainer may
+ * spend up to twice the interval in one step without a beat (a teacher
+ * epoch, a large checkpoint). */
+static void daemon__watchdog_cb(uv_timer_t *h)
+{
+    daemon_t *d = h->data;
+    uint64_t now = log_now_ms();
+    /* The loop's heartbeat: this timer runs, and ingest drained Kafka since
+     * the last tick (its backstop timer drains every backstop-ms, messages
+     * or not). */
+    ingest_stats_t is;
+    ingest_stats(d->ingest, &is);
+    if (is.wakeups != d->wd_wakeups) {
+        d->wd_wakeups = is.wakeups;
+        notify_wd_beat_at(&d->wd, NOTIFY_WD_LOOP, now);
+    }
+    if (notify_wd_check(&d->wd, now, 2 * d->wd.interval_ms)) {
+        notify_watchdog();
+        return;
+    }
+    uint64_t loop_ms = notify_wd_age(&d->wd, NOTIFY_WD_LOOP, now);
+    uint64_t trainer_ms = notify_wd_age(&d->wd, NOTIFY_WD_TRAINER, now);
+    notify_status("watchdog ping withheld: loop last progressed %llu ms ago, trainer %llu ms ago",
+                  (unsigned long long)loop_ms, (unsigned long long)trainer_ms);
+    if (log_ratelimit_ok(&d->wd_rl, 10000, NULL))
+        log_warn("watchdog ping withheld: loop last progressed %llu ms ago, trainer %llu ms ago",
+                 (unsigned long long)loop_ms, (unsigned long long)trainer_ms);
+}
+
+/* The STATUS= line of `systemctl status`. */
+static void daemon__status(const ingest_stats_t *is, const trainer_stats_t *ts)
+{
+    if (!notify_enabled())
+        return;
+    char round[128] = "";
+    if (ts->rounds > 0)
+        snprintf(round, sizeof(round), "; round %llu, HR@10 %.4f, snapshot %llu",
+                 (unsigned long long)ts->rounds, ts->last_round.hr10,
+                 (unsigned long long)ts->last_round.snapshot_version);
+    notify_status("running: %llu events consumed, lag %lld%s, %lld interactions, "
+                  "checkpoint %llu%s", (unsigned long long)is->consumed, (long long)is->lag,
+                  is->paused ? " (paused)" : "", (long long)ts->interactions,
+                  (unsigned long long)ts->checkpoint_seq, round);
+}
+
 static void daemon__metrics_cb_timer(uv_timer_t *h)
 {
     daemon_t *d = h->data;
@@ -310,6 +374,8 @@ static void daemon__metrics_cb_timer(uv_timer_t *h)
     trainer_stats_t ts;
     ingest_stats(d->ingest, &is);
     trainer_stats(d->trainer, &ts);
+    if (log_ratelimit_ok(&d->status_rl, 5000, NULL))
+        daemon__status(&is, &ts);
     char *text = daemon__metrics_render(d, &is, &ts);
     if (text) {
         pthread_mutex_lock(&d->metrics_mu);
@@ -502,9 +568,73 @@ out:
     return status;
 }
 
+/* The option lines in effect (options_print_values), for comparing. */
+static char *daemon__options_text(const options_t *o)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    options_print_values(o, f);
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* SIGHUP: read the configuration again (file and flags). The log level
+ * changes at once; every other changed option is named in the log as taking
+ * effect at the next start. A bad file keeps the running configuration. */
+static void daemon__sighup_cb(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    daemon_t *d = h->data;
+    notify_reloading();
+    options_t o;
+    int dump = 0;
+    if (options_init(&o) == 0) {
+        int status = daemon__parse_args(&o, d->argc, d->argv, &dump);
+        if (status != -1) {
+            log_err("reload: the configuration was refused (see above); keeping the running one");
+        } else {
+            int level = log_level_parse(o.log_level);
+            if (level >= 0 && level != log_level()) {
+                log_setup(level, -1);
+                log_notice("reload: log level %s", o.log_level);
+            }
+            char *now = d->config_text, *next = daemon__options_text(&o);
+            /* Line by line: both list every option in the same order. */
+            for (char *a = now, *b = next; a && b && *a && *b;) {
+                char *ea = strchr(a, '\n'), *eb = strchr(b, '\n');
+                if (!ea || !eb)
+                    break;
+                size_t la = (size_t)(ea - a), lb = (size_t)(eb - b);
+                if ((la != lb || memcmp(a, b, la) != 0) && strncmp(a, "log-level ", 10) != 0 &&
+                    a[0] != '#')
+                    log_notice("reload: \"%.*s\" takes effect at the next start", (int)lb, b);
+                a = ea + 1;
+                b = eb + 1;
+            }
+            free(now);
+            d->config_text = next;
+            char *lv = strdup(o.log_level);
+            if (lv) {
+                free(d->opt.log_level);
+                d->opt.log_level = lv;
+            }
+        }
+        options_close(&o);
+    }
+    notify_ready();
+}
+
 int main(int argc, char **argv)
 {
     daemon_t d = { 0 };
+    d.argc = argc;
+    d.argv = argv;
     pthread_mutex_init(&d.metrics_mu, NULL);
     if (options_init(&d.opt)) {
         fprintf(stderr, "derrd: out of memory\n");
@@ -517,14 +647,21 @@ int main(int argc, char **argv)
         return status;
     }
     log_setup(log_level_parse(d.opt.log_level), -1);
+    d.config_text = daemon__options_text(&d.opt);
     if (dump) {
         int rc = daemon__dump_state(&d.opt);
+        free(d.config_text);
         options_close(&d.opt);
         return rc;
     }
+    char nerr[256];
+    if (notify_init(nerr, sizeof(nerr)))
+        log_warn("systemd notify: %s", nerr); /* runs on, without it */
+    notify_wd_init(&d.wd, notify_watchdog_usec(), log_now_ms());
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, daemon__early_signal);
     signal(SIGINT, daemon__early_signal);
+    signal(SIGHUP, SIG_IGN); /* a reload before the loop runs has nothing to reload */
 
     char err[512];
     int exit_code = 1;
@@ -603,12 +740,14 @@ int main(int argc, char **argv)
             .snapshot_keep = (int)d.opt.snapshot_keep,
             .zstd_level = (int)d.opt.zstd_level,
             .abort = &d.abort_round,
+            .wd = &d.wd,
         };
         if (!(rounds = rounds_new(&rc_cfg, err, sizeof(err)))) {
             log_err("%s", err);
             goto done;
         }
     }
+    notify_status("loading the newest checkpoint from %s", d.opt.state_dir);
     int rc = state_load(&st, d.opt.state_dir, rounds ? daemon__load_models : NULL, rounds, err,
                         sizeof(err));
     if (rc < 0) {
@@ -637,6 +776,7 @@ int main(int argc, char **argv)
         .fatal = daemon__fatal,
         .ud = &d,
     };
+    notify_status("subscribing to %s as group %s", d.opt.topic, d.opt.group);
     if (ingest_start(&d.ingest, &d.loop, &icfg, d.stg, &st, err, sizeof(err))) {
         log_err("%s", err);
         goto done;
@@ -651,13 +791,18 @@ int main(int argc, char **argv)
         .keep = (int)d.opt.checkpoints_keep,
         .notify = daemon__trainer_notify,
         .ud = &d,
+        .wd = &d.wd,
     };
     uv_async_init(&d.loop, &d.wake, daemon__wake_cb);
     uv_signal_init(&d.loop, &d.sigterm);
     uv_signal_init(&d.loop, &d.sigint);
+    uv_signal_init(&d.loop, &d.sighup);
     uv_timer_init(&d.loop, &d.stats_timer);
     uv_timer_init(&d.loop, &d.metrics_timer);
+    uv_timer_init(&d.loop, &d.wd_timer);
+    d.wd_timer.data = &d;
     d.wake.data = d.sigterm.data = d.sigint.data = d.stats_timer.data = &d;
+    d.sighup.data = &d;
     d.metrics_timer.data = &d;
     if (trainer_start(&d.trainer, &st, d.stg, &tcfg)) {
         log_err("cannot start the trainer thread");
@@ -665,6 +810,7 @@ int main(int argc, char **argv)
     } else {
         uv_signal_start(&d.sigterm, daemon__signal_cb, SIGTERM);
         uv_signal_start(&d.sigint, daemon__signal_cb, SIGINT);
+        uv_signal_start(&d.sighup, daemon__sighup_cb, SIGHUP);
         d.last_stats_ms = log_now_ms();
         uv_timer_start(&d.metrics_timer, daemon__metrics_cb_timer, 0, 1000);
         if (d.opt.http_port > 0) {
@@ -686,6 +832,12 @@ int main(int argc, char **argv)
             }
         }
         atomic_store(&d.ready, 1);
+        notify_ready();
+        notify_status("running: topic %s, group %s", d.opt.topic, d.opt.group);
+        uint64_t wd_ms = notify_watchdog_usec() / 1000;
+        if (wd_ms > 0)
+            uv_timer_start(&d.wd_timer, daemon__watchdog_cb, wd_ms / 2 ? wd_ms / 2 : 1,
+                           wd_ms / 2 ? wd_ms / 2 : 1);
         if (d.opt.stats_interval_ms > 0)
             uv_timer_start(&d.stats_timer, daemon__stats_cb, (uint64_t)d.opt.stats_interval_ms,
                            (uint64_t)d.opt.stats_interval_ms);
@@ -710,11 +862,13 @@ done:
     trainer_free(d.trainer);
     rounds_free(rounds);
     free(d.metrics_text);
+    free(d.config_text);
     pthread_mutex_destroy(&d.metrics_mu);
     staging_free(d.stg);
     state_close(&st);
     kafka_mock_free(mock);
     options_close(&d.opt);
+    notify_close();
     if (lock_fd >= 0)
         close(lock_fd);
     return exit_code;

@@ -323,8 +323,11 @@ static int rounds__eval(rounds_t *r, const mf_t *m, const rounds_data_t *x, metr
     return rc;
 }
 
+/* Asked between epochs: also the trainer's heartbeat in a long round. */
 static int rounds__aborted(const rounds_t *r)
 {
+    if (r->cfg.wd)
+        notify_wd_beat(r->cfg.wd, NOTIFY_WD_TRAINER);
     return r->cfg.abort && atomic_load(r->cfg.abort);
 }
 

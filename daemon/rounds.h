@@ -24,6 +24,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "daemon/notify.h"
 #include "daemon/state.h"
 #include "io/buf.h"
 #include "io/checkpoint.h"
@@ -52,6 +53,7 @@ typedef struct {
     /* Polled between epochs: non-zero abandons the round (-ECANCELED), so a
      * shutdown waits for one epoch at most. May be NULL. */
     const atomic_int *abort;
+    notify_wd_t *wd; /* NULL, or the watchdog gate: beaten between epochs */
 } rounds_cfg_t;
 
 typedef struct {

@@ -217,14 +217,22 @@ static void *trainer__main(void *arg)
         if (t->cfg.rounds && t->since_round == 0 && rounds_want_idle(t->cfg.rounds))
             wake = now;
         int wait = wake > now ? (int)(wake - now) : 0;
+        if (t->cfg.wd)
+            notify_wd_idle(t->cfg.wd, NOTIFY_WD_TRAINER);
         staging_batch_t *list = staging_take(t->stg, wait ? wait : 1);
+        if (t->cfg.wd)
+            notify_wd_beat(t->cfg.wd, NOTIFY_WD_TRAINER);
         if (list) {
             rc = trainer__apply(t, list);
             if (rc)
                 break;
             t->cfg.notify(t->cfg.ud); /* queue space freed */
         }
+        if (t->cfg.wd)
+            notify_wd_beat(t->cfg.wd, NOTIFY_WD_TRAINER);
         trainer__maybe_round(t, &next);
+        if (t->cfg.wd)
+            notify_wd_beat(t->cfg.wd, NOTIFY_WD_TRAINER);
         now = log_now_ms();
         if (now >= next) {
             if (t->st.dirty && trainer__checkpoint(t) == 0)

@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "daemon/notify.h"
 #include "daemon/rounds.h"
 #include "daemon/staging.h"
 #include "daemon/state.h"
@@ -32,6 +33,9 @@ typedef struct {
      * when there is anything new (or the student is still settling). */
     rounds_t *rounds;
     long round_min_events, round_interval_ms;
+    /* NULL, or the watchdog gate: the thread marks itself idle while it
+     * waits for batches and beats after each step. */
+    notify_wd_t *wd;
 } trainer_cfg_t;
 
 typedef struct {
