@@ -55,6 +55,7 @@ struct rounds {
     int since_best, since_teacher_best;
 
     rounds_data_t data;         /* the last round's matrix and held-out sample */
+    mf_t published;             /* the student of the last published snapshot */
     double *fresh_ms;           /* (n_fresh) first event to first publish, per user */
     int64_t n_fresh, fresh_cap;
     uint8_t *stale;             /* (stale_cap) user rows whose data changed since the
@@ -138,6 +139,7 @@ void rounds_free(rounds_t *r)
     rounds__replace(r, &r->teacher, NULL, NULL);
     rounds__replace(r, &r->student, NULL, NULL);
     mf_close(&r->file_teacher);
+    mf_close(&r->published);
     mf_close(&r->saved_teacher);
     mf_close(&r->saved_student);
     pool_free(r->pool);
@@ -312,9 +314,16 @@ static int rounds__eval(rounds_t *r, const mf_t *m, const rounds_data_t *x, metr
     float *ue = malloc((size_t)x->n_eval * (size_t)m->dim * sizeof(float));
     if (!ue)
         return -ENOMEM;
-    for (int32_t e = 0; e < x->n_eval; e++)
-        memcpy(ue + (size_t)e * (size_t)m->dim, m->ue + (size_t)x->eval_user[e] * (size_t)m->dim,
-               (size_t)m->dim * sizeof(float));
+    /* A user beyond m's rows (m is an older model) gets a zero row: every
+     * candidate ties, the worst rank, as a model that cannot serve it. */
+    for (int32_t e = 0; e < x->n_eval; e++) {
+        float *dst = ue + (size_t)e * (size_t)m->dim;
+        if (x->eval_user[e] < m->n_users)
+            memcpy(dst, m->ue + (size_t)x->eval_user[e] * (size_t)m->dim,
+                   (size_t)m->dim * sizeof(float));
+        else
+            memset(dst, 0, (size_t)m->dim * sizeof(float));
+    }
     mf_t view = { .n_users = x->n_eval, .n_items = m->n_items, .dim = m->dim, .params = ue,
                   .ue = ue, .ie = m->ie };
     loo_split_t split = { x->n_eval, r->cfg.eval_candidates, x->target, x->cands };
@@ -851,8 +860,16 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
      * this many held-out users, whichever is larger: on a small sample one
      * user moves HR@10 by more than the margin, and withholding a snapshot
      * for noise only keeps new users out of it. */
+    /* Compared on this round's sample: the held-out users change as users
+     * arrive, so the last published student is scored again on the same
+     * users (after a restart, only its recorded figure is known). */
     out->last_published_hr10 = r->last_published_hr10;
-    double p = r->last_published_hr10, allow = r->cfg.gate_margin;
+    if (r->published.ue && x->n_eval > 0) {
+        metrics_t mp;
+        if (rounds__eval(r, &r->published, x, &mp) == 0)
+            out->last_published_hr10 = mp.hr[1];
+    }
+    double p = out->last_published_hr10, allow = r->cfg.gate_margin;
     if (x->n_eval > 0 && !isnan(p) && p > 0 && p < 1) {
         double noise = 2.0 * sqrt(p * (1.0 - p) / (double)x->n_eval);
         allow = noise > allow ? noise : allow;
@@ -872,6 +889,11 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         out->published = 1;
         if (!isnan(out->hr10))
             r->last_published_hr10 = out->hr10;
+        mf_t keep;
+        if (mf_init_copy(&keep, student) == 0) {
+            mf_close(&r->published);
+            r->published = keep;
+        }
         out->publish_seconds = (double)(log_now_ms() - tp) / 1000.0;
     }
     out->teacher_version = r->teacher_version;
