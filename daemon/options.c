@@ -72,7 +72,7 @@ static const option_def_t option_defs[] = {
     { "settle-epochs", OPT_INT, O(settle_epochs), 0, 100000, "10",
       "student epochs per idle round while settling (0 = student-epochs)" },
     { "settle-patience", OPT_INT, O(settle_patience), 0, 1000, "8",
-      "idle rounds go on until held-out HR@10 has not improved for this many" },
+      "idle rounds go on until held-out NDCG@10 has not improved for this many" },
     { "threads", OPT_INT, O(threads), 1, 1024, "2", "training worker threads" },
     { "seed", OPT_INT, O(seed), 0, LONG_MAX, "1", "random seed of the models" },
 
