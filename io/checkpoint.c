@@ -75,29 +75,9 @@ void checkpoint_path(const char *dir, uint64_t seq, char *buf, size_t cap)
 /* Parses "checkpoint-<20 digits>.dckpt"; returns 1 and the seq on a match. */
 static int checkpoint__name_seq(const char *name, uint64_t *seq)
 {
-    static const char pre[] = "checkpoint-", suf[] = ".dckpt";
-    size_t lp = sizeof(pre) - 1, ls = sizeof(suf) - 1;
-    if (strlen(name) != lp + 20 + ls || strncmp(name, pre, lp) != 0 ||
-        strcmp(name + lp + 20, suf) != 0)
-        return 0;
-    uint64_t v = 0;
-    for (size_t k = lp; k < lp + 20; k++) {
-        if (name[k] < '0' || name[k] > '9')
-            return 0;
-        uint64_t d = (uint64_t)(name[k] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return 0;
-        v = v * 10 + d;
-    }
-    *seq = v;
-    return 1;
+    return fsutil_name_number(name, "checkpoint-", ".dckpt", seq);
 }
 
-static int checkpoint__cmp_desc(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
 
 int checkpoint_list(const char *dir, uint64_t **seqs, int *n)
 {
@@ -127,7 +107,7 @@ int checkpoint_list(const char *dir, uint64_t **seqs, int *n)
     }
     closedir(d);
     if (count > 1) /* qsort must not get NULL, which an empty dir leaves in v */
-        qsort(v, (size_t)count, sizeof(*v), checkpoint__cmp_desc);
+        qsort(v, (size_t)count, sizeof(*v), fsutil_cmp_u64_desc);
     *seqs = v;
     *n = count;
     return 0;

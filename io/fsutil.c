@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -176,4 +177,29 @@ int fsutil_lock_dir(const char *dir, char *err, size_t errlen)
         return -e;
     }
     return fd;
+}
+
+int fsutil_name_number(const char *name, const char *prefix, const char *suffix, uint64_t *n)
+{
+    size_t lp = strlen(prefix), ls = strlen(suffix);
+    if (strlen(name) != lp + 20 + ls || strncmp(name, prefix, lp) != 0 ||
+        strcmp(name + lp + 20, suffix) != 0)
+        return 0;
+    uint64_t v = 0;
+    for (size_t k = lp; k < lp + 20; k++) {
+        if (name[k] < '0' || name[k] > '9')
+            return 0;
+        uint64_t d = (uint64_t)(name[k] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    *n = v;
+    return 1;
+}
+
+int fsutil_cmp_u64_desc(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
 }

@@ -7,6 +7,7 @@
 #define DERRD_FSUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
     const void *data;
@@ -29,5 +30,13 @@ int fsutil_read_all(const char *path, size_t max_len, unsigned char **out,
  * lock (keep it open; closing releases it), -EBUSY when another process
  * holds it, or another negative errno; the reason is in err. */
 int fsutil_lock_dir(const char *dir, char *err, size_t errlen);
+
+/* Parses a file name of the form <prefix><20 decimal digits><suffix> (the
+ * numbered files of derrd: checkpoints, snapshots). Returns 1 with the
+ * number in *n, or 0 when name has another form or the number overflows. */
+int fsutil_name_number(const char *name, const char *prefix, const char *suffix, uint64_t *n);
+
+/* qsort comparator: uint64_t, largest first. */
+int fsutil_cmp_u64_desc(const void *a, const void *b);
 
 #endif

@@ -455,29 +455,9 @@ void snapshot_latest_path(const char *dir, char *buf, size_t cap)
 /* Parses "student-<20 digits>.dsnap"; returns 1 and the version on a match. */
 static int snapshot__name_version(const char *name, uint64_t *version)
 {
-    static const char pre[] = "student-", suf[] = ".dsnap";
-    size_t lp = sizeof(pre) - 1, ls = sizeof(suf) - 1;
-    if (strlen(name) != lp + 20 + ls || strncmp(name, pre, lp) != 0 ||
-        strcmp(name + lp + 20, suf) != 0)
-        return 0;
-    uint64_t v = 0;
-    for (size_t k = lp; k < lp + 20; k++) {
-        if (name[k] < '0' || name[k] > '9')
-            return 0;
-        uint64_t dg = (uint64_t)(name[k] - '0');
-        if (v > (UINT64_MAX - dg) / 10)
-            return 0;
-        v = v * 10 + dg;
-    }
-    *version = v;
-    return 1;
+    return fsutil_name_number(name, "student-", ".dsnap", version);
 }
 
-static int snapshot__cmp_desc(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
 
 static int snapshot__fsync_dir(const char *dir)
 {
@@ -525,7 +505,7 @@ static void snapshot__prune(const char *dir, uint64_t version, int keep)
     }
     closedir(dp);
     if (count > 1)
-        qsort(v, count, sizeof(*v), snapshot__cmp_desc);
+        qsort(v, count, sizeof(*v), fsutil_cmp_u64_desc);
     for (size_t k = (size_t)keep; k < count; k++) {
         if (v[k] == pinned || (has_pinned2 && v[k] == pinned2))
             continue;
