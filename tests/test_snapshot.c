@@ -13,7 +13,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,7 +22,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +32,7 @@
 #include "model/metrics.h"
 #include "model/pool.h"
 #include "test.h"
+#include "testutil.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
@@ -46,43 +45,17 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static char *snap_test_dir_new(void)
-{
-    char *dir = strdup("/tmp/derrd-test-snap-XXXXXX");
-    if (dir && !mkdtemp(dir)) {
-        free(dir);
-        dir = NULL;
-    }
-    return dir;
-}
-
-static int snap_test_rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void snap_test_dir_free(char *dir)
-{
-    if (!dir)
-        return;
-    CHECK(nftw(dir, snap_test_rm_cb, 16, FTW_DEPTH | FTW_PHYS) == 0);
-    free(dir);
-}
-
 /* Runs body in a fresh temporary directory and removes it afterwards, also
  * when body returns early from a failed REQUIRE. */
 static void snap_test_in_dir(void (*body)(const char *dir))
 {
-    char *dir = snap_test_dir_new();
+    char *dir = test_tmpdir_new("snap");
     if (!dir) {
         test_fail(__FILE__, __LINE__, "mkdtemp: %s", strerror(errno));
         return;
     }
     body(dir);
-    snap_test_dir_free(dir);
+    test_tmpdir_free(dir);
     SNAP_TEST_LEAK_CHECK();
 }
 
@@ -1157,93 +1130,6 @@ TEST(snapshot_highly_compressible_payload)
 
 /* ---- derrd-snap ------------------------------------------------------------ */
 
-typedef struct {
-    int status; /* exit code; 128 + signal; -1 if it could not run */
-    char *out, *err;
-} snap_test_run_t;
-
-static char *snap_test_slurp(const char *path)
-{
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    char err[512];
-    if (fsutil_read_all(path, 1 << 24, &buf, &len, err, sizeof(err)) < 0)
-        return strdup("");
-    char *s = realloc(buf, len + 1);
-    if (!s) {
-        free(buf);
-        return strdup("");
-    }
-    s[len] = 0;
-    return s;
-}
-
-/* Runs derrd-snap (beside this test binary) with args, output captured in
- * files in dir; killed after 30 s. Returns 0 if it ran. */
-static int snap_test_cli(snap_test_run_t *r, const char *dir, const char *const *args)
-{
-    memset(r, 0, sizeof(*r));
-    r->status = -1;
-    char self[4096], bin[4200];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0)
-        return -1;
-    self[n] = 0;
-    char *slash = strrchr(self, '/');
-    if (slash)
-        *slash = 0;
-    snprintf(bin, sizeof(bin), "%s/derrd-snap", self);
-    if (access(bin, X_OK) != 0) {
-        test_fail(__FILE__, __LINE__, "%s: %s (build it beside the tests)", bin, strerror(errno));
-        return -1;
-    }
-    const char *argv[32];
-    int argc = 0;
-    argv[argc++] = bin;
-    for (int k = 0; args[k] && argc < 31; k++)
-        argv[argc++] = args[k];
-    argv[argc] = NULL;
-    char op[600], ep[600];
-    snprintf(op, sizeof(op), "%s/cli.out", dir);
-    snprintf(ep, sizeof(ep), "%s/cli.err", dir);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        unlink(op);
-        unlink(ep);
-        int in = open("/dev/null", O_RDONLY);
-        int o = open(op, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int e = open(ep, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (in < 0 || o < 0 || e < 0 || dup2(in, 0) < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-            _exit(126);
-        alarm(30);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r->out = snap_test_slurp(op);
-    r->err = snap_test_slurp(ep);
-    return 0;
-}
-
-static void snap_test_cli_close(snap_test_run_t *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-#define SNAP_TEST_CLI(r, dir, ...)                                                \
-    do {                                                                        \
-        const char *snap_args_[] = { __VA_ARGS__, NULL };                       \
-        snap_test_cli(r, dir, snap_args_);                                      \
-    } while (0)
-
 static int snap_test_put_text(const char *dir, const char *name, const char *text)
 {
     char path[600];
@@ -1251,14 +1137,6 @@ static int snap_test_put_text(const char *dir, const char *name, const char *tex
     return snap_test_put(path, text, strlen(text));
 }
 
-/* Reads the number after "key": in a JSON text. */
-static double snap_test_json_num(const char *s, const char *key)
-{
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\": ", key);
-    const char *p = strstr(s, pat);
-    return p ? strtod(p + strlen(pat), NULL) : NAN;
-}
 
 static void snap_test_cli_body(const char *dir)
 {
@@ -1326,22 +1204,22 @@ static void snap_test_cli_body(const char *dir)
     buf_close(&te);
     buf_close(&ca);
 
-    snap_test_run_t r;
-    SNAP_TEST_CLI(&r, dir, "verify", path);
+    test_run_t r;
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "verify", path);
     CHECK_EQ_INT(r.status, 0);
     CHECK(!strncmp(r.out, "ok: ", 4) && strstr(r.out, "8 users, 11 items"));
-    snap_test_cli_close(&r);
-    SNAP_TEST_CLI(&r, dir, "info", path, "--json");
+    test_run_close(&r);
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "info", path, "--json");
     CHECK_EQ_INT(r.status, 0);
-    CHECK(snap_test_json_num(r.out, "version") == (double)f.d.version);
-    CHECK(snap_test_json_num(r.out, "n_items") == 11.0);
+    CHECK(test_json_num(r.out, "version") == (double)f.d.version);
+    CHECK(test_json_num(r.out, "n_items") == 11.0);
     CHECK(strstr(r.out, "\"topic\": \"events.v1\"") && strstr(r.out, "\"teacher_ndcg10\": null"));
     CHECK(strstr(r.out, "{\"partition\": 7, \"offset\": 9223372036854775807}"));
-    snap_test_cli_close(&r);
-    SNAP_TEST_CLI(&r, dir, "info", path);
+    test_run_close(&r);
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "info", path);
     CHECK_EQ_INT(r.status, 0);
     CHECK(strstr(r.out, "users            8 (1 erased)") != NULL);
-    snap_test_cli_close(&r);
+    test_run_close(&r);
 
     /* recommend: the library's answer, printed. */
     snapshot_t *s = NULL;
@@ -1357,18 +1235,18 @@ static void snap_test_cli_body(const char *dir)
         wl += snprintf(want + wl, sizeof(want) - (size_t)wl, "%d\t%.*s\t%.9g\n", k + 1,
                        (int)snapshot_desc(s)->item_id_len[it[k]],
                        snapshot_desc(s)->item_ids[it[k]], (double)sc[k]);
-    SNAP_TEST_CLI(&r, dir, "recommend", dir, "--user", "4", "-k", "3", "--exclude", "7,nope");
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "recommend", dir, "--user", "4", "-k", "3", "--exclude", "7,nope");
     CHECK_EQ_INT(r.status, 1); /* dir has no latest */
-    snap_test_cli_close(&r);
-    SNAP_TEST_CLI(&r, dir, "recommend", path, "--user", "4", "-k", "3", "--exclude", "7,nope");
+    test_run_close(&r);
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "recommend", path, "--user", "4", "-k", "3", "--exclude", "7,nope");
     CHECK_EQ_INT(r.status, 0);
     CHECK(!strcmp(r.out, want));
     CHECK(strstr(r.err, "unknown item 'nope'") != NULL);
-    snap_test_cli_close(&r);
-    SNAP_TEST_CLI(&r, dir, "recommend", path, "--user", "5");
+    test_run_close(&r);
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "recommend", path, "--user", "5");
     CHECK_EQ_INT(r.status, 1);
     CHECK(strstr(r.err, "unknown user '5'") != NULL);
-    snap_test_cli_close(&r);
+    test_run_close(&r);
 
     /* eval: the same numbers as metrics_eval on the model re-indexed by
      * hand. */
@@ -1386,18 +1264,18 @@ static void snap_test_cli_body(const char *dir)
     REQUIRE(pool && metrics_eval(&mf, &split, pool, &m) == 0);
     pool_free(pool);
     mf_close(&mf);
-    SNAP_TEST_CLI(&r, dir, "eval", path, "--data", data, "--json", "--threads", "2");
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "eval", path, "--data", data, "--json", "--threads", "2");
     CHECK_EQ_INT(r.status, 0);
     const char *t = strstr(r.out, "\"test\": {");
     CHECK(t != NULL);
     if (t) {
-        CHECK_NEAR(snap_test_json_num(t, "HR@5"), m.hr[0], 1e-6);
-        CHECK_NEAR(snap_test_json_num(t, "NDCG@10"), m.ndcg[1], 1e-6);
-        CHECK_NEAR(snap_test_json_num(t, "MRR@20"), m.mrr[2], 1e-6);
+        CHECK_NEAR(test_json_num(t, "HR@5"), m.hr[0], 1e-6);
+        CHECK_NEAR(test_json_num(t, "NDCG@10"), m.ndcg[1], 1e-6);
+        CHECK_NEAR(test_json_num(t, "MRR@20"), m.mrr[2], 1e-6);
     }
-    CHECK(snap_test_json_num(r.out, "test_users") == 7.0);
-    CHECK(snap_test_json_num(r.out, "test_users_without_row") == 1.0);
-    snap_test_cli_close(&r);
+    CHECK(test_json_num(r.out, "test_users") == 7.0);
+    CHECK(test_json_num(r.out, "test_users_without_row") == 1.0);
+    test_run_close(&r);
 
     /* Refusals and usage. */
     unsigned char *file = NULL;
@@ -1406,31 +1284,31 @@ static void snap_test_cli_body(const char *dir)
     file[len - 1] ^= 1;
     CHECK(snap_test_put(path, file, len) == 0);
     free(file);
-    SNAP_TEST_CLI(&r, dir, "verify", path);
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "verify", path);
     CHECK_EQ_INT(r.status, 1);
     CHECK(strstr(r.err, "checksum mismatch") != NULL && r.out[0] == 0);
-    snap_test_cli_close(&r);
+    test_run_close(&r);
     const char *const usage[][4] = {
         { "verify", NULL },      { "frobnicate", path, NULL },
         { "info", path, "--x" }, { "recommend", path, NULL },
         { "eval", path, NULL },  { "recommend", path, "-k" },
     };
     for (int k = 0; k < 6; k++) {
-        snap_test_cli(&r, dir, usage[k]);
+        test_run_tool(&r, dir, "derrd-snap", usage[k]);
         if (r.status != 2)
             test_fail(__FILE__, __LINE__, "usage case %d: exit %d, stderr %s", k, r.status,
                       r.err);
-        snap_test_cli_close(&r);
+        test_run_close(&r);
     }
     const char *const helps[] = { "verify", "info", "recommend", "eval" };
     for (int k = 0; k < 4; k++) {
-        SNAP_TEST_CLI(&r, dir, helps[k], "--help");
+        TEST_RUN_TOOL(&r, dir, "derrd-snap", helps[k], "--help");
         CHECK(r.status == 0 && strstr(r.out, "usage: derrd-snap"));
-        snap_test_cli_close(&r);
+        test_run_close(&r);
     }
-    SNAP_TEST_CLI(&r, dir, "--help");
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "--help");
     CHECK(r.status == 0 && strstr(r.out, "recommend"));
-    snap_test_cli_close(&r);
+    test_run_close(&r);
     snapshot_free(s);
     snap_test_fix_close(&f);
 }

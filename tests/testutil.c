@@ -1,0 +1,143 @@
+/* Temporary directories and tool runs for tests; see testutil.h. */
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "io/fsutil.h"
+#include "test.h"
+
+char *test_tmpdir_new(const char *tag)
+{
+    char *dir = malloc(strlen(tag) + 32);
+    if (!dir)
+        return NULL;
+    sprintf(dir, "/tmp/derrd-test-%s-XXXXXX", tag);
+    if (!mkdtemp(dir)) {
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+static int test__rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void test_tmpdir_free(char *dir)
+{
+    if (!dir)
+        return;
+    CHECK(nftw(dir, test__rm_cb, 16, FTW_DEPTH | FTW_PHYS) == 0);
+    free(dir);
+}
+
+void test_in_tmpdir(const char *tag, void (*body)(const char *dir))
+{
+    char *dir = test_tmpdir_new(tag);
+    if (!dir) {
+        test_fail(__FILE__, __LINE__, "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    body(dir);
+    test_tmpdir_free(dir);
+}
+
+static char *test__slurp(const char *path)
+{
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    char err[512];
+    if (fsutil_read_all(path, 1 << 24, &buf, &len, err, sizeof(err)) < 0)
+        return strdup("");
+    char *s = realloc(buf, len + 1);
+    if (!s) {
+        free(buf);
+        return strdup("");
+    }
+    s[len] = 0;
+    return s;
+}
+
+int test_run_tool(test_run_t *r, const char *dir, const char *tool, const char *const *args)
+{
+    memset(r, 0, sizeof(*r));
+    r->status = -1;
+    char self[4096], bin[4200];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0) {
+        test_fail(__FILE__, __LINE__, "readlink /proc/self/exe: %s", strerror(errno));
+        return -1;
+    }
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = 0;
+    snprintf(bin, sizeof(bin), "%s/%s", self, tool);
+    if (access(bin, X_OK) != 0) {
+        test_fail(__FILE__, __LINE__, "%s: %s (build it beside the tests)", bin, strerror(errno));
+        return -1;
+    }
+    const char *argv[32];
+    int argc = 0;
+    argv[argc++] = bin;
+    for (int k = 0; args[k] && argc < 31; k++)
+        argv[argc++] = args[k];
+    argv[argc] = NULL;
+    char op[600], ep[600];
+    snprintf(op, sizeof(op), "%s/cli.out", dir);
+    snprintf(ep, sizeof(ep), "%s/cli.err", dir);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        test_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        unlink(op);
+        unlink(ep);
+        int in = open("/dev/null", O_RDONLY);
+        int o = open(op, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int e = open(ep, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (in < 0 || o < 0 || e < 0 || dup2(in, 0) < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+            _exit(126);
+        alarm(30);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    r->out = test__slurp(op);
+    r->err = test__slurp(ep);
+    return 0;
+}
+
+void test_run_close(test_run_t *r)
+{
+    free(r->out);
+    free(r->err);
+    memset(r, 0, sizeof(*r));
+}
+
+double test_json_num(const char *s, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\"%s\": ", key);
+    const char *p = strstr(s, pat);
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
+}

@@ -1,0 +1,38 @@
+/*
+ * testutil: what several test files need besides the harness: a temporary
+ * directory removed after the test, and running one of the project's tools
+ * (built beside the test binary) with its output captured.
+ */
+#ifndef DERRD_TESTUTIL_H
+#define DERRD_TESTUTIL_H
+
+/* A fresh directory /tmp/derrd-test-<tag>-XXXXXX (malloc'd), or NULL. */
+char *test_tmpdir_new(const char *tag);
+/* Removes dir and everything in it (a failure is a test failure), frees it. */
+void test_tmpdir_free(char *dir);
+/* Runs body in a fresh temporary directory and removes it afterwards, also
+ * when body returns early from a failed REQUIRE. */
+void test_in_tmpdir(const char *tag, void (*body)(const char *dir));
+
+typedef struct {
+    int status; /* exit code; 128 + signal if killed; -1 if it could not run */
+    char *out;  /* stdout, NUL-terminated */
+    char *err;  /* stderr, NUL-terminated */
+} test_run_t;
+
+/* Runs tool (a binary next to this test binary) with args (NULL-terminated),
+ * stdin from /dev/null, stdout and stderr captured through files in dir;
+ * killed after 30 s. Returns 0 when it ran, else -1 after a test failure. */
+int test_run_tool(test_run_t *r, const char *dir, const char *tool, const char *const *args);
+void test_run_close(test_run_t *r);
+
+#define TEST_RUN_TOOL(r, dir, tool, ...)                                       \
+    do {                                                                       \
+        const char *test_run_args_[] = { __VA_ARGS__, NULL };                  \
+        test_run_tool(r, dir, tool, test_run_args_);                           \
+    } while (0)
+
+/* The number after "key": in a JSON text, or NaN. */
+double test_json_num(const char *s, const char *key);
+
+#endif
