@@ -55,10 +55,10 @@ $(BUILD)/libio.a: $(IO_OBJ)
 $(BUILD)/derrd: $(DAEMON_OBJ) $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ -luv -lmicrohttpd $(IO_LIBS) $(BLAS_LIBS)
 
-$(BUILD)/derrd-train: $(BUILD)/obj/tools/derrd-train.o $(BUILD)/libio.a $(BUILD)/libmodel.a
+$(BUILD)/derrd-train: $(BUILD)/obj/tools/derrd-train.o $(BUILD)/obj/tools/cli.o $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) $(BLAS_LIBS)
 
-$(BUILD)/derrd-snap: $(BUILD)/obj/tools/derrd-snap.o $(BUILD)/libio.a $(BUILD)/libmodel.a
+$(BUILD)/derrd-snap: $(BUILD)/obj/tools/derrd-snap.o $(BUILD)/obj/tools/cli.o $(BUILD)/libio.a $(BUILD)/libmodel.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(IO_LIBS) $(BLAS_LIBS)
 
 $(BUILD)/derrd-replay: $(BUILD)/obj/tools/derrd-replay.o $(BUILD)/libio.a $(BUILD)/libmodel.a

@@ -30,8 +30,8 @@
 #include "model/mf.h"
 #include "model/pool.h"
 #include "model/rng.h"
+#include "tools/cli.h"
 
-#define EXIT_USAGE 2
 
 static const char *usage_text =
     "usage: derrd-snap COMMAND FILE|DIR [options]\n"
@@ -137,33 +137,6 @@ static const char *bench_usage =
     "  --seed S           sampling seed (default 0)\n"
     "  --json             one JSON object per snapshot instead of the table\n";
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static _Noreturn void die_usage(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "derrd-snap: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n(see derrd-snap --help)\n");
-    exit(EXIT_USAGE);
-}
-
-static long parse_long(const char *opt, const char *s, long lo, long hi)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "derrd-snap: %s: '%s' is not an integer in [%ld, %ld]\n", opt, s, lo, hi);
-        exit(EXIT_USAGE);
-    }
-    return v;
-}
-
 /* Opens and verifies, or exits 1 with the reason. */
 static snapshot_t *open_or_die(const char *path)
 {
@@ -183,9 +156,9 @@ static void need_path(int argc, char **argv, const char **path, const char *cmd)
     if (optind < argc && !*path)
         *path = argv[optind++];
     if (optind < argc)
-        die_usage("unexpected argument '%s'", argv[optind]);
+        cli_die_usage("unexpected argument '%s'", argv[optind]);
     if (!*path)
-        die_usage("%s needs a snapshot FILE or DIR", cmd);
+        cli_die_usage("%s needs a snapshot FILE or DIR", cmd);
 }
 
 static void json_str(const char *s, size_t n)
@@ -230,8 +203,8 @@ static int cmd_verify(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case O_HELP: fputs(verify_usage, stdout); return 0;
-        case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
-        default: die_usage("unknown option '%s'", argv[optind - 1]);
+        case ':': cli_die_usage("option '%s' needs a value", argv[optind - 1]);
+        default: cli_die_usage("unknown option '%s'", argv[optind - 1]);
         }
     }
     need_path(argc, argv, &path, "verify");
@@ -261,8 +234,8 @@ static int cmd_info(int argc, char **argv)
         switch (c) {
         case O_JSON: json = 1; break;
         case O_HELP: fputs(info_usage, stdout); return 0;
-        case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
-        default: die_usage("unknown option '%s'", argv[optind - 1]);
+        case ':': cli_die_usage("option '%s' needs a value", argv[optind - 1]);
+        default: cli_die_usage("unknown option '%s'", argv[optind - 1]);
         }
     }
     need_path(argc, argv, &path, "info");
@@ -347,16 +320,16 @@ static int cmd_recommend(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":k:", opts, NULL)) != -1) {
         switch (c) {
         case O_USER: user = optarg; break;
-        case 'k': k = parse_long("-k", optarg, 1, 1000000); break;
+        case 'k': k = cli_parse_long("-k", optarg, 1, 1000000); break;
         case O_EXCLUDE: exclude = optarg; break;
         case O_HELP: fputs(recommend_usage, stdout); return 0;
-        case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
-        default: die_usage("unknown option '%s'", argv[optind - 1]);
+        case ':': cli_die_usage("option '%s' needs a value", argv[optind - 1]);
+        default: cli_die_usage("unknown option '%s'", argv[optind - 1]);
         }
     }
     need_path(argc, argv, &path, "recommend");
     if (!user)
-        die_usage("%s", "recommend needs --user ID");
+        cli_die_usage("%s", "recommend needs --user ID");
     snapshot_t *s = open_or_die(path);
     const snapshot_desc_t *d = snapshot_desc(s);
     int status = 1;
@@ -454,15 +427,6 @@ static int64_t place_rows(float *dst, int32_t n, const float *src, const char *c
     return stray;
 }
 
-static void json_metrics(const char *name, const metrics_t *m)
-{
-    printf("\"%s\": {", name);
-    for (int k = 0; k < METRICS_NK; k++)
-        printf("%s\"HR@%d\": %.6f, \"NDCG@%d\": %.6f, \"MRR@%d\": %.6f", k ? ", " : "",
-               metrics_k[k], m->hr[k], metrics_k[k], m->ndcg[k], metrics_k[k], m->mrr[k]);
-    printf("}");
-}
-
 static int cmd_eval(int argc, char **argv)
 {
     const char *path = NULL, *data = NULL;
@@ -481,15 +445,15 @@ static int cmd_eval(int argc, char **argv)
         switch (c) {
         case O_DATA: data = optarg; break;
         case O_JSON: json = 1; break;
-        case O_THREADS: threads = parse_long("--threads", optarg, 1, 256); break;
+        case O_THREADS: threads = cli_parse_long("--threads", optarg, 1, 256); break;
         case O_HELP: fputs(eval_usage, stdout); return 0;
-        case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
-        default: die_usage("unknown option '%s'", argv[optind - 1]);
+        case ':': cli_die_usage("option '%s' needs a value", argv[optind - 1]);
+        default: cli_die_usage("unknown option '%s'", argv[optind - 1]);
         }
     }
     need_path(argc, argv, &path, "eval");
     if (!data)
-        die_usage("%s", "eval needs --data DIR");
+        cli_die_usage("%s", "eval needs --data DIR");
     if (threads < 1)
         threads = 1;
 
@@ -504,10 +468,10 @@ static int cmd_eval(int argc, char **argv)
     const snapshot_desc_t *d = snapshot_desc(s);
     if (dataset_load(&ds, data, err, sizeof(err)) < 0) {
         fprintf(stderr, "derrd-snap: %s\n", err);
-        status = EXIT_USAGE;
+        status = CLI_EXIT_USAGE;
         goto out;
     }
-    double t0 = now_s();
+    double t0 = cli_now_s();
     /* The snapshot's student re-indexed to the dataset's ids; rows it lacks
      * stay zero (and its users are left out of the splits below). */
     has = calloc((size_t)ds.n_users + 1, 1);
@@ -540,7 +504,7 @@ static int cmd_eval(int argc, char **argv)
         fprintf(stderr, "derrd-snap: out of memory\n");
         goto out;
     }
-    double secs = now_s() - t0;
+    double secs = cli_now_s() - t0;
     if (stray_u || stray_i)
         fprintf(stderr, "derrd-snap: %" PRId64 " user and %" PRId64 " item ids are not ids of "
                 "%s (ignored)\n", stray_u, stray_i, data);
@@ -560,9 +524,9 @@ static int cmd_eval(int argc, char **argv)
                ", \"test_users_without_row\": %" PRId64 ", \"user_ids_not_in_data\": %" PRId64
                ", \"item_ids_not_in_data\": %" PRId64 ", \"eval_seconds\": %.3f, ",
                d->version, d->dim, mv.users, mt.users, miss_v, miss_t, stray_u, stray_i, secs);
-        json_metrics("valid", &mv);
+        cli_json_metrics("valid", &mv);
         printf(", ");
-        json_metrics("test", &mt);
+        cli_json_metrics("test", &mt);
         printf("}\n");
     }
     status = 0;
@@ -621,11 +585,11 @@ static int cmd_from_emb(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
-        case O_VERSION: version = parse_long("--version", optarg, 0, LONG_MAX); break;
-        case O_LEVEL: level = parse_long("--level", optarg, 1, 22); break;
+        case O_VERSION: version = cli_parse_long("--version", optarg, 0, LONG_MAX); break;
+        case O_LEVEL: level = cli_parse_long("--level", optarg, 1, 22); break;
         case O_HELP: fputs(from_emb_usage, stdout); return 0;
-        case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
-        default: die_usage("unknown option '%s'", argv[optind - 1]);
+        case ':': cli_die_usage("option '%s' needs a value", argv[optind - 1]);
+        default: cli_die_usage("unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
@@ -633,9 +597,9 @@ static int cmd_from_emb(int argc, char **argv)
     if (optind < argc)
         out = argv[optind++];
     if (optind < argc)
-        die_usage("unexpected argument '%s'", argv[optind]);
+        cli_die_usage("unexpected argument '%s'", argv[optind]);
     if (!in || !out)
-        die_usage("%s", "from-emb needs an EMBFILE and an OUT.dsnap");
+        cli_die_usage("%s", "from-emb needs an EMBFILE and an OUT.dsnap");
 
     char err[1024];
     int status = 1;
@@ -675,12 +639,12 @@ static int cmd_from_emb(int argc, char **argv)
         .topic = "",
         .quality = { NAN, NAN, NAN, NAN, 0 },
     };
-    double t0 = now_s();
+    double t0 = cli_now_s();
     if (snapshot_write(out, &d, (int)level, err, sizeof(err)) < 0) {
         fprintf(stderr, "derrd-snap: %s\n", err);
         goto out;
     }
-    double secs = now_s() - t0;
+    double secs = cli_now_s() - t0;
     /* Read back: the sizes, and proof that what was written verifies. */
     if (snapshot_open(out, &s, err, sizeof(err)) < 0) {
         fprintf(stderr, "derrd-snap: written but does not verify: %s\n", err);
@@ -766,18 +730,18 @@ static int cmd_bench(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, ":k:", opts, NULL)) != -1) {
         switch (c) {
-        case O_USERS: n_want = parse_long("--users", optarg, 1, INT32_MAX); break;
-        case 'k': k = parse_long("-k", optarg, 1, 1000000); break;
-        case O_SEED: seed = parse_long("--seed", optarg, 0, LONG_MAX); break;
+        case O_USERS: n_want = cli_parse_long("--users", optarg, 1, INT32_MAX); break;
+        case 'k': k = cli_parse_long("-k", optarg, 1, 1000000); break;
+        case O_SEED: seed = cli_parse_long("--seed", optarg, 0, LONG_MAX); break;
         case O_JSON: json = 1; break;
         case O_HELP: fputs(bench_usage, stdout); return 0;
-        case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
-        default: die_usage("unknown option '%s'", argv[optind - 1]);
+        case ':': cli_die_usage("option '%s' needs a value", argv[optind - 1]);
+        default: cli_die_usage("unknown option '%s'", argv[optind - 1]);
         }
     }
     int n = argc - optind;
     if (n < 1)
-        die_usage("%s", "bench needs at least one snapshot FILE or DIR");
+        cli_die_usage("%s", "bench needs at least one snapshot FILE or DIR");
 
     char err[1024];
     int status = 1;
@@ -838,19 +802,19 @@ static int cmd_bench(int argc, char **argv)
     for (int rep = 0; rep < BENCH_OPENS; rep++)
         for (int j = 0; j < n; j++) {
             snapshot_t *t;
-            double t0 = now_s();
+            double t0 = cli_now_s();
             if (snapshot_open(b[j].path, &t, err, sizeof(err)) < 0) {
                 fprintf(stderr, "derrd-snap: %s\n", err);
                 goto out;
             }
-            b[j].open_s[rep] = now_s() - t0;
+            b[j].open_s[rep] = cli_now_s() - t0;
             snapshot_free(t);
         }
     /* Top-k for every sampled user; the sink keeps the work observable. */
     volatile int64_t sink = 0;
     for (int pass = 0; pass < BENCH_PASSES; pass++)
         for (int j = 0; j < n; j++) {
-            double t0 = now_s();
+            double t0 = cli_now_s();
             for (int64_t x = 0; x < m; x++) {
                 int got = snapshot_recommend(b[j].s, b[j].rows[x], (int)k, NULL, 0, items,
                                              scores);
@@ -861,7 +825,7 @@ static int cmd_bench(int argc, char **argv)
                 }
                 sink += got ? items[0] : 0;
             }
-            b[j].rec_us[pass] = (now_s() - t0) / (double)m * 1e6;
+            b[j].rec_us[pass] = (cli_now_s() - t0) / (double)m * 1e6;
         }
     (void)sink;
     for (int j = 0; j < n; j++) {
@@ -934,15 +898,16 @@ out:
 
 int main(int argc, char **argv)
 {
+    cli_init("derrd-snap");
     if (argc < 2)
-        die_usage("%s", "a command is required: verify, info, recommend, eval, from-emb or "
+        cli_die_usage("%s", "a command is required: verify, info, recommend, eval, from-emb or "
                   "bench");
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(usage_text, stdout);
         return 0;
     }
-    opterr = 0; /* die_usage() reports, in one line */
+    opterr = 0; /* cli_die_usage() reports, in one line */
     optind = 1;
     argc--;
     argv++;
@@ -958,5 +923,5 @@ int main(int argc, char **argv)
         return cmd_from_emb(argc, argv);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc, argv);
-    die_usage("unknown command '%s' (verify, info, recommend, eval, from-emb or bench)", cmd);
+    cli_die_usage("unknown command '%s' (verify, info, recommend, eval, from-emb or bench)", cmd);
 }

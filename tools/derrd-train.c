@@ -22,8 +22,8 @@
 #include "model/metrics.h"
 #include "model/pool.h"
 #include "model/ratings.h"
+#include "tools/cli.h"
 
-#define EXIT_USAGE 2
 
 static const char *usage_text =
     "usage: derrd-train --data DIR --method teacher|student|de|rrd|derrd [options]\n"
@@ -65,45 +65,6 @@ static const char *usage_text =
     "  --rrd-sample X       share of batch users given an RRD term, reweighted\n"
     "                       (default 0.2)\n";
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static _Noreturn void die_usage(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "derrd-train: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n(see derrd-train --help)\n");
-    exit(EXIT_USAGE);
-}
-
-static long parse_long(const char *opt, const char *s, long lo, long hi)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "derrd-train: %s: '%s' is not an integer in [%ld, %ld]\n", opt, s, lo, hi);
-        exit(EXIT_USAGE);
-    }
-    return v;
-}
-
-static float parse_float(const char *opt, const char *s, double lo, double hi)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "derrd-train: %s: '%s' is not a number in [%g, %g]\n", opt, s, lo, hi);
-        exit(EXIT_USAGE);
-    }
-    return (float)v;
-}
-
 typedef struct {
     int max_epochs;
     int patience;
@@ -131,13 +92,13 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
 {
     char err[256];
     memset(r, 0, sizeof(*r));
-    double t0 = now_s();
+    double t0 = cli_now_s();
     distill_t *d = distill_new(cfg, train, teacher, pool, err, sizeof(err));
     if (!d) {
         fprintf(stderr, "derrd-train: %s\n", err);
         exit(1);
     }
-    r->setup_seconds = now_s() - t0;
+    r->setup_seconds = cli_now_s() - t0;
     if (mf_init_copy(best, distill_model(d)) < 0) {
         fprintf(stderr, "derrd-train: out of memory\n");
         exit(1);
@@ -148,13 +109,13 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
     size_t nparams = ((size_t)best->n_users + (size_t)best->n_items) * (size_t)best->dim;
     for (int e = 0; e < o->max_epochs; e++) {
         distill_stats_t st;
-        double ta = now_s();
+        double ta = cli_now_s();
         if (distill_epoch(d, &st) < 0) {
             fprintf(stderr, "derrd-train: out of memory in epoch %d\n", e);
             exit(1);
         }
         const mf_t *m = distill_model(d);
-        double tb = now_s();
+        double tb = cli_now_s();
         r->train_seconds += tb - ta;
         r->epochs = e + 1;
         if (e == 0)
@@ -164,7 +125,7 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
             continue;
         metrics_t v;
         metrics_eval(m, valid, pool, &v);
-        r->eval_seconds += now_s() - tb;
+        r->eval_seconds += cli_now_s() - tb;
         double score = v.ndcg[1];
         if (score > best_score) {
             best_score = score;
@@ -184,22 +145,13 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
             if (cfg->use_rrd)
                 fprintf(stderr, "  rrd %.1f", st.loss_rrd);
             fprintf(stderr, "  valid HR@5 %.4f NDCG@10 %.4f%s  %.1fs\n", v.hr[0], v.ndcg[1],
-                    since == 0 ? " *" : "", now_s() - t0);
+                    since == 0 ? " *" : "", cli_now_s() - t0);
         }
         if (since >= o->patience)
             break;
     }
     metrics_eval(best, test, pool, &r->test);
     distill_free(d);
-}
-
-static void json_metrics(const char *name, const metrics_t *m)
-{
-    printf("\"%s\": {", name);
-    for (int k = 0; k < METRICS_NK; k++)
-        printf("%s\"HR@%d\": %.4f, \"NDCG@%d\": %.4f, \"MRR@%d\": %.4f", k ? ", " : "",
-               metrics_k[k], m->hr[k], metrics_k[k], m->ndcg[k], metrics_k[k], m->mrr[k]);
-    printf("}");
 }
 
 static void print_result(const char *label, const fit_result_t *r)
@@ -214,6 +166,7 @@ static void print_result(const char *label, const fit_result_t *r)
 
 int main(int argc, char **argv)
 {
+    cli_init("derrd-train");
     const char *data = NULL, *method = NULL, *variant = "paper", *teacher_file = NULL;
     const char *save = NULL;
     long seed = 0, threads = sysconf(_SC_NPROCESSORS_ONLN);
@@ -255,7 +208,7 @@ int main(int argc, char **argv)
         { 0, 0, 0, 0 },
     };
     int c;
-    opterr = 0; /* die_usage() reports, in one line */
+    opterr = 0; /* cli_die_usage() reports, in one line */
     while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case O_DATA: data = optarg; break;
@@ -263,41 +216,41 @@ int main(int argc, char **argv)
         case O_VARIANT: variant = optarg; break;
         case O_TEACHER: teacher_file = optarg; break;
         case O_SAVE: save = optarg; break;
-        case O_SEED: seed = parse_long("--seed", optarg, 0, 0x7fffffffL); break;
-        case O_THREADS: threads = parse_long("--threads", optarg, 1, 256); break;
+        case O_SEED: seed = cli_parse_long("--seed", optarg, 0, 0x7fffffffL); break;
+        case O_THREADS: threads = cli_parse_long("--threads", optarg, 1, 256); break;
         case O_JSON: json = 1; break;
-        case O_MAXEP: fo.max_epochs = (int)parse_long("--max-epochs", optarg, 1, 1000000); break;
-        case O_PATIENCE: fo.patience = (int)parse_long("--patience", optarg, 1, 1000000); break;
-        case O_EVERY: fo.eval_every = (int)parse_long("--eval-every", optarg, 1, 1000000); break;
-        case O_DIM: dim = (int)parse_long("--dim", optarg, 1, 4096); break;
-        case O_TDIM: teacher_dim = (int)parse_long("--teacher-dim", optarg, 1, 4096); break;
-        case O_LR: cfg.adam.lr = parse_float("--lr", optarg, 1e-7, 10); break;
-        case O_WD: cfg.adam.wd = parse_float("--wd", optarg, 0, 10); break;
-        case O_BATCH: cfg.batch = (int)parse_long("--batch", optarg, 1, 1 << 20); break;
-        case O_LDE: cfg.lambda_de = parse_float("--lambda-de", optarg, 0, 1e6); break;
-        case O_LRRD: cfg.lambda_rrd = parse_float("--lambda-rrd", optarg, 0, 1e6); break;
-        case O_KEEP: cfg.de_keep = parse_float("--de-keep", optarg, 0, 0.999); break;
-        case O_DESAMPLE: cfg.de_sample = parse_float("--de-sample", optarg, 1e-6, 1); break;
-        case O_MAXEXP: cfg.de_max_experts = (int)parse_long("--de-max-experts", optarg, 0, 256); break;
-        case O_DEEVERY: cfg.de_every = (int)parse_long("--de-every", optarg, 1, 1000000); break;
-        case O_RRDSAMPLE: cfg.rrd_sample = parse_float("--rrd-sample", optarg, 1e-6, 1); break;
+        case O_MAXEP: fo.max_epochs = (int)cli_parse_long("--max-epochs", optarg, 1, 1000000); break;
+        case O_PATIENCE: fo.patience = (int)cli_parse_long("--patience", optarg, 1, 1000000); break;
+        case O_EVERY: fo.eval_every = (int)cli_parse_long("--eval-every", optarg, 1, 1000000); break;
+        case O_DIM: dim = (int)cli_parse_long("--dim", optarg, 1, 4096); break;
+        case O_TDIM: teacher_dim = (int)cli_parse_long("--teacher-dim", optarg, 1, 4096); break;
+        case O_LR: cfg.adam.lr = (float)cli_parse_double("--lr", optarg, 1e-7, 10); break;
+        case O_WD: cfg.adam.wd = (float)cli_parse_double("--wd", optarg, 0, 10); break;
+        case O_BATCH: cfg.batch = (int)cli_parse_long("--batch", optarg, 1, 1 << 20); break;
+        case O_LDE: cfg.lambda_de = (float)cli_parse_double("--lambda-de", optarg, 0, 1e6); break;
+        case O_LRRD: cfg.lambda_rrd = (float)cli_parse_double("--lambda-rrd", optarg, 0, 1e6); break;
+        case O_KEEP: cfg.de_keep = (float)cli_parse_double("--de-keep", optarg, 0, 0.999); break;
+        case O_DESAMPLE: cfg.de_sample = (float)cli_parse_double("--de-sample", optarg, 1e-6, 1); break;
+        case O_MAXEXP: cfg.de_max_experts = (int)cli_parse_long("--de-max-experts", optarg, 0, 256); break;
+        case O_DEEVERY: cfg.de_every = (int)cli_parse_long("--de-every", optarg, 1, 1000000); break;
+        case O_RRDSAMPLE: cfg.rrd_sample = (float)cli_parse_double("--rrd-sample", optarg, 1e-6, 1); break;
         case O_QUIET: quiet = 1; break;
         case O_HELP: fputs(usage_text, stdout); return 0;
-        case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
-        default: die_usage("unknown option '%s'", argv[optind - 1]);
+        case ':': cli_die_usage("option '%s' needs a value", argv[optind - 1]);
+        default: cli_die_usage("unknown option '%s'", argv[optind - 1]);
         }
     }
     if (optind < argc)
-        die_usage("unexpected argument '%s'", argv[optind]);
+        cli_die_usage("unexpected argument '%s'", argv[optind]);
     if (!data)
-        die_usage("%s", "--data DIR is required");
+        cli_die_usage("%s", "--data DIR is required");
     if (!method)
-        die_usage("%s", "--method is required");
+        cli_die_usage("%s", "--method is required");
     int is_teacher = !strcmp(method, "teacher"), is_student = !strcmp(method, "student");
     cfg.use_de = !strcmp(method, "de") || !strcmp(method, "derrd");
     cfg.use_rrd = !strcmp(method, "rrd") || !strcmp(method, "derrd");
     if (!is_teacher && !is_student && !cfg.use_de && !cfg.use_rrd)
-        die_usage("unknown method '%s'", method);
+        cli_die_usage("unknown method '%s'", method);
     if (!strcmp(variant, "paper"))
         cfg.rrd_variant = RRD_PAPER;
     else if (!strcmp(variant, "nosample"))
@@ -305,9 +258,9 @@ int main(int argc, char **argv)
     else if (!strcmp(variant, "item"))
         cfg.rrd_variant = RRD_ITEM;
     else
-        die_usage("unknown --rrd-variant '%s'", variant);
+        cli_die_usage("unknown --rrd-variant '%s'", variant);
     if (teacher_file && (is_teacher || is_student))
-        die_usage("--teacher goes with de, rrd or derrd, not '%s'", method);
+        cli_die_usage("--teacher goes with de, rrd or derrd, not '%s'", method);
     cfg.seed = (uint64_t)seed;
     cfg.dim = dim ? dim : is_teacher ? teacher_dim : 20;
     fo.progress = !quiet && isatty(2);
@@ -320,7 +273,7 @@ int main(int argc, char **argv)
     mf_t teacher = { 0 }, best = { 0 };
     if (dataset_load(&ds, data, err, sizeof(err)) < 0) {
         fprintf(stderr, "derrd-train: %s\n", err);
-        status = EXIT_USAGE;
+        status = CLI_EXIT_USAGE;
         goto out;
     }
     if (ratings_init(&train, ds.n_users, ds.n_items, ds.train_u, ds.train_i, ds.n_train) < 0) {
@@ -339,7 +292,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "derrd-train: %d users, %d items, %lld interactions; %ld threads; "
                 "BLAS kernels %s\n", ds.n_users, ds.n_items, (long long)train.nnz, threads,
                 gemm_backend());
-    double t_start = now_s();
+    double t_start = cli_now_s();
     fit_result_t tr = { 0 };
     int trained_teacher = 0;
     if (cfg.use_de || cfg.use_rrd) {
@@ -347,7 +300,7 @@ int main(int argc, char **argv)
             embfile_t ef;
             if (embfile_read(teacher_file, &ef, err, sizeof(err)) < 0) {
                 fprintf(stderr, "derrd-train: %s\n", err);
-                status = EXIT_USAGE;
+                status = CLI_EXIT_USAGE;
                 goto out;
             }
             if ((int32_t)ef.n_users != ds.n_users || (int32_t)ef.n_items != ds.n_items) {
@@ -355,7 +308,7 @@ int main(int argc, char **argv)
                         "%d and %d\n", teacher_file, ef.n_users, ef.n_items, ds.n_users,
                         ds.n_items);
                 free(ef.rows);
-                status = EXIT_USAGE;
+                status = CLI_EXIT_USAGE;
                 goto out;
             }
             if (mf_init(&teacher, ds.n_users, ds.n_items, (int32_t)ef.dim) < 0) {
@@ -384,7 +337,7 @@ int main(int argc, char **argv)
     fo.label = method;
     fit(&cfg, &train, (cfg.use_de || cfg.use_rrd) ? &teacher : NULL, pool, &valid, &test, &fo,
         &best, &r);
-    double total = now_s() - t_start;
+    double total = cli_now_s() - t_start;
     if (!quiet)
         print_result(method, &r);
     if (save && embfile_write(save, (uint32_t)best.dim, (uint32_t)best.n_users,
@@ -410,9 +363,9 @@ int main(int argc, char **argv)
                    r.last.de_entities ? (double)r.last.de_pairs / (double)r.last.de_entities : 0.0);
         printf("\"total_seconds\": %.2f, \"peak_rss_mb\": %.1f, \"blas_core\": \"%s\", ", total,
                (double)ru.ru_maxrss / 1024.0, gemm_backend());
-        json_metrics("valid", &r.valid);
+        cli_json_metrics("valid", &r.valid);
         printf(", ");
-        json_metrics("test", &r.test);
+        cli_json_metrics("test", &r.test);
         printf("}\n");
     }
     status = 0;
