@@ -16,6 +16,7 @@
 /* Messages handled per loop iteration before yielding (a few ms of work). */
 #define INGEST_BUDGET 4096
 #define INGEST_LAG_TICK_MS 10
+#define INGEST_LAG_WINDOW_MS 10000
 
 #define HDR_REASON "derrd.reason"
 #define HDR_TOPIC "derrd.source.topic"
@@ -50,6 +51,8 @@ struct ingest {
 
     int stopping;
     uint64_t lag_last_ns;
+    uint64_t lag_window_ns;  /* start of the current stall window */
+    double lag_window_ms;    /* longest stall in it so far */
     ingest_stats_t stats;
     log_ratelimit_t rl_invalid, rl_kafka;
 };
@@ -261,8 +264,18 @@ static void ingest__lag_cb(uv_timer_t *h)
     uint64_t now = uv_hrtime();
     if (in->lag_last_ns) {
         double late = (double)(now - in->lag_last_ns) / 1e6 - INGEST_LAG_TICK_MS;
+        if (late < 0)
+            late = 0;
         if (late > in->stats.loop_lag_max_ms)
             in->stats.loop_lag_max_ms = late;
+        if (late > in->lag_window_ms)
+            in->lag_window_ms = late;
+    }
+    /* The recent figure: the longest stall of the last full window. */
+    if (now - in->lag_window_ns >= (uint64_t)INGEST_LAG_WINDOW_MS * 1000000) {
+        in->stats.loop_lag_recent_ms = in->lag_window_ms;
+        in->lag_window_ms = 0;
+        in->lag_window_ns = now;
     }
     in->lag_last_ns = now;
 }
@@ -487,7 +500,14 @@ void ingest_stats(ingest_t *in, ingest_stats_t *out)
 {
     in->stats.staged = staging_depth(in->stg) + in->held;
     in->stats.paused = kafka_consumer_paused(in->consumer);
-    in->stats.lag = kafka_consumer_lag(in->consumer);
+    kafka_lag_t lags[1024];
+    int n = kafka_consumer_lags(in->consumer, lags, 1024);
+    in->stats.lag = n > 0 ? 0 : -1;
+    for (int k = 0; k < n && in->stats.lag >= 0; k++)
+        in->stats.lag = lags[k].lag >= 0 ? in->stats.lag + lags[k].lag : -1;
+    in->stats.n_part_lag = n < INGEST_LAG_PARTS ? n : INGEST_LAG_PARTS;
+    memcpy(in->stats.part_lag, lags, (size_t)in->stats.n_part_lag * sizeof(lags[0]));
+    in->stats.brokers_up = kafka_consumer_brokers_up(in->consumer);
     *out = in->stats;
 }
 

@@ -36,6 +36,9 @@ typedef struct {
     void *ud;
 } ingest_cfg_t;
 
+/* Partitions whose lag ingest_stats() reports one by one. */
+#define INGEST_LAG_PARTS 64
+
 typedef struct {
     uint64_t consumed;       /* messages read (redeliveries excluded) */
     uint64_t invalid;        /* refused by the codec */
@@ -47,8 +50,12 @@ typedef struct {
     uint64_t first_msg_ms;   /* monotonic time of the first message, 0 = none */
     size_t staged;           /* events in the queue plus those held here */
     int paused;
-    int64_t lag;             /* from the consumer, -1 unknown */
+    int64_t lag;             /* summed over the partitions, -1 unknown */
+    kafka_lag_t part_lag[INGEST_LAG_PARTS]; /* per assigned partition (the first ones) */
+    int n_part_lag;
+    int brokers_up;          /* connections up (kafka_consumer_brokers_up), -1 unknown */
     double loop_lag_max_ms;  /* longest loop stall seen */
+    double loop_lag_recent_ms; /* longest in the last complete 10 s window */
     int fatal;               /* a fatal Kafka error happened */
 } ingest_stats_t;
 

@@ -9,6 +9,7 @@
 #include "io/kafka.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>
@@ -180,6 +181,13 @@ struct kafka_consumer {
     kafka_consumer_cbs_t cbs;
     int paused;
     rd_kafka_topic_partition_list_t *assigned; /* current assignment, or NULL */
+    /* The last durable position of every partition ever given to
+     * kafka_consumer_commit(), assigned or not: stored again on each
+     * assignment, because librdkafka forgets stored offsets when it
+     * unassigns, and a commit that failed before a rebalance (coordinator
+     * down, session lost) would otherwise never be retried. */
+    rd_kafka_topic_partition_list_t *durable;
+    int brokers_up;      /* from the last statistics; -1 before the first */
 };
 
 static void kafka__list_free(rd_kafka_topic_partition_list_t *l)
@@ -195,6 +203,26 @@ static kafka_pos_t *kafka__positions(const rd_kafka_topic_partition_list_t *l, i
     for (int k = 0; pos && k < l->cnt; k++)
         pos[k] = (kafka_pos_t){ l->elems[k].partition, l->elems[k].offset };
     return pos;
+}
+
+static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_list_t *l,
+                               int async);
+
+/* After an assignment: stores and commits the durable positions of the
+ * assigned partitions again (see struct kafka_consumer). */
+static void kafka__recommit(kafka_consumer_t *c)
+{
+    if (!c->durable || !c->assigned)
+        return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(c->durable->cnt);
+    for (int k = 0; k < c->durable->cnt; k++)
+        if (rd_kafka_topic_partition_list_find(c->assigned, c->topic,
+                                               c->durable->elems[k].partition))
+            rd_kafka_topic_partition_list_add(l, c->topic, c->durable->elems[k].partition)
+                ->offset = c->durable->elems[k].offset;
+    if (l->cnt > 0)
+        kafka__store_commit(c, l, 1);
+    rd_kafka_topic_partition_list_destroy(l);
 }
 
 static void kafka__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -219,6 +247,7 @@ static void kafka__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_pause_partitions(rk, parts);
         kafka__list_free(c->assigned);
         c->assigned = rd_kafka_topic_partition_list_copy(parts);
+        kafka__recommit(c);
         pos = kafka__positions(parts, &n);
         if (c->cbs.assigned && pos)
             c->cbs.assigned(c->cbs.ud, pos, n);
@@ -264,6 +293,29 @@ static void kafka__commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                  (unsigned long long)dropped);
 }
 
+/* librdkafka's statistics (every statistics.interval.ms): counts the
+ * connections in state "UP". A reachable cluster keeps at least one (the
+ * group coordinator's); none means no broker can be reached. */
+static int kafka__stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    kafka_consumer_t *c = opaque;
+    json_t *root = json_loadb(json, len, 0, NULL);
+    json_t *brokers = root ? json_object_get(root, "brokers") : NULL;
+    if (json_is_object(brokers)) {
+        int up = 0;
+        const char *name;
+        json_t *b;
+        json_object_foreach(brokers, name, b) {
+            const char *state = json_string_value(json_object_get(b, "state"));
+            up += state && strcmp(state, "UP") == 0;
+        }
+        c->brokers_up = up;
+    }
+    json_decref(root);
+    return 0; /* librdkafka frees json */
+}
+
 int kafka_consumer_new(kafka_consumer_t **out, const kafka_config_t *cfg, const char *group,
                        const char *topic, const kafka_consumer_cbs_t *cbs, char *err,
                        size_t errlen)
@@ -276,6 +328,7 @@ int kafka_consumer_new(kafka_consumer_t **out, const kafka_config_t *cfg, const 
         return -ENOMEM;
     }
     c->cbs = *cbs;
+    c->brokers_up = -1;
     const char *forced[] = { "group.id", group, "enable.auto.offset.store", "false",
                              "enable.partition.eof", "false", NULL };
     const char *defaults[] = { "auto.offset.reset", "earliest",
@@ -286,11 +339,14 @@ int kafka_consumer_new(kafka_consumer_t **out, const kafka_config_t *cfg, const 
                                 * this many messages wait locally (the knob
                                 * for that pause came in 2.4.0); let the byte
                                 * limit, queued.max.messages.kbytes, rule. */
-                               "queued.min.messages", "1000000", NULL };
+                               "queued.min.messages", "1000000",
+                               /* for kafka_consumer_brokers_up() */
+                               "statistics.interval.ms", "1000", NULL };
     rd_kafka_conf_t *conf = kafka__conf(cfg, forced, defaults, err, errlen);
     if (!conf)
         goto fail;
     rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_stats_cb(conf, kafka__stats_cb);
     rd_kafka_conf_set_rebalance_cb(conf, kafka__rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, kafka__error_cb);
     rd_kafka_conf_set_offset_commit_cb(conf, kafka__commit_cb);
@@ -372,8 +428,19 @@ int kafka_consumer_paused(const kafka_consumer_t *c) { return c->paused; }
 
 int kafka_consumer_commit(kafka_consumer_t *c, const kafka_pos_t *pos, int n, int async)
 {
+    if (!c->durable && !(c->durable = rd_kafka_topic_partition_list_new(n ? n : 1)))
+        return -ENOMEM;
+    for (int k = 0; k < n; k++) {
+        if (pos[k].offset < 0)
+            continue;
+        rd_kafka_topic_partition_t *d =
+            rd_kafka_topic_partition_list_find(c->durable, c->topic, pos[k].partition);
+        if (!d)
+            d = rd_kafka_topic_partition_list_add(c->durable, c->topic, pos[k].partition);
+        d->offset = pos[k].offset;
+    }
     if (!c->assigned)
-        return 0;
+        return 0; /* kept in c->durable: committed on the next assignment */
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n ? n : 1);
     for (int k = 0; k < n; k++) {
         if (pos[k].offset < 0 ||
@@ -382,6 +449,15 @@ int kafka_consumer_commit(kafka_consumer_t *c, const kafka_pos_t *pos, int n, in
         rd_kafka_topic_partition_list_add(l, c->topic, pos[k].partition)->offset =
             pos[k].offset;
     }
+    int rc = kafka__store_commit(c, l, async);
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
+}
+
+/* Stores l's offsets and commits them. */
+static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_list_t *l,
+                               int async)
+{
     int rc = 0;
     if (l->cnt > 0) {
         rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
@@ -399,33 +475,36 @@ int kafka_consumer_commit(kafka_consumer_t *c, const kafka_pos_t *pos, int n, in
             rc = -EIO;
         }
     }
-    rd_kafka_topic_partition_list_destroy(l);
     return rc;
 }
 
-int64_t kafka_consumer_lag(kafka_consumer_t *c)
+int kafka_consumer_lags(kafka_consumer_t *c, kafka_lag_t *out, int max)
 {
-    if (!c->assigned || c->assigned->cnt == 0)
-        return -1;
+    if (!c->assigned)
+        return 0;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(c->assigned);
-    int64_t lag = -1;
-    if (rd_kafka_position(c->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        lag = 0;
-        for (int k = 0; k < l->cnt; k++) {
-            int64_t lo, hi;
-            if (rd_kafka_get_watermark_offsets(c->rk, c->topic, l->elems[k].partition, &lo,
-                                               &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-                hi < 0) {
-                lag = -1;
-                break;
-            }
-            int64_t at = l->elems[k].offset >= 0 ? l->elems[k].offset : lo;
-            lag += hi > at ? hi - at : 0;
+    int known = rd_kafka_position(c->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    int n = 0;
+    for (int k = 0; k < l->cnt && n < max; k++, n++) {
+        int64_t lo, hi;
+        out[n] = (kafka_lag_t){ l->elems[k].partition, -1 };
+        if (known &&
+            rd_kafka_get_watermark_offsets(c->rk, c->topic, l->elems[k].partition, &lo, &hi) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hi >= 0) {
+            /* No position until the first fetch after an assignment: then
+             * the offset it was assigned from, or the log start. */
+            int64_t at = l->elems[k].offset >= 0            ? l->elems[k].offset
+                         : c->assigned->elems[k].offset >= 0 ? c->assigned->elems[k].offset
+                                                             : lo;
+            out[n].lag = hi > at ? hi - at : 0;
         }
     }
     rd_kafka_topic_partition_list_destroy(l);
-    return lag;
+    return n;
 }
+
+int kafka_consumer_brokers_up(const kafka_consumer_t *c) { return c->brokers_up; }
 
 void kafka_consumer_close(kafka_consumer_t *c, int timeout_ms)
 {
@@ -457,6 +536,7 @@ void kafka_consumer_close(kafka_consumer_t *c, int timeout_ms)
     rd_kafka_queue_destroy(c->queue);
     rd_kafka_destroy_flags(c->rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     kafka__list_free(c->assigned);
+    kafka__list_free(c->durable);
     free(c->topic);
     free(c);
 }

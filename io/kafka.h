@@ -92,13 +92,26 @@ int kafka_consumer_drain(kafka_consumer_t *c, int max, kafka_msg_fn fn, void *ud
 void kafka_consumer_pause(kafka_consumer_t *c, int pause);
 int kafka_consumer_paused(const kafka_consumer_t *c);
 
-/* Stores pos as durable and commits it (async: no wait). Partitions not
- * assigned any more are skipped. Returns 0 or a negative errno. */
+/* Stores pos as durable and commits it (async: no wait). The consumer
+ * remembers the last durable position of every partition: those not
+ * assigned now are stored and committed when they are assigned again (one
+ * daemon per group: another member's commits could be moved back). Returns
+ * 0 or a negative errno. */
 int kafka_consumer_commit(kafka_consumer_t *c, const kafka_pos_t *pos, int n, int async);
 
-/* Consumer lag per assigned partition from the last fetch (high watermark -
- * position), summed; -1 when unknown. */
-int64_t kafka_consumer_lag(kafka_consumer_t *c);
+typedef struct {
+    int32_t partition;
+    int64_t lag; /* messages behind the log end (high watermark - position); -1 unknown */
+} kafka_lag_t;
+
+/* Lag of each assigned partition, from the last fetch: fills up to max
+ * entries and returns how many (0 when nothing is assigned). */
+int kafka_consumer_lags(kafka_consumer_t *c, kafka_lag_t *out, int max);
+
+/* Connections to brokers in state UP, from librdkafka's statistics (every
+ * second unless kafka.statistics.interval.ms says otherwise); -1 before the
+ * first statistics or when they are off. 0 = no broker reachable. */
+int kafka_consumer_brokers_up(const kafka_consumer_t *c);
 
 /* Leaves the group (committing the stored offsets) within timeout_ms and
  * frees everything; c may be NULL. */

@@ -35,7 +35,7 @@ only_in() { # header-regex allowed-file-regex
 }
 only_in 'cblas\.h|openblas' 'model/gemm\.c'
 only_in 'zstd' 'io/snapshot\.c'
-only_in 'jansson' 'io/event\.c'
+only_in 'jansson' 'io/event\.c|io/kafka\.c'
 only_in 'librdkafka/|rdkafka' 'io/kafka[a-z_]*\.c|tests/[a-z_]*kafka[a-z_]*\.c'
 only_in 'uv\.h' 'daemon/[a-z_]*\.c'
 only_in 'microhttpd' 'daemon/http\.c'
