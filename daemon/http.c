@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 /* microhttpd.h wants the socket types above first. */
 #include <microhttpd.h>
@@ -28,6 +29,8 @@
 #define HTTP_DEFAULT_MEMORY (32 * 1024)
 #define HTTP_DEFAULT_THREADS 2
 #define HTTP_LOG_INTERVAL_MS 1000
+#define HTTP_HEADER_DEADLINE_S 10 /* request headers in full within this, or timeout_s if less */
+#define HTTP_REAP_TICK_MS 250 /* how often the reaper looks; a deadline is kept this closely */
 
 /* student-<20 digits>.dsnap, the only names ever opened */
 #define HTTP_SNAP_PREFIX "student-"
@@ -37,6 +40,18 @@
 
 #define HTTP_TEXT "text/plain; charset=utf-8"
 #define HTTP_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
+#define HTTP_JSON "application/json"
+#define HTTP_HTML "text/html; charset=utf-8"
+
+/* One per open connection (libmicrohttpd's socket context), on the list in
+ * struct http while the socket is open: the reaper's view of it. */
+typedef struct http_conn {
+    struct http_conn *prev, *next;
+    int fd;
+    uint64_t since_ms; /* monotonic: accepted, or the last request done */
+    int in_request;    /* 1 from a request's full headers to its end */
+    int reaped;        /* shut down by the reaper; libmicrohttpd closes it */
+} http_conn_t;
 
 struct http {
     struct MHD_Daemon *mhd;
@@ -44,7 +59,10 @@ struct http {
     char *token; /* NULL: no authentication */
     size_t token_len;
     int (*metrics)(void *ud, char **body, size_t *len);
-    int (*ready)(void *ud);
+    int (*status)(void *ud, char **body, size_t *len);
+    int (*ready)(void *ud, char *why, size_t whylen);
+    const char *page;
+    size_t page_len;
     void *ud;
     uint16_t port;
     pthread_mutex_t log_mu; /* guards the three below */
@@ -52,6 +70,20 @@ struct http {
     char start_err[512];
     log_ratelimit_t log_rl;
     _Atomic uint64_t requests, status_2xx, status_304, status_4xx, status_5xx, bytes_sent;
+    /* The reaper: libmicrohttpd's timeout is an idle timeout, so a client
+     * that sends a header byte every few seconds would hold a connection
+     * (and, with enough of them, every connection) forever. The reaper
+     * shuts down a connection whose request headers have not arrived in
+     * full deadline_ms after it was accepted or its last request ended:
+     * HTTP_HEADER_DEADLINE_S, or timeout_s when that is shorter. A client
+     * sends its headers in one go; an idle kept-alive connection is closed
+     * as soon, which frees the slot for another client. */
+    pthread_mutex_t conn_mu; /* guards the list, the fields of its entries, stop */
+    pthread_cond_t conn_cv;
+    http_conn_t *conns;
+    uint64_t deadline_ms;
+    int reaper_started, stop;
+    pthread_t reaper;
 };
 
 /* Per request, in libmicrohttpd's request context. */
@@ -97,6 +129,101 @@ static void http__mhd_log(void *cls, const char *fmt, va_list ap)
     pthread_mutex_unlock(&h->log_mu);
     if (started)
         http__warn(h, "%s", line);
+}
+
+static uint64_t http__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Connection opened and closed: keeps the reaper's list. libmicrohttpd
+ * calls CLOSED before it closes the socket, so a descriptor on the list is
+ * always this connection's, never a reused one. */
+static void http__notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
+                              enum MHD_ConnectionNotificationCode code)
+{
+    http_t *h = cls;
+    http_conn_t *c = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci || !(c = calloc(1, sizeof(*c))))
+            return; /* not watched: libmicrohttpd's idle timeout still applies */
+        c->fd = ci->connect_fd;
+        c->since_ms = http__now_ms();
+        pthread_mutex_lock(&h->conn_mu);
+        c->next = h->conns;
+        if (h->conns)
+            h->conns->prev = c;
+        h->conns = c;
+        pthread_mutex_unlock(&h->conn_mu);
+        *socket_context = c;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && c) {
+        pthread_mutex_lock(&h->conn_mu);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            h->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        pthread_mutex_unlock(&h->conn_mu);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+/* Marks conn's request as started (headers in full) or ended. */
+static void http__conn_request(http_t *h, struct MHD_Connection *conn, int in_request)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    http_conn_t *c = ci ? ci->socket_context : NULL;
+    if (!c)
+        return;
+    pthread_mutex_lock(&h->conn_mu);
+    c->in_request = in_request;
+    if (!in_request)
+        c->since_ms = http__now_ms();
+    pthread_mutex_unlock(&h->conn_mu);
+}
+
+/* Shuts down (not closes: the descriptor stays libmicrohttpd's) every
+ * connection past its deadline for request headers; libmicrohttpd then
+ * reads the end of the stream and closes it as a client abort. */
+static void *http__reaper(void *arg)
+{
+    http_t *h = arg;
+    pthread_mutex_lock(&h->conn_mu);
+    while (!h->stop) {
+        uint64_t now = http__now_ms();
+        unsigned n = 0;
+        for (http_conn_t *c = h->conns; c; c = c->next) {
+            if (c->in_request || c->reaped || now - c->since_ms < h->deadline_ms)
+                continue;
+            shutdown(c->fd, SHUT_RDWR);
+            c->reaped = 1;
+            n++;
+        }
+        if (n) {
+            pthread_mutex_unlock(&h->conn_mu);
+            http__warn(h, "closed %u connection(s) that sent no full request headers within %"
+                       PRIu64 " s", n, h->deadline_ms / 1000);
+            pthread_mutex_lock(&h->conn_mu);
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += HTTP_REAP_TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (!h->stop)
+            pthread_cond_timedwait(&h->conn_cv, &h->conn_mu, &ts);
+    }
+    pthread_mutex_unlock(&h->conn_mu);
+    return NULL;
 }
 
 /* Digits only, 1 or more, no overflow. */
@@ -387,18 +514,20 @@ static enum MHD_Result http__snapshot(http_t *h, struct MHD_Connection *conn, ht
     return http__queue(h, conn, req, MHD_HTTP_OK, resp, head ? 0 : (uint64_t)size);
 }
 
-static enum MHD_Result http__metrics(http_t *h, struct MHD_Connection *conn, http_req_t *req,
-                                     int head)
+/* A body made for this request by fn (/metrics, /v1/status). */
+static enum MHD_Result http__made(http_t *h, struct MHD_Connection *conn, http_req_t *req,
+                                  int head, int (*fn)(void *, char **, size_t *),
+                                  const char *type)
 {
-    if (!h->metrics)
+    if (!fn)
         return http__text(h, conn, req, head, MHD_HTTP_NOT_FOUND, "not found\n", NULL, NULL);
     char *body = NULL;
     size_t len = 0;
-    int rc = h->metrics(h->ud, &body, &len);
+    int rc = fn(h->ud, &body, &len);
     if (rc < 0 || (!body && len)) {
         free(body);
         return http__text(h, conn, req, head, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                          "metrics unavailable\n", NULL, NULL);
+                          "unavailable\n", NULL, NULL);
     }
     struct MHD_Response *resp =
         body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE)
@@ -407,7 +536,7 @@ static enum MHD_Result http__metrics(http_t *h, struct MHD_Connection *conn, htt
         free(body);
         return MHD_NO;
     }
-    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, HTTP_PROMETHEUS) != MHD_YES ||
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES ||
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES) {
         MHD_destroy_response(resp);
         return MHD_NO;
@@ -415,11 +544,116 @@ static enum MHD_Result http__metrics(http_t *h, struct MHD_Connection *conn, htt
     return http__queue(h, conn, req, MHD_HTTP_OK, resp, head ? 0 : len);
 }
 
+static enum MHD_Result http__ready(http_t *h, struct MHD_Connection *conn, http_req_t *req,
+                                   int head)
+{
+    char why[256] = "";
+    int ok = !h->ready || h->ready(h->ud, why, sizeof(why)) > 0;
+    char text[300];
+    int n = snprintf(text, sizeof(text), ok ? "ready" : why[0] ? "not ready: %s\n" : "not ready",
+                     why);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_COPY);
+    if (resp && (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, HTTP_TEXT) != MHD_YES ||
+                 MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES)) {
+        MHD_destroy_response(resp);
+        resp = NULL;
+    }
+    return http__queue(h, conn, req, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, resp,
+                       head ? 0 : len);
+}
+
+/* The status page: static HTML that holds no data. */
+static enum MHD_Result http__page(http_t *h, struct MHD_Connection *conn, http_req_t *req,
+                                  int head)
+{
+    if (!h->page)
+        return http__text(h, conn, req, head, MHD_HTTP_OK, "derrd", NULL, NULL);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(h->page_len, (void *)h->page, MHD_RESPMEM_PERSISTENT);
+    if (resp && (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, HTTP_HTML) != MHD_YES ||
+                 MHD_add_response_header(resp, "Content-Security-Policy",
+                                         "default-src 'none'; script-src 'unsafe-inline'; "
+                                         "style-src 'unsafe-inline'; connect-src 'self'; "
+                                         "img-src 'self' data:") != MHD_YES ||
+                 MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") != MHD_YES)) {
+        MHD_destroy_response(resp);
+        resp = NULL;
+    }
+    return http__queue(h, conn, req, MHD_HTTP_OK, resp, head ? 0 : h->page_len);
+}
+
+/* RFC 9110 5.1: a field name is a token, one or more of these. */
+static int http__tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+typedef struct {
+    int bad;
+    unsigned hosts;
+} http_fields_t;
+
+static enum MHD_Result http__field_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        size_t key_size, const char *value, size_t value_size)
+{
+    http_fields_t *f = cls;
+    (void)kind;
+    int bad = !key || key_size == 0;
+    for (size_t i = 0; !bad && i < key_size; i++)
+        bad = !http__tchar((unsigned char)key[i]);
+    for (size_t i = 0; !bad && value && i < value_size; i++) {
+        unsigned char c = (unsigned char)value[i];
+        bad = (c < 0x20 && c != '\t') || c == 0x7f;
+    }
+    if (bad) {
+        f->bad = 1;
+        return MHD_NO;
+    }
+    if (key_size == 4 && strncasecmp(key, MHD_HTTP_HEADER_HOST, 4) == 0)
+        f->hosts++;
+    return MHD_YES;
+}
+
+/* Whether the header fields are well formed, which libmicrohttpd does not
+ * check in full: a name of token characters (no space before the colon, no
+ * byte above 0x7f), a value without control characters but tab, and at most
+ * one Host (RFC 9112 3.2, 5.1). libmicrohttpd 0.9.75 ends a value at a NUL
+ * before this sees it: what precedes the NUL is checked (and a token must
+ * still match in full). */
+static int http__fields_ok(struct MHD_Connection *conn)
+{
+    http_fields_t f = { 0, 0 };
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, http__field_iter, &f);
+    return !f.bad && f.hosts <= 1;
+}
+
+/* Whether the request announces a body: any Transfer-Encoding, or a
+ * Content-Length other than 0. */
+static int http__has_body(struct MHD_Connection *conn)
+{
+    if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        return 1;
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return 0;
+    while (*cl == ' ' || *cl == '\t')
+        cl++;
+    while (*cl == '0')
+        cl++;
+    while (*cl == ' ' || *cl == '\t')
+        cl++;
+    return *cl != 0;
+}
+
 /* Called with the headers read, then for each piece of a request body, then
  * once more at the end of the request. GET and HEAD are answered at the end:
  * an answer queued with the headers counts as "early" in libmicrohttpd,
  * which then stops reading and closes the connection (no keep-alive). Other
- * methods get their 405 early on purpose: their body is never read. */
+ * methods get their 405 early on purpose, and a GET or HEAD with a body its
+ * 400: that body is never read. */
 static enum MHD_Result http__handle(void *cls, struct MHD_Connection *conn, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_data_size,
@@ -434,19 +668,32 @@ static enum MHD_Result http__handle(void *cls, struct MHD_Connection *conn, cons
         if (!(req = calloc(1, sizeof(*req))))
             return MHD_NO;
         *req_cls = req; /* freed in http__completed */
+        http__conn_request(h, conn, 1);
         atomic_fetch_add_explicit(&h->requests, 1, memory_order_relaxed);
+        if (!http__fields_ok(conn))
+            return http__text(h, conn, req, head, MHD_HTTP_BAD_REQUEST,
+                              "malformed header field\n", NULL, NULL);
         if (!head && strcmp(method, MHD_HTTP_METHOD_GET) != 0)
             return http__text(h, conn, req, 0, MHD_HTTP_METHOD_NOT_ALLOWED,
                               "method not allowed\n", MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+        /* A GET or HEAD with a body: refused before the body is read (and
+         * the connection closed), as servers and proxies disagree on where
+         * such a request ends (request smuggling), and a slow body would
+         * hold the connection past the reaper's deadline. */
+        if (http__has_body(conn))
+            return http__text(h, conn, req, head, MHD_HTTP_BAD_REQUEST,
+                              "a GET or HEAD request has no body\n", NULL, NULL);
         return MHD_YES;
     }
-    if (req->answered || *upload_data_size) { /* a body on a GET means nothing: drop it */
+    if (req->answered || *upload_data_size) { /* the rest of a refused request */
         *upload_data_size = 0;
         return MHD_YES;
     }
 
     if (strcmp(url, "/healthz") == 0)
         return http__text(h, conn, req, head, MHD_HTTP_OK, "ok", NULL, NULL);
+    if (strcmp(url, "/") == 0)
+        return http__page(h, conn, req, head);
     if (h->token && !http__authorized(h, conn))
         return http__text(h, conn, req, head, MHD_HTTP_UNAUTHORIZED, "unauthorized\n",
                           MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
@@ -458,14 +705,11 @@ static enum MHD_Result http__handle(void *cls, struct MHD_Connection *conn, cons
     if (strncmp(url, snap, snap_len) == 0 && url[snap_len] == '/')
         return http__snapshot(h, conn, req, head, url + snap_len + 1);
     if (strcmp(url, "/metrics") == 0)
-        return http__metrics(h, conn, req, head);
-    if (strcmp(url, "/readyz") == 0) {
-        int ok = !h->ready || h->ready(h->ud) > 0;
-        return http__text(h, conn, req, head, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
-                          ok ? "ready" : "not ready", NULL, NULL);
-    }
-    if (strcmp(url, "/") == 0)
-        return http__text(h, conn, req, head, MHD_HTTP_OK, "derrd", NULL, NULL);
+        return http__made(h, conn, req, head, h->metrics, HTTP_PROMETHEUS);
+    if (strcmp(url, "/v1/status") == 0)
+        return http__made(h, conn, req, head, h->status, HTTP_JSON);
+    if (strcmp(url, "/readyz") == 0)
+        return http__ready(h, conn, req, head);
     return http__text(h, conn, req, head, MHD_HTTP_NOT_FOUND, "not found\n", NULL, NULL);
 }
 
@@ -474,7 +718,7 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **req_c
 {
     http_t *h = cls;
     http_req_t *req = *req_cls;
-    (void)conn;
+    http__conn_request(h, conn, 0); /* the next request's deadline starts now */
     if (!req)
         return;
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -575,8 +819,19 @@ int http_start(http_t **out, const http_cfg_t *cfg, char *err, size_t errlen)
         return -ENOMEM;
     }
     pthread_mutex_init(&h->log_mu, NULL);
+    pthread_mutex_init(&h->conn_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->conn_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    unsigned deadline = timeout < HTTP_HEADER_DEADLINE_S ? timeout : HTTP_HEADER_DEADLINE_S;
+    h->deadline_ms = (uint64_t)deadline * 1000u;
     h->metrics = cfg->metrics;
+    h->status = cfg->status;
     h->ready = cfg->ready;
+    h->page = cfg->page;
+    h->page_len = cfg->page_len;
     h->ud = cfg->ud;
     int rc = -ENOMEM;
     if (cfg->snapshot_dir && *cfg->snapshot_dir && !(h->dir = strdup(cfg->snapshot_dir)))
@@ -599,6 +854,9 @@ int http_start(http_t **out, const http_cfg_t *cfg, char *err, size_t errlen)
         { MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)memory, NULL },
         { MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)cfg->per_ip_limit, NULL },
         { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http__completed, h },
+        { MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http__notify_conn, h },
+        /* HTTP/1.1 without Host, spaces in the URL or header names: 400 */
+        { MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL },
         { MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)http__unescape, NULL },
         { threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL },
         { MHD_OPTION_END, 0, NULL },
@@ -616,6 +874,11 @@ int http_start(http_t **out, const http_cfg_t *cfg, char *err, size_t errlen)
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : cfg->port;
+    if ((rc = -pthread_create(&h->reaper, NULL, http__reaper, h)) < 0) {
+        snprintf(err, errlen, "http: cannot start the connection reaper: %s", strerror(-rc));
+        goto fail;
+    }
+    h->reaper_started = 1;
     pthread_mutex_lock(&h->log_mu);
     h->started = 1;
     pthread_mutex_unlock(&h->log_mu);
@@ -633,14 +896,23 @@ void http_stop(http_t *h)
 {
     if (!h)
         return;
+    if (h->reaper_started) {
+        pthread_mutex_lock(&h->conn_mu);
+        h->stop = 1;
+        pthread_cond_signal(&h->conn_cv);
+        pthread_mutex_unlock(&h->conn_mu);
+        pthread_join(h->reaper, NULL);
+    }
     if (h->mhd)
-        MHD_stop_daemon(h->mhd);
+        MHD_stop_daemon(h->mhd); /* closes every connection: empties the list */
     if (h->token) {
         explicit_bzero(h->token, h->token_len);
         free(h->token);
     }
     free(h->dir);
     pthread_mutex_destroy(&h->log_mu);
+    pthread_cond_destroy(&h->conn_cv);
+    pthread_mutex_destroy(&h->conn_mu);
     free(h);
 }
 

@@ -1,17 +1,22 @@
 /*
  * http: the daemon's HTTP endpoints, on libmicrohttpd (confined to
- * daemon/http.c). GET and HEAD only; anything else gets 405.
+ * daemon/http.c). GET and HEAD only; anything else gets 405. Requests are
+ * parsed strictly: malformed header fields, a missing Host on HTTP/1.1, or
+ * a body on GET or HEAD get 400 before any body is read.
  *
  *   GET /v1/snapshot            the file <snapshot_dir>/latest points to,
  *                               ETag "<version>", 304 on If-None-Match
  *   GET /v1/snapshot/<version>  that version while it is kept, else 404
  *   GET /metrics                the metrics callback's text (Prometheus)
+ *   GET /v1/status              the status callback's text (JSON)
  *   GET /healthz                200 "ok" (never needs the token)
- *   GET /readyz                 200 "ready" or 503 "not ready" (callback)
- *   GET /                       200 "derrd" (a status page comes later)
+ *   GET /readyz                 200 "ready" or 503 "not ready: <reason>"
+ *   GET /                       the status page (cfg->page, HTML), which
+ *                               polls /v1/status
  *
- * With a token, every path but /healthz needs "Authorization: Bearer
- * <token>", else 401. A snapshot is served from the file descriptor opened
+ * With a token, every path but /healthz and / needs "Authorization: Bearer
+ * <token>", else 401. The page holds no data (it asks for the token when
+ * /v1/status answers 401). A snapshot is served from the file descriptor opened
  * for that request: a publish or prune that replaces or unlinks files meanwhile
  * never gives a torn or mixed body.
  *
@@ -34,15 +39,25 @@ typedef struct {
     const char *token;        /* bearer token; NULL or "" = no authentication */
     const char *snapshot_dir; /* NULL = /v1/snapshot is always 404 */
     unsigned max_connections; /* 0 = 64 */
-    unsigned timeout_s;       /* idle seconds before a connection is closed; 0 = 30 */
+    unsigned timeout_s;       /* idle seconds before a connection is closed; 0 = 30.
+                               * A request's headers must also arrive within
+                               * min(10, timeout_s) s of the connection (or of
+                               * its last request), else it is closed: slow
+                               * clients cannot hold connections */
     size_t memory_limit;      /* per connection; request headers must fit; 0 = 32 KiB */
     unsigned per_ip_limit;    /* connections per client address; 0 = no limit */
     unsigned threads;         /* worker threads; 0 = 2 */
     /* Sets *body to a malloc'd text (taken over) and *len to its length, and
      * returns 0, or a negative errno (500). NULL: /metrics is 404. */
     int (*metrics)(void *ud, char **body, size_t *len);
-    /* 1 when ready, 0 when not. NULL: always ready. */
-    int (*ready)(void *ud);
+    /* The same for /v1/status (JSON). NULL: /v1/status is 404. */
+    int (*status)(void *ud, char **body, size_t *len);
+    /* 1 when ready, 0 when not, with a reason in why. NULL: always ready. */
+    int (*ready)(void *ud, char *why, size_t whylen);
+    /* The page served at / (not copied: it must outlive the server). NULL:
+     * "derrd". */
+    const char *page;
+    size_t page_len;
     void *ud;
 } http_cfg_t;
 

@@ -27,10 +27,12 @@
 #include "daemon/rounds.h"
 #include "daemon/staging.h"
 #include "daemon/state.h"
+#include "daemon/status.h"
 #include "daemon/trainer.h"
 #include "io/fsutil.h"
 #include "io/kafka.h"
 #include "io/log.h"
+#include "io/snapshot.h"
 
 #define DERRD_VERSION "0.3.0"
 
@@ -56,11 +58,15 @@ typedef struct {
     atomic_int abort_round; /* a shutdown abandons a running round */
     http_t *http;
     rounds_t *rounds; /* borrowed from main(), for the summary */
-    /* /metrics and /readyz are answered on HTTP threads: the loop renders
-     * the metrics text every second, the handlers copy it. */
+    /* /metrics, /v1/status and /readyz are answered on HTTP threads: the
+     * loop renders the texts every second, the handlers copy them. */
     pthread_mutex_t metrics_mu;
-    char *metrics_text;
-    atomic_int ready;
+    char *metrics_text, *status_text;
+    char not_ready[160];   /* why /readyz says not ready ("" = ready) */
+    atomic_int ready;      /* started and not stopping */
+    status_t *status;
+    uint64_t start_ms;     /* wall clock */
+    uint64_t kafka_down_ms; /* monotonic time no broker was first seen up; 0 = up */
     uint64_t last_consumed, last_stats_ms;
 } daemon_t;
 
@@ -238,76 +244,11 @@ static void daemon__signal_cb(uv_signal_t *h, int signum)
     daemon__shutdown(d, 0);
 }
 
-/* The Prometheus text of the daemon's counters and gauges. */
-static char *daemon__metrics_render(daemon_t *d, const ingest_stats_t *is,
-                                    const trainer_stats_t *ts)
+/* A copy of one of the texts the loop rendered. */
+static int daemon__copy_text(daemon_t *d, char *const *text, char **body, size_t *len)
 {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        return NULL;
-#define M(name, type, help, fmt, value)                                                        \
-    fprintf(f, "# HELP derrd_" name " " help "\n# TYPE derrd_" name " " type "\nderrd_" name   \
-            " " fmt "\n", value)
-    M("events_consumed_total", "counter", "Kafka messages read.", "%llu",
-      (unsigned long long)is->consumed);
-    M("events_invalid_total", "counter", "Messages the codec refused.", "%llu",
-      (unsigned long long)is->invalid);
-    M("events_dead_lettered_total", "counter", "Invalid messages acknowledged by the "
-      "dead-letter topic.", "%llu", (unsigned long long)is->dead_lettered);
-    M("consumer_lag", "gauge", "Messages behind the log end, summed over partitions "
-      "(-1 unknown).", "%lld", (long long)is->lag);
-    M("staged_events", "gauge", "Events staged for the trainer.", "%zu", is->staged);
-    M("loop_stall_max_seconds", "gauge", "Longest event-loop stall seen.", "%.4f",
-      is->loop_lag_max_ms / 1000.0);
-    M("interactions", "gauge", "Interactions in the state.", "%lld", (long long)ts->interactions);
-    M("users", "gauge", "Users in the state.", "%lld", (long long)ts->users);
-    M("items", "gauge", "Items in the state.", "%lld", (long long)ts->items);
-    M("checkpoints_total", "counter", "Checkpoints written.", "%llu",
-      (unsigned long long)ts->checkpoints);
-    M("checkpoint_failures_total", "counter", "Checkpoints that failed.", "%llu",
-      (unsigned long long)ts->checkpoint_failures);
-    M("rounds_total", "counter", "Distillation rounds run.", "%llu",
-      (unsigned long long)ts->rounds);
-    M("rounds_gated_total", "counter", "Rounds whose snapshot the quality gate withheld.",
-      "%llu", (unsigned long long)ts->rounds_gated);
-    M("snapshots_published_total", "counter", "Snapshots published.", "%llu",
-      (unsigned long long)ts->published);
-    if (ts->rounds > 0) {
-        const rounds_result_t *r = &ts->last_round;
-        M("round_duration_seconds", "gauge", "Duration of the last round.", "%.3f", r->seconds);
-        M("student_hr10", "gauge", "Student held-out HR@10, last round.", "%.6f", r->hr10);
-        M("student_ndcg10", "gauge", "Student held-out NDCG@10, last round.", "%.6f",
-          r->ndcg10);
-        M("teacher_hr10", "gauge", "Teacher held-out HR@10, last round.", "%.6f",
-          r->teacher_hr10);
-        M("teacher_ndcg10", "gauge", "Teacher held-out NDCG@10, last round.", "%.6f",
-          r->teacher_ndcg10);
-        M("snapshot_version", "gauge", "Version of the newest published snapshot.", "%llu",
-          (unsigned long long)r->snapshot_version);
-        M("teacher_version", "gauge", "Version of the teacher.", "%llu",
-          (unsigned long long)r->teacher_version);
-    }
-    if (d->http) {
-        http_stats_t hs;
-        http_stats(d->http, &hs);
-        M("http_requests_total", "counter", "HTTP requests handled.", "%llu",
-          (unsigned long long)hs.requests);
-    }
-#undef M
-    if (fclose(f) != 0) {
-        free(text);
-        return NULL;
-    }
-    return text;
-}
-
-static int daemon__metrics_cb(void *ud, char **body, size_t *len)
-{
-    daemon_t *d = ud;
     pthread_mutex_lock(&d->metrics_mu);
-    *body = d->metrics_text ? strdup(d->metrics_text) : strdup("");
+    *body = strdup(*text ? *text : "");
     pthread_mutex_unlock(&d->metrics_mu);
     if (!*body)
         return -ENOMEM;
@@ -315,10 +256,30 @@ static int daemon__metrics_cb(void *ud, char **body, size_t *len)
     return 0;
 }
 
-static int daemon__ready_cb(void *ud)
+static int daemon__metrics_cb(void *ud, char **body, size_t *len)
 {
     daemon_t *d = ud;
-    return atomic_load(&d->ready);
+    return daemon__copy_text(d, &d->metrics_text, body, len);
+}
+
+static int daemon__status_cb(void *ud, char **body, size_t *len)
+{
+    daemon_t *d = ud;
+    return daemon__copy_text(d, &d->status_text, body, len);
+}
+
+static int daemon__ready_cb(void *ud, char *why, size_t whylen)
+{
+    daemon_t *d = ud;
+    if (!atomic_load(&d->ready)) {
+        snprintf(why, whylen, "starting or stopping");
+        return 0;
+    }
+    pthread_mutex_lock(&d->metrics_mu);
+    int ok = d->not_ready[0] == 0;
+    snprintf(why, whylen, "%s", d->not_ready);
+    pthread_mutex_unlock(&d->metrics_mu);
+    return ok;
 }
 
 /* Every half watchdog interval: WATCHDOG=1 only while the loop and the
@@ -367,6 +328,29 @@ static void daemon__status(const ingest_stats_t *is, const trainer_stats_t *ts)
                   (unsigned long long)ts->checkpoint_seq, round);
 }
 
+/* Readiness follows the brokers: none reachable (librdkafka's statistics
+ * show no connection up) means not ready, with the reason. */
+static void daemon__kafka_health(daemon_t *d, const ingest_stats_t *is, uint64_t now)
+{
+    char why[sizeof(d->not_ready)] = "";
+    if (is->brokers_up == 0) {
+        if (!d->kafka_down_ms) {
+            d->kafka_down_ms = now;
+            log_warn("kafka: no broker reachable; /readyz says not ready until one is "
+                     "(serving the last snapshot meanwhile)");
+        }
+        snprintf(why, sizeof(why), "no Kafka broker reachable for %llu s",
+                 (unsigned long long)((now - d->kafka_down_ms) / 1000));
+    } else if (d->kafka_down_ms && is->brokers_up > 0) {
+        log_notice("kafka: broker reachable again after %.1f s",
+                   (double)(now - d->kafka_down_ms) / 1000.0);
+        d->kafka_down_ms = 0;
+    }
+    pthread_mutex_lock(&d->metrics_mu);
+    memcpy(d->not_ready, why, sizeof(why));
+    pthread_mutex_unlock(&d->metrics_mu);
+}
+
 static void daemon__metrics_cb_timer(uv_timer_t *h)
 {
     daemon_t *d = h->data;
@@ -376,13 +360,38 @@ static void daemon__metrics_cb_timer(uv_timer_t *h)
     trainer_stats(d->trainer, &ts);
     if (log_ratelimit_ok(&d->status_rl, 5000, NULL))
         daemon__status(&is, &ts);
-    char *text = daemon__metrics_render(d, &is, &ts);
-    if (text) {
-        pthread_mutex_lock(&d->metrics_mu);
-        free(d->metrics_text);
-        d->metrics_text = text;
-        pthread_mutex_unlock(&d->metrics_mu);
+    daemon__kafka_health(d, &is, log_now_ms());
+    char why[sizeof(d->not_ready)];
+    status_in_t in = {
+        .is = &is,
+        .ts = &ts,
+        .now_ms = log_wall_ms(),
+        .start_ms = d->start_ms,
+        .ready = daemon__ready_cb(d, why, sizeof(why)),
+        .not_ready_reason = why,
+        .rounds_enabled = d->opt.rounds,
+    };
+    http_stats_t hs;
+    if (d->http) {
+        http_stats(d->http, &hs);
+        in.hs = &hs;
     }
+    in.has_snapshot = d->opt.rounds && snapshot_latest(d->opt.snapshot_dir, &in.snapshot_version,
+                                                       &in.snapshot_mtime_ms) == 0;
+    if (!d->status)
+        return;
+    status_sample(d->status, &in, d->trainer);
+    char *metrics = status_metrics(d->status, &in), *json = status_json(d->status, &in);
+    pthread_mutex_lock(&d->metrics_mu);
+    if (metrics) {
+        free(d->metrics_text);
+        d->metrics_text = metrics;
+    }
+    if (json) {
+        free(d->status_text);
+        d->status_text = json;
+    }
+    pthread_mutex_unlock(&d->metrics_mu);
 }
 
 static void daemon__stats_cb(uv_timer_t *h)
@@ -584,9 +593,27 @@ static char *daemon__options_text(const options_t *o)
     return text;
 }
 
-/* SIGHUP: read the configuration again (file and flags). The log level
- * changes at once; every other changed option is named in the log as taking
- * effect at the next start. A bad file keeps the running configuration. */
+/* The live settings of o, for the trainer. */
+static trainer_live_t daemon__live(const options_t *o)
+{
+    return (trainer_live_t){
+        .round_min_events = o->round_min_events,
+        .round_interval_ms = o->round_interval_ms,
+        .rounds = {
+            .teacher_refresh_ms = o->teacher_refresh_ms,
+            .teacher_refresh_min_ms = o->teacher_refresh_min_ms,
+            .teacher_refresh_growth = o->teacher_refresh_growth,
+            .settle_patience = (int)o->settle_patience,
+            .gate_margin = o->gate_margin,
+        },
+    };
+}
+
+/* SIGHUP: read the configuration again (file and flags). The live options
+ * (options_is_live: log level, round triggers, teacher refresh policy,
+ * quality gate) change at once; every other changed option is named in the
+ * log as taking effect at the next start. A bad file keeps the running
+ * configuration. Logs go to stderr (the journal): nothing to reopen. */
 static void daemon__sighup_cb(uv_signal_t *h, int signum)
 {
     (void)signum;
@@ -600,30 +627,46 @@ static void daemon__sighup_cb(uv_signal_t *h, int signum)
             log_err("reload: the configuration was refused (see above); keeping the running one");
         } else {
             int level = log_level_parse(o.log_level);
-            if (level >= 0 && level != log_level()) {
+            if (level >= 0 && level != log_level())
                 log_setup(level, -1);
-                log_notice("reload: log level %s", o.log_level);
-            }
             char *now = d->config_text, *next = daemon__options_text(&o);
+            int live = 0, later = 0;
             /* Line by line: both list every option in the same order. */
             for (char *a = now, *b = next; a && b && *a && *b;) {
                 char *ea = strchr(a, '\n'), *eb = strchr(b, '\n');
                 if (!ea || !eb)
                     break;
                 size_t la = (size_t)(ea - a), lb = (size_t)(eb - b);
-                if ((la != lb || memcmp(a, b, la) != 0) && strncmp(a, "log-level ", 10) != 0 &&
-                    a[0] != '#')
-                    log_notice("reload: \"%.*s\" takes effect at the next start", (int)lb, b);
+                if ((la != lb || memcmp(a, b, la) != 0) && a[0] != '#') {
+                    char name[64];
+                    size_t nl = strcspn(b, " ");
+                    snprintf(name, sizeof(name), "%.*s", (int)(nl < sizeof(name) ? nl : 0), b);
+                    if (options_is_live(name)) {
+                        log_notice("reload: %.*s (was: %.*s)", (int)lb, b, (int)la, a);
+                        live++;
+                    } else {
+                        log_notice("reload: \"%.*s\" takes effect at the next start", (int)lb, b);
+                        later++;
+                    }
+                }
                 a = ea + 1;
                 b = eb + 1;
             }
-            free(now);
-            d->config_text = next;
+            if (next) {
+                free(now);
+                d->config_text = next;
+            }
+            if (live && d->trainer) {
+                trainer_live_t tl = daemon__live(&o);
+                trainer_reload(d->trainer, &tl);
+            }
             char *lv = strdup(o.log_level);
             if (lv) {
                 free(d->opt.log_level);
                 d->opt.log_level = lv;
             }
+            log_notice("reload: done; %d change%s applied, %d at the next start", live,
+                       live == 1 ? "" : "s", later);
         }
         options_close(&o);
     }
@@ -716,8 +759,13 @@ int main(int argc, char **argv)
             log_err("snapshot dir %s: %s", d.opt.snapshot_dir, strerror(errno));
             goto done;
         }
+        int swept = snapshot_sweep_temp(d.opt.snapshot_dir);
+        if (swept > 0)
+            log_notice("snapshot dir %s: removed %d temp file%s left by an interrupted publish",
+                       d.opt.snapshot_dir, swept, swept == 1 ? "" : "s");
         rounds_cfg_t rc_cfg = {
             .threads = (int)d.opt.threads,
+            .nice = (int)d.opt.train_nice,
             .seed = (uint64_t)d.opt.seed,
             .teacher_dim = (int)d.opt.teacher_dim,
             .student_dim = (int)d.opt.student_dim,
@@ -786,6 +834,7 @@ int main(int argc, char **argv)
         .rounds = rounds,
         .round_min_events = d.opt.round_min_events,
         .round_interval_ms = d.opt.round_interval_ms,
+        .nice = (int)d.opt.train_nice,
         .state_dir = d.opt.state_dir,
         .checkpoint_ms = (int)d.opt.checkpoint_interval_ms,
         .keep = (int)d.opt.checkpoints_keep,
@@ -812,40 +861,54 @@ int main(int argc, char **argv)
         uv_signal_start(&d.sigint, daemon__signal_cb, SIGINT);
         uv_signal_start(&d.sighup, daemon__sighup_cb, SIGHUP);
         d.last_stats_ms = log_now_ms();
+        d.start_ms = log_wall_ms();
+        if (!(d.status = status_new(DERRD_VERSION)))
+            log_warn("out of memory: /metrics and /v1/status stay empty");
         uv_timer_start(&d.metrics_timer, daemon__metrics_cb_timer, 0, 1000);
         if (d.opt.http_port > 0) {
             http_cfg_t hcfg = {
                 .bind = d.opt.http_address,
                 .port = (uint16_t)d.opt.http_port,
                 .token = d.opt.http_token,
+                .max_connections = (unsigned)d.opt.http_max_connections,
+                .timeout_s = (unsigned)d.opt.http_timeout_s,
+                .per_ip_limit = (unsigned)d.opt.http_per_ip_limit,
                 .snapshot_dir = d.opt.rounds ? d.opt.snapshot_dir : NULL,
                 .metrics = daemon__metrics_cb,
+                .status = daemon__status_cb,
                 .ready = daemon__ready_cb,
+                .page = status_page_html,
+                .page_len = status_page_html_len,
                 .ud = &d,
             };
             if (http_start(&d.http, &hcfg, err, sizeof(err))) {
-                log_err("http: %s", err);
+                log_err("%s", err);
                 daemon__shutdown(&d, 1);
             } else {
-                log_notice("http on %s:%u (/v1/snapshot, /metrics, /healthz, /readyz)",
-                           d.opt.http_address, http_port(d.http));
+                log_notice("http on %s:%u: status page http://%s%s%s:%u/ (also /v1/snapshot, "
+                           "/v1/status, /metrics, /healthz, /readyz)", d.opt.http_address,
+                           http_port(d.http), strchr(d.opt.http_address, ':') ? "[" : "",
+                           d.opt.http_address, strchr(d.opt.http_address, ':') ? "]" : "",
+                           http_port(d.http));
             }
         }
-        atomic_store(&d.ready, 1);
-        notify_ready();
-        notify_status("running: topic %s, group %s", d.opt.topic, d.opt.group);
-        uint64_t wd_ms = notify_watchdog_usec() / 1000;
-        if (wd_ms > 0)
-            uv_timer_start(&d.wd_timer, daemon__watchdog_cb, wd_ms / 2 ? wd_ms / 2 : 1,
-                           wd_ms / 2 ? wd_ms / 2 : 1);
-        if (d.opt.stats_interval_ms > 0)
-            uv_timer_start(&d.stats_timer, daemon__stats_cb, (uint64_t)d.opt.stats_interval_ms,
-                           (uint64_t)d.opt.stats_interval_ms);
-        log_notice("derrd %s running: topic %s, group %s, state %s", DERRD_VERSION,
-                   d.opt.topic, d.opt.group, d.opt.state_dir);
-        if (daemon__early_stop)
-            daemon__signal_cb(daemon__early_stop == SIGTERM ? &d.sigterm : &d.sigint,
-                              daemon__early_stop);
+        if (!d.stopping) { /* the HTTP server may have failed to start */
+            atomic_store(&d.ready, 1);
+            notify_ready();
+            notify_status("running: topic %s, group %s", d.opt.topic, d.opt.group);
+            uint64_t wd_ms = notify_watchdog_usec() / 1000;
+            if (wd_ms > 0)
+                uv_timer_start(&d.wd_timer, daemon__watchdog_cb, wd_ms / 2 ? wd_ms / 2 : 1,
+                               wd_ms / 2 ? wd_ms / 2 : 1);
+            if (d.opt.stats_interval_ms > 0)
+                uv_timer_start(&d.stats_timer, daemon__stats_cb, (uint64_t)d.opt.stats_interval_ms,
+                               (uint64_t)d.opt.stats_interval_ms);
+            log_notice("derrd %s running: topic %s, group %s, state %s", DERRD_VERSION,
+                       d.opt.topic, d.opt.group, d.opt.state_dir);
+            if (daemon__early_stop)
+                daemon__signal_cb(daemon__early_stop == SIGTERM ? &d.sigterm : &d.sigint,
+                                  daemon__early_stop);
+        }
     }
     uv_run(&d.loop, UV_RUN_DEFAULT);
     exit_code = d.exit_code;
@@ -862,6 +925,8 @@ done:
     trainer_free(d.trainer);
     rounds_free(rounds);
     free(d.metrics_text);
+    free(d.status_text);
+    status_free(d.status);
     free(d.config_text);
     pthread_mutex_destroy(&d.metrics_mu);
     staging_free(d.stg);

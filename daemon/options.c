@@ -22,110 +22,124 @@ typedef struct {
     long min, max; /* OPT_INT and OPT_DOUBLE: the range; text: 1 = must not be empty */
     const char *def;
     const char *doc;
+    int live; /* OPT_LIVE: SIGHUP applies a change at once */
 } option_def_t;
+
+#define OPT_LIVE 1
 
 #define O(field) offsetof(options_t, field)
 
 static const option_def_t option_defs[] = {
-    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Kafka" },
+    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Kafka", 0 },
     { "brokers", OPT_STR, O(brokers), 1, 0, "127.0.0.1:9092",
-      "Kafka bootstrap servers, host:port[,host:port...]" },
-    { "topic", OPT_STR, O(topic), 1, 0, "derrd-events", "topic the interaction events come from" },
-    { "group", OPT_STR, O(group), 1, 0, "derrd", "Kafka consumer group" },
+      "Kafka bootstrap servers, host:port[,host:port...]", 0 },
+    { "topic", OPT_STR, O(topic), 1, 0, "derrd-events", "topic the interaction events come from", 0 },
+    { "group", OPT_STR, O(group), 1, 0, "derrd", "Kafka consumer group", 0 },
     { "dead-letter-topic", OPT_STR, O(dead_letter_topic), 0, 0, "",
-      "topic that receives invalid events with the reason in a header (empty: count and drop)" },
+      "topic that receives invalid events with the reason in a header (empty: count and drop)", 0 },
     { "max-staged", OPT_INT, O(max_staged), 1000, 1000000000, "1000000",
-      "events staged for the trainer before the partitions pause" },
+      "events staged for the trainer before the partitions pause", 0 },
     { "backstop-ms", OPT_INT, O(backstop_ms), 10, 60000, "100",
-      "poll Kafka at least this often, even without a wake-up" },
+      "poll Kafka at least this often, even without a wake-up", 0 },
     { "embedded-kafka", OPT_BOOL, O(embedded_kafka), 0, 1, "false",
-      "start librdkafka's in-process mock cluster and use it (demo; nothing persists)" },
+      "start librdkafka's in-process mock cluster and use it (demo; nothing persists)", 0 },
     { "embedded-partitions", OPT_INT, O(embedded_partitions), 1, 1024, "4",
-      "partitions of the topic created in the embedded cluster" },
+      "partitions of the topic created in the embedded cluster", 0 },
 
-    { NULL, OPT_SECTION, 0, 0, 0, NULL, "State and checkpoints" },
+    { NULL, OPT_SECTION, 0, 0, 0, NULL, "State and checkpoints", 0 },
     { "state-dir", OPT_STR, O(state_dir), 1, 0, "/var/lib/derrd",
-      "directory of the checkpoints" },
+      "directory of the checkpoints", 0 },
     { "checkpoint-interval-ms", OPT_INT, O(checkpoint_interval_ms), 100, 86400000, "5000",
-      "checkpoint at most this often while events arrive; offsets commit after each" },
+      "checkpoint at most this often while events arrive; offsets commit after each", 0 },
     { "checkpoints-keep", OPT_INT, O(checkpoints_keep), 1, 1000, "2",
-      "checkpoints kept on disk (older ones are deleted)" },
+      "checkpoints kept on disk (older ones are deleted)", 0 },
 
-    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Rounds and snapshots" },
+    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Rounds and snapshots", 0 },
     { "rounds", OPT_BOOL, O(rounds), 0, 1, "true",
-      "run distillation rounds and publish student snapshots (false: ingest only)" },
+      "run distillation rounds and publish student snapshots (false: ingest only)", 0 },
     { "snapshot-dir", OPT_STR, O(snapshot_dir), 0, 0, "",
       "where student-<version>.dsnap files and the latest link are published (empty = "
-      "<state-dir>/snapshots)" },
-    { "snapshot-keep", OPT_INT, O(snapshot_keep), 1, 10000, "5", "snapshots kept on disk" },
-    { "zstd-level", OPT_INT, O(zstd_level), 1, 19, "3", "snapshot compression level" },
+      "<state-dir>/snapshots)", 0 },
+    { "snapshot-keep", OPT_INT, O(snapshot_keep), 1, 10000, "5", "snapshots kept on disk", 0 },
+    { "zstd-level", OPT_INT, O(zstd_level), 1, 19, "3", "snapshot compression level", 0 },
     { "round-min-events", OPT_INT, O(round_min_events), 1, 1000000000, "10000",
-      "start a round once this many new events are applied" },
+      "start a round once this many new events are applied", OPT_LIVE },
     { "round-interval-ms", OPT_INT, O(round_interval_ms), 100, 86400000, "5000",
       "or this long after the last round when anything is new; settling rounds (nothing "
-      "new, quality still improving) run back to back" },
+      "new, quality still improving) run back to back", OPT_LIVE },
     { "min-interactions", OPT_INT, O(min_interactions), 1, 1000000000, "1000",
-      "no round before the state holds this many interactions" },
+      "no round before the state holds this many interactions", 0 },
     { "student-epochs", OPT_INT, O(student_epochs), 1, 10000, "1",
       "DE-RRD epochs of the student per round with new events (short rounds: fresh "
-      "snapshots)" },
+      "snapshots)", 0 },
     { "settle-epochs", OPT_INT, O(settle_epochs), 0, 100000, "10",
-      "student epochs per idle round while settling (0 = student-epochs)" },
+      "student epochs per idle round while settling (0 = student-epochs)", 0 },
     { "settle-patience", OPT_INT, O(settle_patience), 0, 1000, "8",
-      "idle rounds go on until held-out NDCG@10 has not improved for this many" },
-    { "threads", OPT_INT, O(threads), 1, 1024, "2", "training worker threads" },
-    { "seed", OPT_INT, O(seed), 0, LONG_MAX, "1", "random seed of the models" },
+      "idle rounds go on until held-out NDCG@10 has not improved for this many", OPT_LIVE },
+    { "threads", OPT_INT, O(threads), 1, 1024, "2", "training worker threads", 0 },
+    { "train-nice", OPT_INT, O(train_nice), 0, 19, "10",
+      "niceness of the trainer and its workers: training yields the CPU to the event loop "
+      "and the HTTP threads (0 = the process's own)", 0 },
+    { "seed", OPT_INT, O(seed), 0, LONG_MAX, "1", "random seed of the models", 0 },
 
-    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Teacher refresh" },
+    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Teacher refresh", 0 },
     { "teacher-file", OPT_STR, O(teacher_file), 0, 0, "",
       "use this teacher embedding file (docs/EMBFILE.md; rows = decimal ids) instead of the "
-      "built-in teacher; reloaded when it changes" },
+      "built-in teacher; reloaded when it changes", 0 },
     { "teacher-epochs", OPT_INT, O(teacher_epochs), 1, 10000, "5",
-      "epochs of the built-in teacher per refresh" },
+      "epochs of the built-in teacher per refresh", 0 },
     { "teacher-refresh-ms", OPT_INT, O(teacher_refresh_ms), 0, 604800000, "600000",
-      "refresh the built-in teacher at least this often (0 = only by growth)" },
+      "refresh the built-in teacher at least this often (0 = only by growth)", OPT_LIVE },
     { "teacher-refresh-growth", OPT_DOUBLE, O(teacher_refresh_growth), 0, 1000, "1.0",
-      "or when interactions grew by this share since the last refresh" },
+      "or when interactions grew by this share since the last refresh", OPT_LIVE },
     { "teacher-refresh-min-ms", OPT_INT, O(teacher_refresh_min_ms), 0, 604800000, "60000",
       "no growth-triggered refresh sooner than this after the last (fold-in epochs cover "
-      "new users meanwhile)" },
+      "new users meanwhile)", OPT_LIVE },
     { "teacher-foldin-share", OPT_DOUBLE, O(teacher_foldin_share), 0, 1, "0.25",
       "between refreshes, new rows under this share of all rows are folded into the "
-      "teacher by means of known rows instead of a whole epoch" },
+      "teacher by means of known rows instead of a whole epoch", 0 },
 
-    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Model sizes and distillation weights" },
-    { "teacher-dim", OPT_INT, O(teacher_dim), 1, 4096, "200", "built-in teacher dimension" },
-    { "student-dim", OPT_INT, O(student_dim), 1, 4096, "20", "student dimension" },
+    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Model sizes and distillation weights", 0 },
+    { "teacher-dim", OPT_INT, O(teacher_dim), 1, 4096, "200", "built-in teacher dimension", 0 },
+    { "student-dim", OPT_INT, O(student_dim), 1, 4096, "20", "student dimension", 0 },
     { "lambda-de", OPT_DOUBLE, O(lambda_de), 0, 1000, "0.01",
-      "weight of Distillation Experts (0 = off)" },
+      "weight of Distillation Experts (0 = off)", 0 },
     { "lambda-rrd", OPT_DOUBLE, O(lambda_rrd), 0, 1000, "0.001",
-      "weight of Relaxed Ranking Distillation (0 = off)" },
+      "weight of Relaxed Ranking Distillation (0 = off)", 0 },
 
-    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Evaluation and the quality gate" },
+    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Evaluation and the quality gate", 0 },
     { "eval-permille", OPT_INT, O(eval_permille), 0, 1000, "250",
-      "users (per 1000) whose latest interaction is held out for evaluation" },
+      "users (per 1000) whose latest interaction is held out for evaluation", 0 },
     { "eval-candidates", OPT_INT, O(eval_candidates), 1, 100000, "99",
-      "sampled unobserved items each held-out item is ranked against" },
+      "sampled unobserved items each held-out item is ranked against", 0 },
     { "gate-margin", OPT_DOUBLE, O(gate_margin), 0, 1, "0.02",
       "do not publish when held-out HR@10 is this much (or two standard errors, when "
-      "larger) below the last published" },
+      "larger) below the last published", OPT_LIVE },
 
-    { NULL, OPT_SECTION, 0, 0, 0, NULL, "HTTP" },
+    { NULL, OPT_SECTION, 0, 0, 0, NULL, "HTTP", 0 },
     { "http-address", OPT_STR, O(http_address), 1, 0, "127.0.0.1",
-      "address the HTTP endpoints listen on (numeric; loopback by default)" },
+      "address the HTTP endpoints listen on (numeric; loopback by default)", 0 },
     { "http-port", OPT_INT, O(http_port), 0, 65535, "8417",
-      "HTTP port: /v1/snapshot, /metrics, /healthz, /readyz (0 = no HTTP)" },
+      "HTTP port: /v1/snapshot, /metrics, /healthz, /readyz (0 = no HTTP)", 0 },
     { "http-token", OPT_SECRET, O(http_token), 0, 0, "",
-      "bearer token required on every endpoint but /healthz (empty = none)" },
+      "bearer token required on every endpoint but /healthz and the status page (empty = "
+      "none)", 0 },
+    { "http-max-connections", OPT_INT, O(http_max_connections), 1, 100000, "64",
+      "HTTP connections served at once (more wait in the listen backlog)", 0 },
+    { "http-timeout-s", OPT_INT, O(http_timeout_s), 1, 3600, "30",
+      "close an HTTP connection idle this long; request headers must arrive within "
+      "min(10, this) seconds", 0 },
+    { "http-per-ip-limit", OPT_INT, O(http_per_ip_limit), 0, 100000, "16",
+      "HTTP connections per client address (0 = no limit, e.g. behind a proxy)", 0 },
 
-    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Logging and process" },
-    { "log-level", OPT_STR, O(log_level), 1, 0, "info", "err, warning, notice, info or debug" },
+    { NULL, OPT_SECTION, 0, 0, 0, NULL, "Logging and process", 0 },
+    { "log-level", OPT_STR, O(log_level), 1, 0, "info", "err, warning, notice, info or debug", OPT_LIVE },
     { "stats-interval-ms", OPT_INT, O(stats_interval_ms), 0, 86400000, "10000",
-      "log an ingest summary this often (0 = never)" },
+      "log an ingest summary this often (0 = never)", 0 },
     { "shutdown-timeout-ms", OPT_INT, O(shutdown_timeout_ms), 100, 600000, "10000",
-      "bound on each shutdown step (dead letters, leaving the group)" },
+      "bound on each shutdown step (dead letters, leaving the group)", 0 },
     { "exit-after-events", OPT_INT, O(exit_after_events), 0, LONG_MAX, "0",
-      "benchmarks and tests: stop cleanly once this many events are applied (0 = run on)" },
+      "benchmarks and tests: stop cleanly once this many events are applied (0 = run on)", 0 },
 };
 
 #define OPTIONS__N (sizeof(option_defs) / sizeof(option_defs[0]))
@@ -302,6 +316,12 @@ int options_load_file(options_t *o, const char *path, char *err, size_t errlen)
     return config_read_file(path, options__file_cb, o, err, errlen);
 }
 
+int options_is_live(const char *name)
+{
+    const option_def_t *d = options__find(name);
+    return d && d->live;
+}
+
 int options_is_bool(const char *name)
 {
     const option_def_t *d = options__find(name);
@@ -324,8 +344,9 @@ void options_print_help(FILE *out)
         char head[64];
         snprintf(head, sizeof(head), "--%s %s", d->name,
                  options__is_text(d) ? "TEXT" : d->type == OPT_BOOL ? "[BOOL]" : "N");
-        fprintf(out, "  %-34s %s (default: %s%s%s)\n", head, d->doc,
-                options__is_text(d) ? "\"" : "", d->def, options__is_text(d) ? "\"" : "");
+        fprintf(out, "  %-34s %s (default: %s%s%s%s)\n", head, d->doc,
+                options__is_text(d) ? "\"" : "", d->def, options__is_text(d) ? "\"" : "",
+                d->live ? "; SIGHUP applies" : "");
     }
     fprintf(out, "\n librdkafka:\n  %-34s %s\n", "--kafka.KEY VALUE",
             "any librdkafka property, passed through (sasl.*, ssl.*, ...)");
@@ -456,6 +477,11 @@ void options_print_example(FILE *out)
             snprintf(range, sizeof(range), "(true or false)");
         else if (d->type == OPT_SECRET)
             snprintf(range, sizeof(range), "(secret: --print-config shows <set>)");
+        if (d->live && *range)
+            snprintf(range + strlen(range) - 1, sizeof(range) - strlen(range) + 1,
+                     "; SIGHUP applies)");
+        else if (d->live)
+            snprintf(range, sizeof(range), "(SIGHUP applies)");
         fputc('\n', out);
         options__put_comment(out, d->doc, range);
         fprintf(out, "# %s ", d->name);

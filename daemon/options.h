@@ -22,14 +22,14 @@ typedef struct {
     long stats_interval_ms, shutdown_timeout_ms, embedded_partitions, exit_after_events;
     int embedded_kafka;
     char *http_address, *http_token;
-    long http_port;
+    long http_port, http_max_connections, http_timeout_s, http_per_ip_limit;
     /* rounds and snapshots */
     int rounds;
     char *snapshot_dir, *teacher_file;
     long snapshot_keep, round_min_events, round_interval_ms, student_epochs, teacher_epochs;
     long settle_epochs, teacher_refresh_min_ms;
     long teacher_refresh_ms, teacher_dim, student_dim, eval_permille, eval_candidates;
-    long min_interactions, settle_patience, threads, zstd_level, seed;
+    long min_interactions, settle_patience, threads, zstd_level, seed, train_nice;
     double teacher_refresh_growth, lambda_de, lambda_rrd, gate_margin, teacher_foldin_share;
     kafka_config_t *kafka; /* kafka.* pass-through, in order given */
     char **kafka_keys;     /* (n_kafka_keys) the keys set in kafka, for printing */
@@ -52,6 +52,11 @@ int options_set(options_t *o, const char *name, const char *value, char *err, si
  * negative errno with "PATH:LINE: key: reason" (or "PATH: reason" when the
  * file cannot be read) in err. Keys set before the error stay set. */
 int options_load_file(options_t *o, const char *path, char *err, size_t errlen);
+
+/* 1 when a running daemon applies a change of name on SIGHUP (the round
+ * triggers, the teacher refresh policy, the quality gate, the log level);
+ * other changes wait for the next start. */
+int options_is_live(const char *name);
 
 /* 1 when name is a boolean option (a flag that may go without a value). */
 int options_is_bool(const char *name);

@@ -53,11 +53,19 @@ struct rounds {
     double last_published_hr10; /* NaN until the first publish */
     double best_ndcg10, best_teacher_ndcg10; /* settling: best held-out NDCG@10 so far */
     int since_best, since_teacher_best;
+    void (*between)(void *ud);  /* rounds_set_between_epochs() */
+    void *between_ud;
+    snapshot_pos_t *start_pos;  /* (n_start_pos) the state's positions when the round began */
+    int n_start_pos, start_pos_cap;
+    int resume;                 /* no round tried yet by this process: one runs even
+                                 * without new events (a restart with unpublished data) */
 
     rounds_data_t data;         /* the last round's matrix and held-out sample */
     mf_t published;             /* the student of the last published snapshot */
     double *fresh_ms;           /* (n_fresh) first event to first publish, per user */
     int64_t n_fresh, fresh_cap;
+    uint8_t *stale_round;       /* (stale_round_cap) the stale flags this round took */
+    int64_t stale_round_cap;
     uint8_t *stale;             /* (stale_cap) user rows whose data changed since the
                                  * student's top-N lists were computed */
     int64_t stale_cap;
@@ -120,7 +128,7 @@ rounds_t *rounds_new(const rounds_cfg_t *cfg, char *err, size_t errlen)
     }
     r->cfg = *cfg;
     gemm_setup();
-    r->pool = pool_new(cfg->threads);
+    r->pool = pool_new_nice(cfg->threads, cfg->nice);
     if (!r->pool) {
         snprintf(err, errlen, "rounds: cannot start %d worker threads", cfg->threads);
         free(r);
@@ -128,7 +136,23 @@ rounds_t *rounds_new(const rounds_cfg_t *cfg, char *err, size_t errlen)
     }
     r->last_published_hr10 = NAN;
     r->best_ndcg10 = r->best_teacher_ndcg10 = -1.0;
+    r->resume = 1;
     return r;
+}
+
+void rounds_set_between_epochs(rounds_t *r, void (*fn)(void *ud), void *ud)
+{
+    r->between = fn;
+    r->between_ud = ud;
+}
+
+void rounds_set_live(rounds_t *r, const rounds_live_t *live)
+{
+    r->cfg.teacher_refresh_ms = live->teacher_refresh_ms;
+    r->cfg.teacher_refresh_min_ms = live->teacher_refresh_min_ms;
+    r->cfg.teacher_refresh_growth = live->teacher_refresh_growth;
+    r->cfg.settle_patience = live->settle_patience;
+    r->cfg.gate_margin = live->gate_margin;
 }
 
 void rounds_free(rounds_t *r)
@@ -146,6 +170,8 @@ void rounds_free(rounds_t *r)
     free(r->arrival);
     free(r->fresh_ms);
     free(r->stale);
+    free(r->stale_round);
+    free(r->start_pos);
     free(r);
 }
 
@@ -199,6 +225,34 @@ static int rounds__stale_reserve(rounds_t *r, int64_t row)
     return 0;
 }
 
+/* Moves the stale flags into stale_round (rows >= n_users: 0) and clears
+ * them. Returns 0 or -ENOMEM (nothing moved). */
+static int rounds__take_stale(rounds_t *r, int64_t n_users)
+{
+    if (n_users > r->stale_round_cap) {
+        uint8_t *v = realloc(r->stale_round, (size_t)n_users);
+        if (!v)
+            return -ENOMEM;
+        r->stale_round = v;
+        r->stale_round_cap = n_users;
+    }
+    memset(r->stale_round, 0, (size_t)r->stale_round_cap);
+    int64_t n = r->stale_cap < r->stale_round_cap ? r->stale_cap : r->stale_round_cap;
+    if (n > 0) {
+        memcpy(r->stale_round, r->stale, (size_t)n);
+        memset(r->stale, 0, (size_t)n);
+    }
+    return 0;
+}
+
+/* A failed round gives the flags it took back. */
+static void rounds__give_back_stale(rounds_t *r)
+{
+    for (int64_t k = 0; k < r->stale_round_cap; k++)
+        if (r->stale_round[k] && rounds__stale_reserve(r, k) == 0)
+            r->stale[k] = 1;
+}
+
 void rounds_note_changed(rounds_t *r, int64_t row)
 {
     if (row >= 0 && rounds__stale_reserve(r, row) == 0)
@@ -207,6 +261,8 @@ void rounds_note_changed(rounds_t *r, int64_t row)
 
 int rounds_want_idle(const rounds_t *r)
 {
+    if (r->resume)
+        return 1;
     if (!r->student.d)
         return 0;
     return r->since_best < r->cfg.settle_patience ||
@@ -333,10 +389,14 @@ static int rounds__eval(rounds_t *r, const mf_t *m, const rounds_data_t *x, metr
 }
 
 /* Asked between epochs: also the trainer's heartbeat in a long round. */
+/* Before each epoch: the watchdog beat, the between-epochs hook (events
+ * that arrived are applied), and 1 when a shutdown abandons the round. */
 static int rounds__aborted(const rounds_t *r)
 {
     if (r->cfg.wd)
         notify_wd_beat(r->cfg.wd, NOTIFY_WD_TRAINER);
+    if (r->between)
+        r->between(r->between_ud);
     return r->cfg.abort && atomic_load(r->cfg.abort);
 }
 
@@ -557,9 +617,8 @@ static int rounds__publish(rounds_t *r, const state_t *st, const mf_t *m,
     uint16_t *ulen = malloc((size_t)(nu ? nu : 1) * sizeof(*ulen));
     const char **iid = malloc((size_t)(ni ? ni : 1) * sizeof(*iid));
     uint16_t *ilen = malloc((size_t)(ni ? ni : 1) * sizeof(*ilen));
-    snapshot_pos_t *pos = malloc((size_t)(st->n_pos ? st->n_pos : 1) * sizeof(*pos));
     int rc = -ENOMEM;
-    if (!uid || !ulen || !iid || !ilen || !pos) {
+    if (!uid || !ulen || !iid || !ilen) {
         snprintf(err, errlen, "out of memory");
         goto done;
     }
@@ -578,8 +637,6 @@ static int rounds__publish(rounds_t *r, const state_t *st, const mf_t *m,
         iid[k] = key ? key : "";
         ilen[k] = key ? (uint16_t)len : 0;
     }
-    for (int k = 0; k < st->n_pos; k++)
-        pos[k] = (snapshot_pos_t){ st->pos[k].partition, st->pos[k].offset };
     uint64_t now = log_wall_ms();
     uint64_t version = r->snapshot_version + 1 > now ? r->snapshot_version + 1 : now;
     snapshot_desc_t desc = {
@@ -597,8 +654,8 @@ static int rounds__publish(rounds_t *r, const state_t *st, const mf_t *m,
         .item_ids = iid,
         .item_id_len = ilen,
         .topic = st->topic,
-        .pos = pos,
-        .n_pos = st->n_pos,
+        .pos = r->start_pos,
+        .n_pos = r->n_start_pos,
         .quality = { out->hr10, out->ndcg10, out->teacher_hr10, out->teacher_ndcg10,
                      out->eval_users },
     };
@@ -644,7 +701,6 @@ done:
     free(ulen);
     free(iid);
     free(ilen);
-    free(pos);
     return rc;
 }
 
@@ -716,9 +772,32 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
 {
     memset(out, 0, sizeof(*out));
     out->hr10 = out->ndcg10 = out->teacher_hr10 = out->teacher_ndcg10 = NAN;
+    r->resume = 0;
     int64_t nnz = iset_count(st->inter);
     if (nnz < r->cfg.min_interactions)
         return 1;
+    /* The positions the round's data covers: events applied between its
+     * epochs are not in it. */
+    if (st->n_pos > r->start_pos_cap) {
+        snapshot_pos_t *p = realloc(r->start_pos, (size_t)st->n_pos * sizeof(*p));
+        if (!p) {
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+        r->start_pos = p;
+        r->start_pos_cap = st->n_pos;
+    }
+    for (int k = 0; k < st->n_pos; k++)
+        r->start_pos[k] = (snapshot_pos_t){ st->pos[k].partition, st->pos[k].offset };
+    r->n_start_pos = st->n_pos;
+    /* The stale flags this round's data answers for: taken now, so users
+     * whose data changes during the round (between its epochs) stay
+     * flagged for the next one; given back when the round fails. */
+    int taken = rounds__take_stale(r, idmap_rows(st->users)) == 0;
+    if (!taken) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
     uint64_t t0 = log_now_ms();
     /* An idle round (nothing new since the last one) reuses the last data
      * and, when the teacher stays, the student's distill_t itself: its top-N
@@ -778,12 +857,12 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
          * every new user's wait for a snapshot, longer. */
         int reuse_topn = new_events > 0 && r->student.d && out->teacher_refreshed != 2 &&
                          out->teacher_refreshed != 3 &&
-                         rounds__stale_reserve(r, x->train->n_users) == 0;
+                         x->train->n_users <= r->stale_round_cap;
         sd = distill_new_reusing(&sc, x->train, teacher, r->pool,
-                                 reuse_topn ? r->student.d : NULL, reuse_topn ? r->stale : NULL,
-                                 err, errlen);
-        if (sd && r->stale)
-            memset(r->stale, 0, (size_t)r->stale_cap);
+                                 reuse_topn ? r->student.d : NULL,
+                                 reuse_topn ? r->stale_round : NULL, err, errlen);
+        if (sd)
+            taken = 0; /* the lists are made: the flags taken are spent */
         if (sd)
             out->topn_computed = distill_topn_computed(sd);
         if (!sd) {
@@ -888,8 +967,10 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     } else {
         uint64_t tp = log_now_ms();
         rc = rounds__publish(r, st, student, out, err, errlen);
-        if (rc < 0)
+        if (rc < 0) {
+            out->publish_failed = 1;
             goto fail_keep; /* the round's training stands; publish next time */
+        }
         out->published = 1;
         if (!isnan(out->hr10))
             r->last_published_hr10 = out->hr10;
@@ -900,11 +981,15 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         }
         out->publish_seconds = (double)(log_now_ms() - tp) / 1000.0;
     }
+    if (taken) /* no lists were made this round */
+        rounds__give_back_stale(r);
     out->teacher_version = r->teacher_version;
     out->snapshot_version = r->snapshot_version;
     out->seconds = (double)(log_now_ms() - t0) / 1000.0;
     return 0;
 fail:
+    if (taken)
+        rounds__give_back_stale(r);
     if (!reuse)
         rounds__data_close(r, &fresh);
     return rc < 0 ? rc : -EIO;
@@ -1026,5 +1111,8 @@ int rounds_load(rounds_t *r, const checkpoint_t *ck, char *err, size_t errlen)
     r->saved_teacher_epochs = te;
     r->saved_student = s;
     r->saved_student_epochs = se;
+    log_notice("rounds: resuming after round %llu from the checkpoint: teacher %llu (%d epochs) "
+               "and student (%d epochs) restored, last snapshot %llu", (unsigned long long)round,
+               (unsigned long long)tv, (int)te, (int)se, (unsigned long long)sv);
     return 0;
 }

@@ -31,6 +31,7 @@
 
 typedef struct {
     int threads;                 /* CPU worker pool */
+    int nice;                    /* the pool's helper threads' niceness (0 = inherited) */
     uint64_t seed;
     int teacher_dim, student_dim;
     int teacher_epochs;          /* per teacher refresh */
@@ -59,6 +60,7 @@ typedef struct {
 typedef struct {
     uint64_t round, teacher_version, snapshot_version;
     int published, gated;
+    int publish_failed;          /* the round failed writing its snapshot (disk full, ...) */
     int not_better;              /* settling round no better than the last published */
     int teacher_refreshed;    /* 0 kept, 1 trained warm or grown, 2 full refresh, 3 loaded,
                                * 4 new rows folded in by means */
@@ -75,6 +77,26 @@ typedef struct {
 } rounds_result_t;
 
 typedef struct rounds rounds_t;
+
+/* The settings a running daemon may change (SIGHUP): the teacher refresh
+ * policy, settling and the quality gate. Same meaning as in rounds_cfg_t. */
+typedef struct {
+    long teacher_refresh_ms, teacher_refresh_min_ms;
+    double teacher_refresh_growth;
+    int settle_patience;
+    double gate_margin;
+} rounds_live_t;
+
+/* fn(ud) runs on the round's thread between the student's epochs: the
+ * trainer applies the events that arrived meanwhile, so a long round never
+ * holds ingestion up. It may change the state a round reads (rows and
+ * interactions added or erased) but not free it; the round trained on the
+ * data as it was at its start, and its snapshot says so (its Kafka
+ * positions are those of the start). NULL: nothing runs. */
+void rounds_set_between_epochs(rounds_t *r, void (*fn)(void *ud), void *ud);
+
+/* Applies new live settings; they count from the next round. */
+void rounds_set_live(rounds_t *r, const rounds_live_t *live);
 
 /* Returns NULL on bad settings or out of memory, with the reason in err. */
 rounds_t *rounds_new(const rounds_cfg_t *cfg, char *err, size_t errlen);
@@ -93,7 +115,9 @@ void rounds_note_changed(rounds_t *r, int64_t row);
  * how many users that covers. */
 void rounds_freshness(const rounds_t *r, double *p50_ms, double *p99_ms, int64_t *users);
 
-/* 1 when an idle round (no new events) is still worth running. */
+/* 1 when an idle round (no new events) is still worth running: while the
+ * held-out quality improves, and once after start (a restart resumes
+ * training on the checkpoint's data without waiting for new events). */
 int rounds_want_idle(const rounds_t *r);
 
 /* Runs one round on st (read only). new_events: events applied since the

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "io/log.h"
+#include "model/pool.h"
 
 struct trainer {
     pthread_t thread;
@@ -18,12 +19,36 @@ struct trainer {
     int final_rc;
     uint64_t since_round;   /* events applied since the last round */
     uint64_t last_round_ms; /* monotonic */
+    int between_rc;         /* trainer__apply failed between epochs */
 
     pthread_mutex_t mu; /* guards the fields below */
     kafka_pos_t *durable;
     int n_durable, durable_new;
     trainer_stats_t stats;
+    trainer_round_t *hist; /* ring of TRAINER_HISTORY; n_hist finished rounds so far */
+    uint64_t n_hist;
+    trainer_live_t live;   /* pending when live_new */
+    int live_new;
 };
+
+const double trainer_round_bounds[TRAINER_ROUND_BUCKETS] = { 0.1, 0.25, 0.5, 1,  2.5,
+                                                             5,   10,   30,  60, 300 };
+
+/* Takes new live settings, if any (trainer thread). */
+static void trainer__take_live(trainer_t *t)
+{
+    pthread_mutex_lock(&t->mu);
+    int fresh = t->live_new;
+    trainer_live_t live = t->live;
+    t->live_new = 0;
+    pthread_mutex_unlock(&t->mu);
+    if (!fresh)
+        return;
+    t->cfg.round_min_events = live.round_min_events;
+    t->cfg.round_interval_ms = live.round_interval_ms;
+    if (t->cfg.rounds)
+        rounds_set_live(t->cfg.rounds, &live.rounds);
+}
 
 /* Publishes the state's positions as durable (after a checkpoint). */
 static void trainer__publish(trainer_t *t)
@@ -121,6 +146,23 @@ static int trainer__apply(trainer_t *t, staging_batch_t *list)
     return rc;
 }
 
+/* Between a round's epochs: apply what arrived meanwhile (no checkpoint:
+ * the one after the round covers it), so staging never fills behind a long
+ * round and ingestion goes on. */
+static void trainer__between_epochs(void *ud)
+{
+    trainer_t *t = ud;
+    staging_batch_t *list = staging_take(t->stg, 0);
+    if (!list)
+        return;
+    int rc = trainer__apply(t, list);
+    if (rc != 0) {
+        t->between_rc = rc; /* the thread's loop stops on it after the round */
+        return;
+    }
+    t->cfg.notify(t->cfg.ud); /* queue space freed */
+}
+
 /* Runs a round when one is due; then checkpoints at once, so the models and
  * the positions they cover become durable together. */
 static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
@@ -140,22 +182,34 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
     rounds_result_t res;
     char err[512];
     uint64_t new_events_round = t->since_round;
+    log_debug("round starting: %llu new events", (unsigned long long)new_events_round);
     int rc = rounds_run(r, &t->st, new_events_round, &res, err, sizeof(err));
     t->last_round_ms = log_now_ms();
     if (rc == 1)
         return; /* too little data yet */
     /* A failed round keeps its count: the next one rebuilds from the state
-     * instead of reusing the last round's data. */
+     * instead of reusing the last round's data. Events applied during the
+     * round (between its epochs) count for the next one. */
     if (rc == 0)
-        t->since_round = 0;
+        t->since_round -= new_events_round;
     pthread_mutex_lock(&t->mu);
     if (rc < 0 && rc != -ECANCELED) {
         t->stats.rounds_failed++;
+        t->stats.publish_failures += res.publish_failed;
     } else if (rc == 0) {
         t->stats.rounds++;
         t->stats.rounds_gated += res.gated;
         t->stats.published += res.published;
+        t->stats.teacher_refreshes += res.teacher_refreshed == 2 || res.teacher_refreshed == 3;
+        t->stats.teacher_foldins += res.teacher_refreshed == 4;
+        int b = 0;
+        while (b < TRAINER_ROUND_BUCKETS && res.seconds > trainer_round_bounds[b])
+            b++;
+        t->stats.round_le[b]++;
+        t->stats.round_seconds_sum += res.seconds;
         t->stats.last_round = res;
+        if (t->hist)
+            t->hist[t->n_hist++ % TRAINER_HISTORY] = (trainer_round_t){ log_wall_ms(), res };
     }
     pthread_mutex_unlock(&t->mu);
     if (rc == -ECANCELED) {
@@ -207,6 +261,9 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
 static void *trainer__main(void *arg)
 {
     trainer_t *t = arg;
+    int e = pool_nice_self(t->cfg.nice);
+    if (e)
+        log_warn("trainer: cannot lower its priority (nice %d): %s", t->cfg.nice, strerror(-e));
     uint64_t next = log_now_ms() + (uint64_t)t->cfg.checkpoint_ms;
     int rc = 0;
     while (!atomic_load(&t->stop)) {
@@ -222,6 +279,7 @@ static void *trainer__main(void *arg)
         staging_batch_t *list = staging_take(t->stg, wait ? wait : 1);
         if (t->cfg.wd)
             notify_wd_beat(t->cfg.wd, NOTIFY_WD_TRAINER);
+        trainer__take_live(t);
         if (list) {
             rc = trainer__apply(t, list);
             if (rc)
@@ -233,6 +291,8 @@ static void *trainer__main(void *arg)
         trainer__maybe_round(t, &next);
         if (t->cfg.wd)
             notify_wd_beat(t->cfg.wd, NOTIFY_WD_TRAINER);
+        if ((rc = t->between_rc) != 0)
+            break;
         now = log_now_ms();
         if (now >= next) {
             if (t->st.dirty && trainer__checkpoint(t) == 0)
@@ -267,16 +327,27 @@ int trainer_start(trainer_t **out, state_t *st, staging_t *stg, const trainer_cf
         return -ENOMEM;
     t->cfg = *cfg;
     t->stg = stg;
+    t->hist = calloc(TRAINER_HISTORY, sizeof(*t->hist)); /* NULL: no history, runs on */
+    if (cfg->rounds)
+        rounds_set_between_epochs(cfg->rounds, trainer__between_epochs, t);
     t->st = *st;
     *st = (state_t){ 0 };
     pthread_mutex_init(&t->mu, NULL);
     trainer__update_stats(t, 0);
     t->stats.checkpoint_seq = t->st.seq;
     t->last_round_ms = log_now_ms();
+    /* The loaded checkpoint is durable: commit its positions at once. A
+     * commit that failed before a crash would otherwise wait for the next
+     * checkpoint, which never comes while no event arrives. */
+    if (t->st.seq > 0) {
+        trainer__publish(t);
+        t->cfg.notify(t->cfg.ud);
+    }
     int e = pthread_create(&t->thread, NULL, trainer__main, t);
     if (e) {
         *st = t->st;
         pthread_mutex_destroy(&t->mu);
+        free(t->hist);
         free(t);
         return -e;
     }
@@ -308,6 +379,29 @@ void trainer_stats(trainer_t *t, trainer_stats_t *out)
     pthread_mutex_unlock(&t->mu);
 }
 
+int trainer_history(trainer_t *t, uint64_t after, trainer_round_t *out, int max)
+{
+    int n = 0;
+    pthread_mutex_lock(&t->mu);
+    uint64_t from = t->n_hist > TRAINER_HISTORY ? t->n_hist - TRAINER_HISTORY : 0;
+    if (t->n_hist - from > (uint64_t)max)
+        from = t->n_hist - (uint64_t)max;
+    for (uint64_t k = from; t->hist && k < t->n_hist; k++)
+        if (t->hist[k % TRAINER_HISTORY].r.round > after)
+            out[n++] = t->hist[k % TRAINER_HISTORY];
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+void trainer_reload(trainer_t *t, const trainer_live_t *live)
+{
+    pthread_mutex_lock(&t->mu);
+    t->live = *live;
+    t->live_new = 1;
+    pthread_mutex_unlock(&t->mu);
+    staging_wake(t->stg);
+}
+
 int trainer_stop(trainer_t *t)
 {
     atomic_store(&t->stop, 1);
@@ -322,6 +416,7 @@ void trainer_free(trainer_t *t)
         return;
     state_close(&t->st);
     free(t->durable);
+    free(t->hist);
     pthread_mutex_destroy(&t->mu);
     free(t);
 }

@@ -71,9 +71,10 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "little-endian host ex
 /* The top-K scan is compiled for AVX2+FMA and for the baseline and picked at
  * load time, as model/simd.h does for the model's loops (io/ cannot include
  * it). In ISO C mode GCC does not contract a * b + c into an FMA, so both
- * clones compute the same sums. */
+ * clones compute the same sums. Not under the sanitizers: their runtime is
+ * not up yet when the load-time resolver runs. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define SNAP_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define SNAP_CLONES
@@ -458,6 +459,50 @@ static int snapshot__name_version(const char *name, uint64_t *version)
     return fsutil_name_number(name, "student-", ".dsnap", version);
 }
 
+int snapshot_latest(const char *dir, uint64_t *version, uint64_t *mtime_ms)
+{
+    char path[4096], target[256];
+    snapshot_latest_path(dir, path, sizeof(path));
+    ssize_t n = readlink(path, target, sizeof(target) - 1);
+    if (n < 0)
+        return errno == EINVAL ? -EBADMSG : -ENOENT;
+    target[n] = 0;
+    if (!snapshot__name_version(target, version))
+        return -EBADMSG;
+    struct stat sb;
+    if (stat(path, &sb) < 0)
+        return -ENOENT;
+    *mtime_ms = (uint64_t)sb.st_mtim.tv_sec * 1000 + (uint64_t)sb.st_mtim.tv_nsec / 1000000;
+    return 0;
+}
+
+int snapshot_sweep_temp(const char *dir)
+{
+    DIR *dp = opendir(dir);
+    if (!dp)
+        return 0;
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+        /* fsutil_write_atomic's "<name>.tmp.XXXXXX" and the latest link's
+         * "latest.tmp.<pid>.<n>": what a crash mid-publish leaves. */
+        uint64_t v;
+        const char *t = strstr(e->d_name, ".tmp.");
+        if (!t)
+            continue;
+        char base[256];
+        size_t n = (size_t)(t - e->d_name);
+        if (n >= sizeof(base))
+            continue;
+        memcpy(base, e->d_name, n);
+        base[n] = 0;
+        if (strcmp(base, "latest") != 0 && !snapshot__name_version(base, &v))
+            continue;
+        removed += unlinkat(dirfd(dp), e->d_name, 0) == 0;
+    }
+    closedir(dp);
+    return removed;
+}
 
 static int snapshot__fsync_dir(const char *dir)
 {
@@ -849,18 +894,18 @@ fail:
     return rc;
 }
 
-static int snapshot__open_file(const char *path, snapshot_t **out, char *err, size_t errlen)
+/* Verifies the file bytes f[0..flen) and opens them; path is what messages
+ * call them. When owned is not NULL it is f, malloc'd, and is freed as soon
+ * as the payload is inflated (the payload is all that is needed after
+ * that), so a large file and its parsed tables never coexist. */
+static int snapshot__open_bytes(const char *path, const unsigned char *f, size_t flen,
+                                unsigned char *owned, snapshot_t **out, char *err,
+                                size_t errlen)
 {
-    unsigned char *f = NULL;
-    size_t flen = 0;
+    int rc = 0;
     snapshot_t *s = calloc(1, sizeof(*s));
-    if (!s) {
-        snprintf(err, errlen, "%s: out of memory", path);
-        return -ENOMEM;
-    }
-    int rc = fsutil_read_all(path, SNAP_MAX_RAW + ((size_t)1 << 30), &f, &flen, err, errlen);
-    if (rc < 0)
-        goto fail;
+    if (!s)
+        SNAP_NOMEM();
 
     /* Header. */
     if (flen < SNAP_FIXED + 4)
@@ -932,7 +977,8 @@ static int snapshot__open_file(const char *path, snapshot_t **out, char *err, si
     if (rc < 0)
         goto fail;
     s->size = (snapshot_size_t){ flen, raw_len };
-    free(f); /* the payload is all that is needed from here */
+    free(owned); /* f with it, when owned */
+    owned = NULL;
     f = NULL;
     const unsigned char *raw = s->raw;
     if (crc32c_update(0, raw, (size_t)raw_len) != raw_crc)
@@ -946,9 +992,26 @@ static int snapshot__open_file(const char *path, snapshot_t **out, char *err, si
     *out = s;
     return 0;
 fail:
-    free(f);
+    free(owned);
     snapshot_free(s);
     return rc;
+}
+
+static int snapshot__open_file(const char *path, snapshot_t **out, char *err, size_t errlen)
+{
+    unsigned char *f = NULL;
+    size_t flen = 0;
+    int rc = fsutil_read_all(path, SNAP_MAX_RAW + ((size_t)1 << 30), &f, &flen, err, errlen);
+    if (rc < 0)
+        return rc;
+    return snapshot__open_bytes(path, f, flen, f, out, err, errlen);
+}
+
+int snapshot_open_mem(const char *name, const void *data, size_t len, snapshot_t **out,
+                      char *err, size_t errlen)
+{
+    *out = NULL;
+    return snapshot__open_bytes(name, data, len, NULL, out, err, errlen);
 }
 
 int snapshot_open(const char *path, snapshot_t **out, char *err, size_t errlen)

@@ -81,6 +81,16 @@ int snapshot_publish(const char *dir, const snapshot_desc_t *desc, int level, in
 void snapshot_path(const char *dir, uint64_t version, char *buf, size_t cap);
 void snapshot_latest_path(const char *dir, char *buf, size_t cap);
 
+/* The version dir/latest points to and its file's modification time (Unix
+ * ms). Returns 0, -ENOENT when there is no latest (or no such file), or
+ * -EBADMSG when latest names something that is not a snapshot. */
+int snapshot_latest(const char *dir, uint64_t *version, uint64_t *mtime_ms);
+
+/* Deletes what a crash in the middle of snapshot_publish() leaves in dir:
+ * temp files of snapshots and of the latest link (never a finished
+ * snapshot). Call before publishing into dir. Returns how many it deleted. */
+int snapshot_sweep_temp(const char *dir);
+
 typedef struct snapshot snapshot_t;
 
 /* Opens and verifies a snapshot file (or dir/latest when path is a
@@ -89,6 +99,13 @@ typedef struct snapshot snapshot_t;
  * truncated file, -ENOENT when there is no file (or no latest yet), or
  * another negative errno. */
 int snapshot_open(const char *path, snapshot_t **out, char *err, size_t errlen);
+
+/* The same checks over a file's bytes data[0..len) held in memory (not
+ * kept: the snapshot owns its own copy of what it needs); name is what error
+ * messages call them. Returns 0 with *out set, -EBADMSG with the reason, or
+ * -ENOMEM. */
+int snapshot_open_mem(const char *name, const void *data, size_t len, snapshot_t **out,
+                      char *err, size_t errlen);
 void snapshot_free(snapshot_t *s);
 
 /* The snapshot's contents, owned by s. */

@@ -1,12 +1,17 @@
 /* Worker pool with a generation counter; see pool.h. */
 #include "pool.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 struct pool {
     int nthreads;
+    int nice;              /* the helpers' niceness (0 = inherited) */
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t work_cv;  /* a new job, or shutdown */
@@ -68,6 +73,7 @@ static void *pool__main(void *p)
     int worker = arg->worker;
     free(arg);
     pool__flush_denormals();
+    pool_nice_self(pool->nice);
     unsigned long seen = 0;
     for (;;) {
         for (int spin = 0; spin < POOL_SPIN; spin++) {
@@ -94,13 +100,24 @@ static void *pool__main(void *p)
     return NULL;
 }
 
-pool_t *pool_new(int nthreads)
+int pool_nice_self(int nice)
+{
+    if (nice <= 0)
+        return 0;
+    /* On Linux a thread's niceness is its own: PRIO_PROCESS with a thread id. */
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) == 0 ? 0 : -errno;
+}
+
+pool_t *pool_new(int nthreads) { return pool_new_nice(nthreads, 0); }
+
+pool_t *pool_new_nice(int nthreads, int nice)
 {
     if (nthreads < 1)
         nthreads = 1;
     pool_t *pool = calloc(1, sizeof(*pool));
     if (!pool)
         return NULL;
+    pool->nice = nice;
     pool__flush_denormals(); /* the caller is worker 0 */
     pthread_mutex_init(&pool->mu, NULL);
     pthread_cond_init(&pool->work_cv, NULL);

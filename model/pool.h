@@ -23,6 +23,15 @@ typedef void (*pool_fn)(void *ctx, int task, int worker);
  * nthreads < 1 is taken as 1. Returns NULL when out of memory or threads. */
 pool_t *pool_new(int nthreads);
 
+/* The same, with the helper threads at niceness nice (> 0: lower priority
+ * than the process's other threads; 0: inherited). Training is background
+ * work beside a latency-bound event loop. */
+pool_t *pool_new_nice(int nthreads, int nice);
+
+/* Sets the calling thread's niceness (nice > 0; 0 does nothing). Returns 0
+ * or a negative errno. */
+int pool_nice_self(int nice);
+
 /* Joins the workers. Accepts NULL. */
 void pool_free(pool_t *pool);
 

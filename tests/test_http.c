@@ -2,9 +2,12 @@
  * Tests of the daemon's HTTP endpoints (daemon/http.h), spoken to over raw
  * sockets by a tiny client below: snapshots by ETag and version, 304s, HEAD,
  * path traversal and bad `latest` links, methods, the bearer token, the
- * readiness and metrics callbacks, an over-long header, start-up errors, and
- * 32 parallel downloads while `latest` is replaced and old files deleted
- * underneath them (every body must be exactly one version, matching its ETag).
+ * readiness and metrics callbacks, an over-long header, start-up errors,
+ * strict request rules (Host, header fields, no body on a GET), the per-
+ * address limit, the header deadline that closes slow clients (and spares
+ * slow downloads), and 32 parallel downloads while `latest` is replaced and
+ * old files deleted underneath them (every body must be exactly one version,
+ * matching its ETag).
  *
  * Every test works in its own mkdtemp directory under /tmp and removes it.
  */
@@ -612,7 +615,7 @@ static void http_test_token_body(const char *dir)
         "X-Authorization: Bearer s3cret-token\r\n",
     };
     static const char *const paths[] = { "/v1/snapshot", "/v1/snapshot/7", "/metrics", "/readyz",
-                                         "/", "/nope" };
+                                         "/v1/status", "/nope" };
     for (size_t k = 0; k < sizeof(denied) / sizeof(denied[0]); k++) {
         for (size_t p = 0; p < sizeof(paths) / sizeof(paths[0]); p++) {
             CHECK(http_test_get(port, paths[p], denied[k], &r) == 0);
@@ -628,6 +631,11 @@ static void http_test_token_body(const char *dir)
     CHECK(http_test_req(port, "HEAD", "/v1/snapshot", "", &r) == 0);
     CHECK_EQ_INT(r.status, 401);
     CHECK(!http_test_header(&r, "ETag", v, sizeof(v)));
+    http_test_resp_free(&r);
+    /* The status page holds no data: it is served without the token. */
+    CHECK(http_test_get(port, "/", "", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(!memmem(r.raw, r.raw_len, first, sizeof(first)));
     http_test_resp_free(&r);
 
     static const char *const allowed[] = {
@@ -660,7 +668,11 @@ typedef struct {
     atomic_int metrics_calls;
 } http_test_ud_t;
 
-static int http_test_ready_cb(void *ud) { return atomic_load(&((http_test_ud_t *)ud)->ready); }
+static int http_test_ready_cb(void *ud, char *why, size_t whylen)
+{
+    snprintf(why, whylen, "no broker");
+    return atomic_load(&((http_test_ud_t *)ud)->ready);
+}
 
 static int http_test_metrics_cb(void *ud, char **body, size_t *len)
 {
@@ -674,14 +686,24 @@ static int http_test_metrics_cb(void *ud, char **body, size_t *len)
     return *body ? 0 : -ENOMEM;
 }
 
+static int http_test_status_cb(void *ud, char **body, size_t *len)
+{
+    (void)ud;
+    *body = strdup("{\"ok\":1}");
+    *len = 8;
+    return *body ? 0 : -ENOMEM;
+}
+
 static void http_test_callbacks_body(const char *dir)
 {
     http_test_ud_t ud;
     atomic_init(&ud.ready, 0);
     atomic_init(&ud.metrics_fail, 0);
     atomic_init(&ud.metrics_calls, 0);
+    static const char page[] = "<!doctype html><title>t</title>";
     http_cfg_t cfg = { .snapshot_dir = dir, .ready = http_test_ready_cb,
-                       .metrics = http_test_metrics_cb, .ud = &ud };
+                       .metrics = http_test_metrics_cb, .status = http_test_status_cb,
+                       .page = page, .page_len = sizeof(page) - 1, .ud = &ud };
     char err[256];
     http_t *h = NULL;
     REQUIRE(http_start(&h, &cfg, err, sizeof(err)) == 0);
@@ -691,7 +713,7 @@ static void http_test_callbacks_body(const char *dir)
 
     CHECK(http_test_get(port, "/readyz", "", &r) == 0);
     CHECK_EQ_INT(r.status, 503);
-    CHECK(http_test_body_is(&r, "not ready", 9));
+    CHECK(http_test_body_is(&r, "not ready: no broker\n", 21));
     http_test_resp_free(&r);
     atomic_store(&ud.ready, 1);
     CHECK(http_test_get(port, "/readyz", "", &r) == 0);
@@ -715,11 +737,23 @@ static void http_test_callbacks_body(const char *dir)
     http_test_resp_free(&r);
     CHECK_EQ_INT(atomic_load(&ud.metrics_calls), 3);
 
+    CHECK(http_test_get(port, "/", "", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(http_test_body_is(&r, page, sizeof(page) - 1));
+    CHECK(http_test_header(&r, "Content-Type", v, sizeof(v)) && strstr(v, "text/html") == v);
+    http_test_resp_free(&r);
+    CHECK(http_test_get(port, "/v1/status", "", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(http_test_body_is(&r, "{\"ok\":1}", 8));
+    CHECK(http_test_header(&r, "Content-Type", v, sizeof(v)) &&
+          strcmp(v, "application/json") == 0);
+    http_test_resp_free(&r);
+
     http_stats_t st;
     http_stats(h, &st);
-    CHECK_EQ_INT(st.requests, 5);
+    CHECK_EQ_INT(st.requests, 7);
     CHECK_EQ_INT(st.status_5xx, 2);
-    CHECK_EQ_INT(st.status_2xx, 3);
+    CHECK_EQ_INT(st.status_2xx, 5);
     http_stop(h);
 }
 
@@ -818,6 +852,307 @@ TEST(http_start_errors)
     }
     http_stop(a);
 }
+
+/* ---- strict requests: Host, header fields, a body on a GET ---------------- */
+
+static double http_test_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void http_test_strict_body(const char *dir)
+{
+    http_t *h = http_test_start(dir, NULL);
+    REQUIRE(h);
+    uint16_t port = http_port(h);
+    http_test_resp_t r;
+    static const struct {
+        const char *req;
+        int status; /* -400: 400, or closed without an answer */
+    } cases[] = {
+        /* HTTP/1.1 requires Host (RFC 9112 3.2); HTTP/1.0 does not */
+        { "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.0\r\n\r\n", 200 },
+        /* a GET or HEAD with a body: 400 before the body is read */
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 400 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "5\r\nhello\r\n0\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400 },
+        { "HEAD /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx", 400 },
+        /* a body that announces itself as empty is no body */
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+          200 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 00\r\nConnection: close\r\n\r\n",
+          200 },
+        /* a space in the URL (libmicrohttpd 0.9.75 closes without an
+         * answer) */
+        { "GET /heal thz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", -400 },
+        /* header fields: a space before the colon or in the name, a byte
+         * that is no token character, a control character in the value,
+         * two Hosts (RFC 9112 3.2, 5.1) */
+        { "GET /healthz HTTP/1.1\r\nHost : x\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A : v\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nX A: v\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nX-\x80: v\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nX(A): v\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: \x01\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: \x7f\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n", 400 },
+        /* but a tab in a value, and every token character in a name */
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\tb\r\nConnection: close\r\n\r\n", 200 },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nX!#$%&'*+-.^_`|~09az: v\r\n"
+          "Connection: close\r\n\r\n", 200 },
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        CHECK(http_test_raw(port, cases[k].req, strlen(cases[k].req), &r) == 0);
+        int want = cases[k].status;
+        if (r.status != (want < 0 ? -want : want) && !(want < 0 && r.raw_len == 0))
+            test_fail(__FILE__, __LINE__, "case %zu: status %d, want %d: %.60s", k, r.status,
+                      want, r.raw ? r.raw : "");
+        http_test_resp_free(&r);
+    }
+    CHECK(http_test_get(port, "/healthz", "", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    http_test_resp_free(&r);
+    http_stop(h);
+}
+
+TEST(http_strict_requests) { http_test_in_dir(http_test_strict_body); }
+
+/* ---- per-address limit ---------------------------------------------------- */
+
+/* A connection from src (an address of the loopback net), or -1. */
+static int http_test_connect_from(uint16_t port, const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = { 5, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    inet_pton(AF_INET, src, &a.sin_addr);
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+        connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* With per_ip_limit, one address holding its share gets further connections
+ * closed at once, and another address is served meanwhile. */
+static void http_test_per_ip_body(const char *dir)
+{
+    http_cfg_t cfg = { .snapshot_dir = dir, .max_connections = 8, .per_ip_limit = 2 };
+    char err[256];
+    http_t *h = NULL;
+    REQUIRE(http_start(&h, &cfg, err, sizeof(err)) == 0);
+    uint16_t port = http_port(h);
+    static const char part[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    int held[2];
+    for (int k = 0; k < 2; k++) {
+        held[k] = http_test_connect_from(port, "127.0.0.1");
+        REQUIRE(held[k] >= 0);
+        CHECK(send(held[k], part, sizeof(part) - 1, MSG_NOSIGNAL) > 0);
+    }
+    struct timespec ts = { 0, 200 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    /* a third from the same address: closed without an answer */
+    int third = http_test_connect_from(port, "127.0.0.1");
+    REQUIRE(third >= 0);
+    double t0 = http_test_now();
+    char buf[256];
+    ssize_t n = recv(third, buf, sizeof(buf), 0);
+    CHECK(n <= 0 && http_test_now() - t0 < 2.0);
+    close(third);
+    /* another address: served */
+    int other = http_test_connect_from(port, "127.0.0.2");
+    if (other < 0) {
+        printf("    no 127.0.0.2 here: the other address is not tried\n");
+    } else {
+        static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        CHECK(send(other, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1));
+        n = recv(other, buf, sizeof(buf) - 1, 0);
+        CHECK(n > 12 && memcmp(buf, "HTTP/1.1 200", 12) == 0);
+        close(other);
+    }
+    for (int k = 0; k < 2; k++)
+        close(held[k]);
+    http_stop(h);
+}
+
+TEST(http_per_ip_limit) { http_test_in_dir(http_test_per_ip_body); }
+
+/* ---- slow clients: the header deadline ------------------------------------ */
+
+static int http_test_connect(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = { 30, 0 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends one byte; 1 while the server keeps the connection open, 0 once it
+ * closed it (end of stream, reset, or a refused send). */
+static int http_test_trickle(int fd)
+{
+    if (send(fd, "X", 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN)
+        return 0;
+    char b[256];
+    ssize_t n = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+typedef struct {
+    uint16_t port;
+    int status;
+    double seconds;
+} http_test_timed_t;
+
+static void *http_test_timed_get(void *arg)
+{
+    http_test_timed_t *t = arg;
+    double t0 = http_test_now();
+    http_test_resp_t r;
+    if (http_test_get(t->port, "/healthz", "", &r) == 0)
+        t->status = r.status;
+    http_test_resp_free(&r);
+    t->seconds = http_test_now() - t0;
+    return NULL;
+}
+
+#define HTTP_TEST_SLOW_CONNS 3
+
+static void http_test_slow_body(const char *dir)
+{
+    /* 2 connections, 2 s: the header deadline is 2 s too */
+    http_cfg_t cfg = { .snapshot_dir = dir, .max_connections = 2, .timeout_s = 2 };
+    char err[256];
+    http_t *h = NULL;
+    REQUIRE(http_start(&h, &cfg, err, sizeof(err)) == 0);
+    uint16_t port = http_port(h);
+
+    /* More trickling clients than connections: each sends a request line
+     * and then a header byte every 100 ms, never the end of the headers. */
+    int fd[HTTP_TEST_SLOW_CONNS];
+    double opened = http_test_now(), closed[HTTP_TEST_SLOW_CONNS];
+    static const char line[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    for (int k = 0; k < HTTP_TEST_SLOW_CONNS; k++) {
+        fd[k] = http_test_connect(port);
+        REQUIRE(fd[k] >= 0);
+        CHECK(send(fd[k], line, sizeof(line) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(line) - 1));
+        closed[k] = 0;
+    }
+    /* A normal client meanwhile: it waits for a free slot, which the
+     * deadline makes within about 2 s. */
+    http_test_timed_t t = { .port = port };
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, http_test_timed_get, &t) == 0);
+    int open = HTTP_TEST_SLOW_CONNS;
+    while (open && http_test_now() - opened < 10) {
+        struct timespec ts = { 0, 100 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+        for (int k = 0; k < HTTP_TEST_SLOW_CONNS; k++)
+            if (!closed[k] && !http_test_trickle(fd[k])) {
+                closed[k] = http_test_now() - opened;
+                open--;
+            }
+    }
+    pthread_join(th, NULL);
+    for (int k = 0; k < HTTP_TEST_SLOW_CONNS; k++) {
+        close(fd[k]);
+        /* two at 2 s; the third, accepted then, 2 s later */
+        if (closed[k] < 1.8 || closed[k] > 6.0)
+            test_fail(__FILE__, __LINE__, "slow connection %d closed after %.2f s", k, closed[k]);
+    }
+    CHECK_EQ_INT(t.status, 200);
+    if (t.seconds > 4.5)
+        test_fail(__FILE__, __LINE__, "a normal request took %.2f s", t.seconds);
+
+    /* A kept-alive connection: its next request's deadline starts when
+     * the last one ends. */
+    int k = http_test_connect(port);
+    REQUIRE(k >= 0);
+    static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(send(k, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1));
+    char buf[512];
+    ssize_t n = recv(k, buf, sizeof(buf) - 1, 0);
+    CHECK(n > 12 && memcmp(buf, "HTTP/1.1 200", 12) == 0);
+    double t0 = http_test_now();
+    CHECK(send(k, line, sizeof(line) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(line) - 1));
+    double gone = 0;
+    while (!gone && http_test_now() - t0 < 10) {
+        struct timespec ts = { 0, 100 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+        if (!http_test_trickle(k))
+            gone = http_test_now() - t0;
+    }
+    close(k);
+    if (gone < 1.8 || gone > 3.5)
+        test_fail(__FILE__, __LINE__, "kept-alive slow request closed after %.2f s", gone);
+
+    http_stop(h);
+}
+
+TEST(http_slow_headers_closed) { http_test_in_dir(http_test_slow_body); }
+
+/* A download that takes longer than the header deadline (read slowly, never
+ * idle for the timeout) is not cut: the deadline is for the headers only. */
+static void http_test_slow_download_body(const char *dir)
+{
+    http_cfg_t cfg = { .snapshot_dir = dir, .timeout_s = 2 };
+    char err[256];
+    http_t *h = NULL;
+    REQUIRE(http_start(&h, &cfg, err, sizeof(err)) == 0);
+    uint16_t port = http_port(h);
+    const size_t size = 8u << 20;
+    REQUIRE(http_test_write(dir, 3, size) == 0);
+    REQUIRE(http_test_latest_v(dir, 3) == 0);
+    int fd = http_test_connect(port);
+    REQUIRE(fd >= 0);
+    int rcvbuf = 256 << 10; /* not so small that delayed ACKs set the pace */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    static const char req[] = "GET /v1/snapshot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    CHECK(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1));
+    double t0 = http_test_now();
+    size_t got = 0;
+    char *buf = malloc(1 << 20);
+    REQUIRE(buf);
+    for (;;) {
+        /* about 2 MiB a second: some 4 s for the file */
+        ssize_t n = recv(fd, buf, 1 << 20, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        struct timespec ts = { 0, (long)((double)n / (2 << 20) * 1e9) };
+        nanosleep(&ts, NULL);
+    }
+    double took = http_test_now() - t0;
+    free(buf);
+    close(fd);
+    CHECK(got > size); /* the headers and the whole file */
+    if (took < 2.5)
+        test_fail(__FILE__, __LINE__, "the download took only %.2f s: not slow enough", took);
+    http_stop(h);
+}
+
+TEST(http_slow_download_not_cut) { http_test_in_dir(http_test_slow_download_body); }
 
 /* ---- downloads while latest is replaced ----------------------------------- */
 

@@ -208,3 +208,71 @@ TEST_SLOW(rounds_publish_warm_start_and_gate, 240)
     state_close(&st);
     test_rounds__rm(dir);
 }
+
+/* Events applied between a round's epochs (the trainer's hook): the round
+ * trains and publishes the data of its start, its snapshot says so, the
+ * users who changed meanwhile stay flagged stale, and the next round takes
+ * the new users in. */
+typedef struct {
+    state_t *st;
+    rounds_t *r;
+    int calls, fed;
+} test_rounds_between_t;
+
+static void test_rounds__between(void *ud)
+{
+    test_rounds_between_t *b = ud;
+    b->calls++;
+    if (b->fed)
+        return;
+    b->fed = 1;
+    int64_t rows = idmap_rows(b->st->users);
+    test_rounds__feed(b->st, T_USERS, T_USERS + 40, 9); /* 40 new users */
+    for (int64_t u = rows; u < idmap_rows(b->st->users); u++)
+        rounds_note_changed(b->r, u);
+    rounds_note_changed(b->r, 3); /* and an old one changed */
+}
+
+TEST_SLOW(rounds_events_between_epochs, 240)
+{
+    char dir[] = "/tmp/derrd-rounds.XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    char snapdir[600];
+    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
+    REQUIRE(mkdir(snapdir, 0755) == 0);
+    state_t st;
+    REQUIRE(state_init(&st, "events") == 0);
+    char err[512];
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    test_rounds__feed(&st, 0, T_USERS, 1);
+    int64_t start_offset = st.pos[0].offset;
+    test_rounds_between_t b = { &st, r, 0, 0 };
+    rounds_set_between_epochs(r, test_rounds__between, &b);
+    rounds_result_t res;
+    REQUIRE(rounds_run(r, &st, 1000, &res, err, sizeof(err)) == 0);
+    CHECK(b.calls >= cfg.teacher_epochs + cfg.student_epochs);
+    CHECK(b.fed);
+    CHECK(res.published);
+    CHECK_EQ_INT(res.users, T_USERS); /* the round's data: as it began */
+    snapshot_t *s;
+    REQUIRE(snapshot_open(snapdir, &s, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(snapshot_desc(s)->n_users, T_USERS);
+    CHECK(snapshot_desc(s)->pos[0].offset == start_offset);
+    CHECK(snapshot_user_row(s, "u400", 4) < 0);
+    snapshot_free(s);
+    /* The next round: the new users, and the lists of the 40 new users and
+     * of u3 computed (the rest reused). */
+    rounds_set_between_epochs(r, NULL, NULL);
+    REQUIRE(rounds_run(r, &st, 40 * T_PER_USER, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.users, T_USERS + 40);
+    CHECK_EQ_INT(res.topn_computed, 41);
+    REQUIRE(snapshot_open(snapdir, &s, err, sizeof(err)) == 0);
+    CHECK(snapshot_desc(s)->pos[0].offset == st.pos[0].offset);
+    CHECK(snapshot_user_row(s, "u400", 4) >= 0);
+    snapshot_free(s);
+    rounds_free(r);
+    state_close(&st);
+    test_rounds__rm(dir);
+}

@@ -1137,6 +1137,34 @@ static int snap_test_put_text(const char *dir, const char *name, const char *tex
     return snap_test_put(path, text, strlen(text));
 }
 
+static int snap_test_exists(const char *dir, const char *name)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* What a crash mid-publish leaves is swept; nothing else is. */
+static void snap_test_sweep_body(const char *dir)
+{
+    static const char *const temps[] = { "student-00000000000000000007.dsnap.tmp.Ab12Cd",
+                                         "latest.tmp.1234.5" };
+    static const char *const keep[] = { "student-00000000000000000007.dsnap", "notes.tmp.x",
+                                        "student-7.dsnap.tmp.x", "checkpoint.tmp.1" };
+    for (size_t k = 0; k < 2; k++)
+        REQUIRE(snap_test_put_text(dir, temps[k], "torn") == 0);
+    for (size_t k = 0; k < 4; k++)
+        REQUIRE(snap_test_put_text(dir, keep[k], "keep") == 0);
+    CHECK_EQ_INT(snapshot_sweep_temp(dir), 2);
+    for (size_t k = 0; k < 2; k++)
+        CHECK(!snap_test_exists(dir, temps[k]));
+    for (size_t k = 0; k < 4; k++)
+        CHECK(snap_test_exists(dir, keep[k]));
+    CHECK_EQ_INT(snapshot_sweep_temp(dir), 0);
+}
+
+TEST(snapshot_sweep_temp_files) { snap_test_in_dir(snap_test_sweep_body); }
+
 
 static void snap_test_cli_body(const char *dir)
 {

@@ -9,6 +9,7 @@
 #   ingest.sh   derrd, killed with SIGKILL mid-stream, loses nothing
 #   backpressure.sh  a full staging queue pauses the partitions, losslessly
 #   rounds.sh   rounds publish new users, snapshots pull over HTTP, teacher file
+#   shutdown.sh SIGTERM mid-round exits 0, loses nothing; a restart resumes
 # then embedded.sh (derrd --embedded-kafka, librdkafka's mock cluster) and
 # smoke.sh, which checks the broker script itself, restart included, on
 # a broker of its own. Stops every broker on exit. Exits non-zero on the
@@ -29,6 +30,7 @@ tests/kafka/replay.sh "$B"
 tests/kafka/ingest.sh "$B"
 tests/kafka/backpressure.sh "$B"
 tests/kafka/rounds.sh "$B"
+tests/kafka/shutdown.sh "$B"
 tests/kafka/embedded.sh
 tests/kafka/smoke.sh
 echo "kafka tests: ok ($(( $(date +%s) - t0 )) s)"
