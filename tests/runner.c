@@ -1,7 +1,7 @@
 /*
  * The test runner: runs every registered test (or those whose name contains
- * argv[1]) in a forked child with a timeout, prints one line per test and a
- * last line "N passed, N failed".
+ * one of the arguments) in a forked child with a timeout, prints one line per
+ * test and a last line "N passed, N failed".
  */
 #include <signal.h>
 #include <stdarg.h>
@@ -68,12 +68,14 @@ static double runner_now(void)
 
 int main(int argc, char **argv)
 {
-    const char *filter = argc > 1 ? argv[1] : NULL;
     qsort(tests, (size_t)n_tests, sizeof(tests[0]), runner_cmp);
     int passed = 0, failed = 0;
     for (int k = 0; k < n_tests; k++) {
         test_case_t *t = &tests[k];
-        if (filter && !strstr(t->name, filter))
+        int match = argc < 2;
+        for (int a = 1; a < argc && !match; a++)
+            match = strstr(t->name, argv[a]) != NULL;
+        if (!match)
             continue;
         fflush(stdout);
         fflush(stderr);

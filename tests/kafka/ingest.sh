@@ -14,6 +14,11 @@
 #     minus those of a user that a later forget erased;
 #   - the dead-letter topic holds each malformed payload once, no more;
 #   - every partition's committed offset equals its log end offset.
+# With ROUNDS=1 (the crash loop of make test-faults: KILLS=20 ROUNDS=1),
+# derrd also runs short rounds and publishes snapshots all along, so kills
+# land in training, publishing and checkpointing; after every kill, `latest`
+# must point to a snapshot that verifies, and so must every snapshot file;
+# temp files a kill leaves are swept by the next start (none at the end).
 # Needs build/derrd, build/derrd-replay and build/kcheck (BUILD= to change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +26,7 @@ B=${1:?usage: ingest.sh BOOTSTRAP [EVENTS]}
 EVENTS=${2:-100000}
 KILLS=${KILLS:-4}
 RATE=${RATE:-8000}
+ROUNDS=${ROUNDS:-0}
 BUILD=${BUILD:-build}
 SEED=${SEED:-$RANDOM}
 work=$(mktemp -d /tmp/derrd-ingest.XXXXXX)
@@ -39,12 +45,38 @@ fail() { say "FAIL: $*"; keep=1; exit 1; }
 "$BUILD/kcheck" create-topic -b "$B" -t "$topic" -p 4 >/dev/null
 "$BUILD/kcheck" create-topic -b "$B" -t "$dlq" -p 1 >/dev/null
 
+if [ "$ROUNDS" = 1 ]; then
+    # Static membership: a restarted derrd takes its partitions back at once
+    # instead of waiting out the killed one's session, so 20 kills fit.
+    round_flags=(--rounds true --round-min-events 2000 --round-interval-ms 500
+                 --min-interactions 1000 --teacher-dim 32 --settle-patience 2
+                 --kafka.group.instance.id "derrd-$run")
+else
+    round_flags=(--rounds false)
+fi
 derrd() {
     # exec: $! must be derrd itself, so that kill -9 hits it, not a subshell.
     exec "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" \
         --dead-letter-topic "$dlq" --state-dir "$work/state" --http-port 0 \
-        --checkpoint-interval-ms 300 --stats-interval-ms 1000 \
+        --checkpoint-interval-ms 300 --stats-interval-ms 1000 "${round_flags[@]}" \
         --kafka.session.timeout.ms 6000 --kafka.heartbeat.interval.ms 500 "$@"
+}
+snaps="$work/state/snapshots" verified=0 temps=0
+# After a kill: latest and every snapshot file verify; count the temp files.
+check_snapshots() {
+    [ "$ROUNDS" = 1 ] && [ -d "$snaps" ] || return 0
+    if [ -e "$snaps/latest" ] || [ -L "$snaps/latest" ]; then
+        "$BUILD/derrd-snap" verify "$snaps" >/dev/null 2>"$work/verify.err" ||
+            fail "after kill $1, latest does not verify: $(cat "$work/verify.err")"
+        verified=$((verified + 1))
+    fi
+    for f in "$snaps"/student-*.dsnap; do
+        [ -e "$f" ] || continue
+        "$BUILD/derrd-snap" verify "$f" >/dev/null 2>"$work/verify.err" ||
+            fail "after kill $1, $f does not verify: $(cat "$work/verify.err")"
+        verified=$((verified + 1))
+    done
+    temps=$((temps + $(find "$snaps" -name '*.tmp.*' | wc -l)))
 }
 
 say "seed $SEED: $EVENTS events at $RATE/s to $topic, killing derrd $KILLS times"
@@ -70,7 +102,9 @@ for k in $(seq 1 "$KILLS"); do
     kill -9 "$pid"
     wait "$pid" 2>/dev/null || true
     pid=
-    say "run $k killed with SIGKILL: $(grep -o "consumed [0-9]*" "$work/derrd.$k.log" | tail -1)"
+    check_snapshots "$k"
+    say "run $k killed with SIGKILL: $(grep -o "consumed [0-9]*" "$work/derrd.$k.log" | tail -1)" \
+        "$([ "$ROUNDS" = 1 ] && echo "; $(grep -c "published;" "$work/derrd.$k.log" || true) published")"
 done
 
 wait "$replay_pid" || fail "derrd-replay failed: $(cat "$work/replay.log")"
@@ -114,4 +148,11 @@ fi
 "$BUILD/kcheck" lag -b "$B" -t "$topic" -g "$group" >"$work/lag.txt"
 awk '$1 == "total_lag" && $2 != 0 { exit 1 }' "$work/lag.txt" || fail "lag after shutdown: $(cat "$work/lag.txt")"
 
-say "ok: $(wc -l <"$work/got.tsv") interactions stored = expected, $(wc -l <"$work/dlq.txt") dead letters = malformed, lag 0, $KILLS kills"
+if [ "$ROUNDS" = 1 ]; then
+    check_snapshots final
+    left=$(find "$snaps" -name '*.tmp.*' | wc -l)
+    [ "$left" = 0 ] || fail "$left temp files left in $snaps after a clean start and stop"
+    [ -L "$snaps/latest" ] || fail "no snapshot published"
+    rounds_msg="; $verified snapshot checks passed, $temps temp files left by kills, all swept"
+fi
+say "ok: $(wc -l <"$work/got.tsv") interactions stored = expected, $(wc -l <"$work/dlq.txt") dead letters = malformed, lag 0, $KILLS kills${rounds_msg:-}"

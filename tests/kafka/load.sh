@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# load.sh: events as fast as this machine produces them, for SECONDS.
+#
+#   tests/kafka/load.sh BOOTSTRAP [SECONDS]     (default 60; 600 for the record)
+#
+# derrd-replay produces synthetic events (50,000 users, 20,000 items) with no
+# rate limit (or at RATE/s) for SECONDS, then stops; derrd ingests them, with
+# rounds off unless ROUNDS=1 (a round's epochs run over all interactions, so
+# at these rates rounds fall behind the stream: docs/ROUNDS.md). Every 5 s:
+# derrd's RSS, interactions, lag and loop stall. Then:
+#   - the loop's longest stall (derrd_loop_lag_max_seconds) is under 100 ms;
+#   - the group's committed offsets reach the log end within 120 s after the
+#     replay (lag 0);
+#   - RSS is bounded apart from data growth: once the stream stops, 30 s
+#     more (rounds settling, with ROUNDS=1) grow it by under 5%.
+# Prints the samples and one summary line (rates, RSS per interaction).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+B=${1:?usage: load.sh BOOTSTRAP [SECONDS]}
+SECONDS_RUN=${2:-60}
+BUILD=${BUILD:-build}
+ROUNDS=${ROUNDS:-0}
+RATE=${RATE:-0}
+work=$(mktemp -d /tmp/derrd-load.XXXXXX)
+run=$(date +%s%N)
+topic=load-$run group=load-$run
+pid= replay_pid=
+say() { echo "load: $*" >&2; }
+cleanup() {
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    [ -n "$replay_pid" ] && kill "$replay_pid" 2>/dev/null || true
+    if [ "${keep:-0}" = 1 ]; then say "logs kept in $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+fail() { say "FAIL: $*"; keep=1; exit 1; }
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+metric() { awk -v n="$1" '$1 == n { print $2 }' "$work/metrics"; }
+scrape() { curl -sf "http://127.0.0.1:$port/metrics" >"$work/metrics"; }
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"; }
+
+"$BUILD/kcheck" create-topic -b "$B" -t "$topic" -p 4 >/dev/null
+"$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" --state-dir "$work/state" \
+    --http-port "$port" --stats-interval-ms 10000 --settle-patience 2 \
+    --rounds "$([ "$ROUNDS" = 1 ] && echo true || echo false)" >"$work/derrd.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do grep -q "status page" "$work/derrd.log" && break; sleep 0.1; done
+scrape || fail "no /metrics"
+rss0=$(rss_kib)
+# More events than SECONDS can take; the replay is stopped at SECONDS.
+nice -n 10 "$BUILD/derrd-replay" --brokers "$B" --topic "$topic" --synthetic 500000000 --users 50000 \
+    --items 20000 --rate "$RATE" >"$work/replay.json" 2>"$work/replay.log" &
+replay_pid=$!
+t0=$(date +%s)
+printf 'load: %6s %10s %12s %10s %8s %9s\n' t_s consumed interactions lag rss_mib stall_ms >&2
+sample() {
+    scrape || return 0
+    printf 'load: %6s %10s %12s %10s %8s %9s\n' "$(($(date +%s) - t0))" \
+        "$(metric derrd_events_consumed_total)" "$(metric derrd_interactions)" \
+        "$(awk '/^derrd_consumer_lag\{/ { s += $2 } END { print s + 0 }' "$work/metrics")" \
+        "$(($(rss_kib) / 1024))" \
+        "$(awk '$1 == "derrd_loop_lag_seconds" { printf "%.1f", $2 * 1000 }' "$work/metrics")" >&2
+}
+while [ $(($(date +%s) - t0)) -lt "$SECONDS_RUN" ]; do
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited: $(tail -5 "$work/derrd.log")"
+    kill -0 "$replay_pid" 2>/dev/null || fail "derrd-replay exited: $(cat "$work/replay.log")"
+    sleep 5
+    sample
+done
+kill -INT "$replay_pid" 2>/dev/null || true
+wait "$replay_pid" 2>/dev/null || true
+replay_pid=
+t_stop=$(date +%s)
+lag=unknown
+for _ in $(seq 1 ${DRAIN_TICKS:-240}); do
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited: $(tail -5 "$work/derrd.log")"
+    lag=$("$BUILD/kcheck" lag -b "$B" -t "$topic" -g "$group" | awk '$1 == "total_lag" { print $2 }')
+    [ "$lag" = 0 ] && break
+    sleep 0.5
+done
+[ "$lag" = 0 ] || fail "committed offsets did not reach the log end within 120 s (lag $lag)"
+drain_s=$(($(date +%s) - t_stop))
+sample
+scrape
+produced=$(metric derrd_events_consumed_total) inter=$(metric derrd_interactions)
+rss1=$(rss_kib)
+sleep 30 # nothing new arrives (with ROUNDS=1, rounds settle)
+sample
+rss2=$(rss_kib)
+scrape
+stall=$(awk '$1 == "derrd_loop_lag_max_seconds" { printf "%.1f", $2 * 1000 }' "$work/metrics")
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+pid=
+[ "$rc" = 0 ] || fail "derrd exited $rc on SIGTERM"
+awk -v s="$stall" 'BEGIN { exit !(s < 100) }' || fail "longest loop stall $stall ms (limit 100 ms)"
+awk -v a="$rss1" -v b="$rss2" 'BEGIN { exit !(b <= a * 1.05) }' ||
+    fail "RSS grew from $((rss1 / 1024)) to $((rss2 / 1024)) MiB over 30 s of unchanged data"
+say "ok (rounds $([ "$ROUNDS" = 1 ] && echo on || echo off), rate ${RATE/#0/unlimited}):" \
+    "$produced events in ${SECONDS_RUN} s ($((produced / SECONDS_RUN))/s), $inter interactions;" \
+    "lag 0 ${drain_s} s after the replay; longest loop stall $stall ms; RSS $((rss0 / 1024)) MiB" \
+    "at start, $((rss1 / 1024)) MiB at the end of the stream" \
+    "($(awk -v a="$rss0" -v b="$rss1" -v n="$inter" 'BEGIN { printf "%.0f", (b - a) * 1024 / (n > 0 ? n : 1) }') B per interaction)," \
+    "$((rss2 / 1024)) MiB after 30 s idle"

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# outage.sh: the broker stops for OUTAGE seconds (default 30) mid-stream.
+#
+#   tests/kafka/outage.sh BOOTSTRAP BROKER_DIR
+#
+# BROKER_DIR is the broker.sh directory of BOOTSTRAP: the test stops that
+# broker and starts it again on the same ports. Events stream in at a fixed
+# rate while derrd runs rounds; once a snapshot is out, the broker stops.
+# During the outage:
+#   - /readyz turns 503 with the reason; /healthz stays 200;
+#   - /v1/snapshot keeps serving the last snapshot, which verifies.
+# After the restart: /readyz is 200 again, derrd reads on, the group's
+# committed offsets reach the log end, and the checkpoint's interaction set
+# equals the produced set exactly.
+# Needs build/derrd, build/derrd-replay, build/derrd-snap, build/kcheck.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+B=${1:?usage: outage.sh BOOTSTRAP BROKER_DIR}
+BDIR=${2:?usage: outage.sh BOOTSTRAP BROKER_DIR}
+BUILD=${BUILD:-build}
+OUTAGE=${OUTAGE:-30}
+work=$(mktemp -d /tmp/derrd-outage.XXXXXX)
+run=$(date +%s%N)
+topic=outage-$run group=outage-$run
+pid= replay_pid=
+say() { echo "outage: $*" >&2; }
+cleanup() {
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    [ -n "$replay_pid" ] && kill "$replay_pid" 2>/dev/null || true
+    # Never leave the shared broker down.
+    tests/kafka/broker.sh status "$BDIR" >/dev/null 2>&1 ||
+        tests/kafka/broker.sh restart "$BDIR" >/dev/null 2>&1 || true
+    if [ "${keep:-0}" = 1 ]; then say "logs kept in $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+fail() { say "FAIL: $*"; [ -f "$work/derrd.log" ] && tail -8 "$work/derrd.log" >&2; keep=1; exit 1; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+url=http://127.0.0.1:$port
+code() { curl -s -o "$work/body" -w '%{http_code}' --max-time 5 "$url$1" || true; }
+
+"$BUILD/kcheck" create-topic -b "$B" -t "$topic" -p 4 >/dev/null
+"$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" --state-dir "$work/state" \
+    --http-port "$port" --stats-interval-ms 5000 --checkpoint-interval-ms 500 \
+    --round-min-events 3000 --min-interactions 1000 --teacher-dim 32 \
+    --kafka.reconnect.backoff.max.ms 1000 >"$work/derrd.log" 2>&1 &
+pid=$!
+# 60,000 events at 1,000/s: the stream runs before, during and after the outage.
+"$BUILD/derrd-replay" --brokers "$B" --topic "$topic" --synthetic 60000 --users 3000 \
+    --items 6000 --rate 1000 --expect-out "$work/expect.tsv" \
+    >"$work/replay.json" 2>"$work/replay.log" &
+replay_pid=$!
+
+for _ in $(seq 1 600); do
+    [ "$(code /v1/snapshot)" = 200 ] && break
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited"
+    sleep 0.1
+done
+[ "$(code /v1/snapshot)" = 200 ] || fail "no snapshot within 60 s"
+[ "$(code /readyz)" = 200 ] || fail "not ready before the outage: $(cat "$work/body")"
+
+say "stopping the broker for $OUTAGE s"
+tests/kafka/broker.sh stop "$BDIR" >/dev/null
+t_down=$(now_ms)
+not_ready_ms= served=0 verified=0 checks=0
+while [ $(($(now_ms) - t_down)) -lt $((OUTAGE * 1000)) ]; do
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited during the outage"
+    checks=$((checks + 1))
+    if [ "$(code /readyz)" = 503 ]; then
+        grep -q "no Kafka broker reachable" "$work/body" || fail "503 without the reason: $(cat "$work/body")"
+        [ -n "$not_ready_ms" ] || not_ready_ms=$(($(now_ms) - t_down))
+    fi
+    [ "$(code /healthz)" = 200 ] || fail "/healthz failed during the outage"
+    if [ "$(code /v1/snapshot)" = 200 ]; then
+        served=$((served + 1))
+        cp "$work/body" "$work/during.dsnap"
+        "$BUILD/derrd-snap" verify "$work/during.dsnap" >/dev/null || fail "a snapshot served during the outage does not verify"
+        verified=$((verified + 1))
+    else
+        fail "/v1/snapshot not served during the outage"
+    fi
+    sleep 1
+done
+[ -n "$not_ready_ms" ] || fail "/readyz never said not ready during the outage"
+tests/kafka/broker.sh restart "$BDIR" >/dev/null || fail "the broker did not start again"
+t_up=$(now_ms)
+say "broker back after $(((t_up - t_down) / 1000)) s; /readyz said 503 after $not_ready_ms ms;" \
+    "$verified snapshot downloads verified during the outage"
+ready_ms=
+for _ in $(seq 1 600); do
+    if [ "$(code /readyz)" = 200 ]; then ready_ms=$(($(now_ms) - t_up)); break; fi
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited after the outage"
+    sleep 0.1
+done
+[ -n "$ready_ms" ] || fail "/readyz not ready 60 s after the broker came back: $(cat "$work/body")"
+
+wait "$replay_pid" || fail "derrd-replay failed: $(cat "$work/replay.log")"
+replay_pid=
+lag=unknown
+for _ in $(seq 1 240); do
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited: $(tail -5 "$work/derrd.log")"
+    lag=$("$BUILD/kcheck" lag -b "$B" -t "$topic" -g "$group" | awk '$1 == "total_lag" { print $2 }')
+    [ "$lag" = 0 ] && break
+    sleep 0.5
+done
+[ "$lag" = 0 ] || fail "committed offsets never reached the log end after the outage (lag $lag)"
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+pid=
+[ "$rc" = 0 ] || fail "derrd exited $rc on SIGTERM"
+"$BUILD/derrd" --dump-state --state-dir "$work/state" --topic "$topic" 2>/dev/null |
+    LC_ALL=C sort >"$work/got.tsv"
+produced=$(wc -l <"$work/expect.tsv") stored=$(wc -l <"$work/got.tsv")
+lost=$(LC_ALL=C comm -23 "$work/expect.tsv" "$work/got.tsv" | wc -l)
+cmp -s "$work/expect.tsv" "$work/got.tsv" || fail "stored $stored of $produced produced pairs, $lost lost"
+say "ok: ready again $ready_ms ms after the restart; $produced pairs produced = stored, 0 lost, lag 0"
