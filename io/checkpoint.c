@@ -220,18 +220,20 @@ void checkpoint_free(checkpoint_t *ck)
         goto fail;                                                             \
     } while (0)
 
-int checkpoint_open(const char *path, checkpoint_t **out, char *err, size_t errlen)
+/* Verifies file[0..len), which ck takes over (sections point into it), and
+ * returns ck through *out; path is what messages call it. */
+static int checkpoint__open_owned(const char *path, unsigned char *file, size_t len,
+                                  checkpoint_t **out, char *err, size_t errlen)
 {
+    int rc = 0;
     *out = NULL;
     checkpoint_t *ck = calloc(1, sizeof(*ck));
     if (!ck) {
+        free(file);
         snprintf(err, errlen, "%s: out of memory", path);
         return -ENOMEM;
     }
-    size_t len;
-    int rc = fsutil_read_all(path, CKPT_MAX_FILE, &ck->file, &len, err, errlen);
-    if (rc < 0)
-        goto fail;
+    ck->file = file;
     const unsigned char *f = ck->file;
     if (len < CKPT_FIXED + 4)
         CKPT_BAD("%s: truncated header (%zu bytes)", path, len);
@@ -273,6 +275,31 @@ int checkpoint_open(const char *path, checkpoint_t **out, char *err, size_t errl
 fail:
     checkpoint_free(ck);
     return rc;
+}
+
+int checkpoint_open(const char *path, checkpoint_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    unsigned char *file = NULL;
+    size_t len = 0;
+    int rc = fsutil_read_all(path, CKPT_MAX_FILE, &file, &len, err, errlen);
+    if (rc < 0)
+        return rc;
+    return checkpoint__open_owned(path, file, len, out, err, errlen);
+}
+
+int checkpoint_open_mem(const char *name, const void *data, size_t len, checkpoint_t **out,
+                        char *err, size_t errlen)
+{
+    *out = NULL;
+    unsigned char *file = malloc(len ? len : 1);
+    if (!file) {
+        snprintf(err, errlen, "%s: out of memory", name);
+        return -ENOMEM;
+    }
+    if (len)
+        memcpy(file, data, len);
+    return checkpoint__open_owned(name, file, len, out, err, errlen);
 }
 
 uint64_t checkpoint_seq(const checkpoint_t *ck) { return ck->seq; }

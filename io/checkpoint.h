@@ -54,6 +54,12 @@ typedef struct checkpoint checkpoint_t;
 /* Reads and verifies a checkpoint file. Returns 0 with *out set, -EBADMSG
  * with the reason for a corrupt or torn file, or another negative errno. */
 int checkpoint_open(const char *path, checkpoint_t **out, char *err, size_t errlen);
+
+/* The same checks over a file's bytes data[0..len) held in memory, which
+ * the checkpoint copies (data is not kept); name is what error messages
+ * call them. Returns 0 with *out set, -EBADMSG with the reason, or -ENOMEM. */
+int checkpoint_open_mem(const char *name, const void *data, size_t len, checkpoint_t **out,
+                        char *err, size_t errlen);
 void checkpoint_free(checkpoint_t *ck);
 
 uint64_t checkpoint_seq(const checkpoint_t *ck);

@@ -1,0 +1,246 @@
+/*
+ * Tests that go with the libFuzzer targets of tests/fuzz/: the from-memory
+ * readers they drive (snapshot_open_mem, checkpoint_open_mem) agree with the
+ * path-based ones, and every seed of tests/fuzz/corpus/ goes through its
+ * parser with the outcome its name says (bad-* refused, the rest accepted),
+ * so `make test` and `make asan` replay the corpus without clang. A crash
+ * input a fuzzer finds is fixed in io/ and added here (or as a seed) as a
+ * regression test.
+ *
+ * Run from the repository root (as make does): the corpus is read from
+ * tests/fuzz/corpus/.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/options.h"
+#include "io/buf.h"
+#include "io/checkpoint.h"
+#include "io/config.h"
+#include "io/event.h"
+#include "io/fsutil.h"
+#include "io/snapshot.h"
+#include "test.h"
+#include "testutil.h"
+
+#define FUZZREGRESS_CORPUS "tests/fuzz/corpus"
+
+/* ---- from memory, as from a file --------------------------------------------- */
+
+static void fuzzregress_snapshot_mem_in(const char *dir)
+{
+    float ue[2 * 3] = { 1, 2, 3, 4, 5, 6 }, ie[3 * 3] = { 1, 0, 0, 0, 1, 0, 0, 0, 1 };
+    const char *uid[2] = { "u1", "" }, *iid[3] = { "a", "b", "c" };
+    const uint16_t ulen[2] = { 2, 0 }, ilen[3] = { 1, 1, 1 };
+    const snapshot_pos_t pos[1] = { { 2, 40 } };
+    snapshot_desc_t d = { .version = 3, .created_ms = 1000, .dim = 3, .n_users = 2,
+                          .n_items = 3, .user_emb = ue, .item_emb = ie, .user_ids = uid,
+                          .user_id_len = ulen, .item_ids = iid, .item_id_len = ilen,
+                          .topic = "t", .pos = pos, .n_pos = 1 };
+    char path[512], err[512];
+    snprintf(path, sizeof(path), "%s/s.dsnap", dir);
+    REQUIRE(snapshot_write(path, &d, 3, err, sizeof(err)) == 0);
+    unsigned char *f;
+    size_t len;
+    REQUIRE(fsutil_read_all(path, 1 << 20, &f, &len, err, sizeof(err)) == 0);
+
+    snapshot_t *a = NULL, *b = NULL;
+    CHECK_EQ_INT(snapshot_open(path, &a, err, sizeof(err)), 0);
+    CHECK_EQ_INT(snapshot_open_mem("mem", f, len, &b, err, sizeof(err)), 0);
+    if (a && b) {
+        const snapshot_desc_t *da = snapshot_desc(a), *db = snapshot_desc(b);
+        CHECK(da->version == db->version && da->created_ms == db->created_ms);
+        CHECK(da->dim == db->dim && da->n_users == db->n_users && da->n_items == db->n_items);
+        CHECK(da->n_pos == 1 && db->n_pos == 1 && db->pos[0].offset == 40);
+        CHECK(strcmp(db->topic, "t") == 0);
+        size_t pa, pb;
+        const unsigned char *ra = snapshot__payload(a, &pa), *rb = snapshot__payload(b, &pb);
+        CHECK(pa == pb && memcmp(ra, rb, pa) == 0);
+        snapshot_size_t sa, sb;
+        snapshot_size(a, &sa);
+        snapshot_size(b, &sb);
+        CHECK(sa.file_bytes == len && sb.file_bytes == len && sa.raw_bytes == sb.raw_bytes);
+        CHECK_EQ_INT(snapshot_item_row(b, "c", 1), 2);
+    }
+    /* The data is not kept: the snapshot outlives it. */
+    memset(f, 0, len);
+    if (b)
+        CHECK_EQ_INT(snapshot_user_row(b, "u1", 2), 0);
+    snapshot_free(a);
+    snapshot_free(b);
+    free(f);
+
+    /* Every truncation is refused, named as given, with no snapshot. */
+    REQUIRE(fsutil_read_all(path, 1 << 20, &f, &len, err, sizeof(err)) == 0);
+    for (size_t n = 0; n < len; n++) {
+        b = (snapshot_t *)&b;
+        int rc = snapshot_open_mem("mem", f, n, &b, err, sizeof(err));
+        if (rc != -EBADMSG || b != NULL || strncmp(err, "mem: ", 5) != 0)
+            test_fail(__FILE__, __LINE__, "%zu of %zu bytes: rc %d: %s", n, len, rc, err);
+    }
+    free(f);
+}
+
+TEST(fuzzregress_snapshot_open_mem_matches_file)
+{
+    test_in_tmpdir("fuzzregress", fuzzregress_snapshot_mem_in);
+}
+
+static void fuzzregress_checkpoint_mem_in(const char *dir)
+{
+    checkpoint_writer_t *w = checkpoint_writer_new();
+    REQUIRE(w);
+    buf_t *s1 = checkpoint_writer_section(w, CKPT_META), *s2 = checkpoint_writer_section(w, 77);
+    REQUIRE(s1 && s2);
+    buf_put(s1, "meta bytes", 10);
+    buf_put_u64(s2, 0x0102030405060708ull);
+    char err[512], path[512];
+    REQUIRE(checkpoint_writer_commit(w, dir, 9, 1234, 0, err, sizeof(err)) == 0);
+    checkpoint_writer_free(w);
+    checkpoint_path(dir, 9, path, sizeof(path));
+    unsigned char *f;
+    size_t len;
+    REQUIRE(fsutil_read_all(path, 1 << 20, &f, &len, err, sizeof(err)) == 0);
+
+    checkpoint_t *ck = NULL;
+    CHECK_EQ_INT(checkpoint_open_mem("mem", f, len, &ck, err, sizeof(err)), 0);
+    memset(f, 0, len); /* copied, not kept */
+    if (ck) {
+        CHECK(checkpoint_seq(ck) == 9 && checkpoint_created_ms(ck) == 1234);
+        const unsigned char *p;
+        size_t n;
+        CHECK_EQ_INT(checkpoint_section(ck, CKPT_META, &p, &n), 0);
+        CHECK(n == 10 && memcmp(p, "meta bytes", 10) == 0);
+        CHECK_EQ_INT(checkpoint_section(ck, 77, &p, &n), 0);
+        CHECK(n == 8 && buf_load_u64(p) == 0x0102030405060708ull);
+        CHECK_EQ_INT(checkpoint_section(ck, CKPT_USERS, &p, &n), -ENOENT);
+    }
+    checkpoint_free(ck);
+    free(f);
+
+    REQUIRE(fsutil_read_all(path, 1 << 20, &f, &len, err, sizeof(err)) == 0);
+    for (size_t n = 0; n < len; n++) {
+        ck = (checkpoint_t *)&ck;
+        int rc = checkpoint_open_mem("mem", f, n, &ck, err, sizeof(err));
+        if (rc != -EBADMSG || ck != NULL || strncmp(err, "mem: ", 5) != 0)
+            test_fail(__FILE__, __LINE__, "%zu of %zu bytes: rc %d: %s", n, len, rc, err);
+    }
+    /* The empty input, with no bytes at all behind the pointer. */
+    ck = (checkpoint_t *)&ck;
+    CHECK_EQ_INT(checkpoint_open_mem("mem", NULL, 0, &ck, err, sizeof(err)), -EBADMSG);
+    CHECK(ck == NULL);
+    free(f);
+}
+
+TEST(fuzzregress_checkpoint_open_mem_matches_file)
+{
+    test_in_tmpdir("fuzzregress", fuzzregress_checkpoint_mem_in);
+}
+
+/* ---- the seed corpus ------------------------------------------------------------- */
+
+typedef struct {
+    const char *target;
+    /* Returns 0 when the parser accepts data, < 0 when it refuses it. */
+    int (*parse)(const unsigned char *data, size_t len, char *err, size_t errlen);
+    const char *suffix; /* only files with this suffix; NULL: all */
+} fuzzregress_target_t;
+
+static int fuzzregress_event(const unsigned char *data, size_t len, char *err, size_t errlen)
+{
+    event_t ev;
+    return event_decode(data, len, &ev, err, errlen);
+}
+
+/* As fuzz_config: each setting through options_set, kafka.* left out. */
+static int fuzzregress_config_cb(void *ud, const char *file, int line, const char *key,
+                                 const char *value, char *err, size_t errlen)
+{
+    (void)file;
+    (void)line;
+    if (strncmp(key, "kafka.", 6) == 0)
+        return 0;
+    return options_set(ud, key, value, err, errlen);
+}
+
+static int fuzzregress_config(const unsigned char *data, size_t len, char *err, size_t errlen)
+{
+    options_t o;
+    if (options_init(&o) < 0)
+        return -ENOMEM;
+    int rc = config_parse("seed", (const char *)data, len, fuzzregress_config_cb, &o, err,
+                          errlen);
+    options_close(&o);
+    return rc;
+}
+
+static int fuzzregress_snapshot(const unsigned char *data, size_t len, char *err,
+                                size_t errlen)
+{
+    snapshot_t *s;
+    int rc = snapshot_open_mem("seed", data, len, &s, err, errlen);
+    snapshot_free(s);
+    return rc;
+}
+
+static int fuzzregress_checkpoint(const unsigned char *data, size_t len, char *err,
+                                  size_t errlen)
+{
+    checkpoint_t *ck;
+    int rc = checkpoint_open_mem("seed", data, len, &ck, err, errlen);
+    checkpoint_free(ck);
+    return rc;
+}
+
+TEST(fuzzregress_seed_corpus_outcomes)
+{
+    static const fuzzregress_target_t targets[] = {
+        { "event", fuzzregress_event, NULL },
+        { "config", fuzzregress_config, NULL },
+        { "snapshot", fuzzregress_snapshot, ".dsnap" }, /* recipe-* are not files */
+        { "checkpoint", fuzzregress_checkpoint, NULL },
+    };
+    for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]); t++) {
+        char dirpath[512];
+        snprintf(dirpath, sizeof(dirpath), "%s/%s", FUZZREGRESS_CORPUS, targets[t].target);
+        DIR *d = opendir(dirpath);
+        if (!d) {
+            test_fail(__FILE__, __LINE__, "%s: %s (run from the repository root)", dirpath,
+                      strerror(errno));
+            continue;
+        }
+        int seen = 0, bad = 0;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            const char *name = e->d_name, *sfx = targets[t].suffix;
+            size_t nl = strlen(name);
+            if (name[0] == '.' ||
+                (sfx && (nl < strlen(sfx) || strcmp(name + nl - strlen(sfx), sfx) != 0)))
+                continue;
+            char path[1024], err[512] = "";
+            snprintf(path, sizeof(path), "%s/%s", dirpath, name);
+            unsigned char *data;
+            size_t len;
+            if (fsutil_read_all(path, 1 << 20, &data, &len, err, sizeof(err)) < 0) {
+                test_fail(__FILE__, __LINE__, "%s", err);
+                continue;
+            }
+            int want_bad = strncmp(name, "bad-", 4) == 0;
+            int rc = targets[t].parse(data, len, err, sizeof(err));
+            if (want_bad ? rc >= 0 : rc != 0)
+                test_fail(__FILE__, __LINE__, "%s: %s, want %s (%s)", path,
+                          rc ? "refused" : "accepted", want_bad ? "refused" : "accepted", err);
+            seen++;
+            bad += want_bad;
+            free(data);
+        }
+        closedir(d);
+        if (seen < 3 || bad == 0 || bad == seen)
+            test_fail(__FILE__, __LINE__, "%s: %d seeds, %d of them bad: want both kinds",
+                      dirpath, seen, bad);
+    }
+}
