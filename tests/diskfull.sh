@@ -16,6 +16,7 @@
 # the checkpoint holds every event produced.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/lib.sh
 BUILD=${BUILD:-build}
 work=$(mktemp -d /tmp/derrd-diskfull.XXXXXX)
 disk=$work/disk
@@ -36,7 +37,7 @@ mkdir -p "$disk"
 mount -t tmpfs -o size=48m,mode=0755 tmpfs "$disk" || fail "cannot mount a tmpfs"
 mounted=1
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 url=http://127.0.0.1:$port
 metric() { curl -sf "$url/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
 wait_for() { # SECONDS DESCRIPTION COMMAND...
@@ -54,13 +55,7 @@ wait_for() { # SECONDS DESCRIPTION COMMAND...
     --round-interval-ms 500 --min-interactions 1000 --teacher-dim 32 --settle-patience 2 \
     >"$work/derrd.log" 2>&1 &
 pid=$!
-B=
-for _ in $(seq 1 100); do
-    B=$(sed -n 's/.*embedded Kafka.* at \([^;]*\);.*/\1/p' "$work/derrd.log")
-    [ -n "$B" ] && grep -q "status page" "$work/derrd.log" && break
-    sleep 0.1
-done
-[ -n "$B" ] || fail "no bootstrap address in the log"
+B=$(embedded_bootstrap "$work/derrd.log" "$pid") || fail "no bootstrap address or HTTP line in the log"
 produce() { # N SEED
     "$BUILD/derrd-replay" --brokers "$B" --topic full --synthetic "$1" --users 4000 \
         --items 6000 --seed "$2" --format text --expect-out "$work/expect.$2.tsv" \

@@ -31,6 +31,7 @@
 #   end no 5xx was counted in /metrics, and SIGTERM makes derrd exit 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/lib.sh
 BUILD=${BUILD:-build}
 MAX_CONNECTIONS=64   # derrd's defaults: http-max-connections, http-per-ip-limit
 PER_IP_LIMIT=16
@@ -61,7 +62,7 @@ abuse() { # abuse NAME ARGS...: tests/http_abuse.py, its JSON in $work/NAME.json
         fail "$name: $(head -c 1500 "$work/$name.err")"
 }
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 token=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
 snaps=$work/state/snapshots
 # The token in a file, not on the command line; no http-address: the default.
@@ -83,14 +84,7 @@ EOF
 chmod 600 "$work/derrd.conf"
 "$BUILD/derrd" --config "$work/derrd.conf" >"$work/derrd.log" 2>&1 &
 pid=$!
-B=
-for _ in $(seq 1 100); do
-    B=$(sed -n 's/.*embedded Kafka.* at \([^;]*\);.*/\1/p' "$work/derrd.log")
-    [ -n "$B" ] && grep -q "status page" "$work/derrd.log" && break
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited early"
-    sleep 0.1
-done
-[ -n "$B" ] && grep -q "status page" "$work/derrd.log" || fail "no bootstrap address or HTTP line in the log"
+B=$(embedded_bootstrap "$work/derrd.log" "$pid") || fail "no bootstrap address or HTTP line in the log"
 alive() { kill -0 "$pid" 2>/dev/null || fail "derrd died (during $1)"; }
 
 # 1. Default bind: loopback only.

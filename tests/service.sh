@@ -18,6 +18,7 @@
 #      socket got READY, STATUS, WATCHDOG, RELOADING and STOPPING in order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/lib.sh
 BUILD=${BUILD:-build}
 PROMTOOL=${PROMTOOL:-$(command -v promtool || echo build/tools/promtool)}
 CHROMIUM=${CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}
@@ -57,7 +58,7 @@ lpid=$!
 for _ in $(seq 1 50); do [ -S "$work/notify.sock" ] && break; sleep 0.1; done
 [ -S "$work/notify.sock" ] || fail "the notify listener did not start"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 conf() { # round-min-events round-interval-ms zstd-level
     cat >"$work/derrd.conf" <<EOF
 embedded-kafka true
@@ -77,14 +78,7 @@ conf 1000000000 86400000 3
 NOTIFY_SOCKET=$work/notify.sock WATCHDOG_USEC=2000000 \
     "$BUILD/derrd" --config "$work/derrd.conf" >"$work/derrd.log" 2>&1 &
 pid=$!
-B=
-for _ in $(seq 1 100); do
-    B=$(sed -n 's/.*embedded Kafka.* at \([^;]*\);.*/\1/p' "$work/derrd.log")
-    [ -n "$B" ] && grep -q "status page" "$work/derrd.log" && break
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited early"
-    sleep 0.1
-done
-[ -n "$B" ] && grep -q "status page" "$work/derrd.log" || fail "no bootstrap address or HTTP line in the log"
+B=$(embedded_bootstrap "$work/derrd.log" "$pid") || fail "no bootstrap address or HTTP line in the log"
 
 # 1. Events, but no round: the triggers are out of reach.
 "$BUILD/derrd-replay" --brokers "$B" --topic svc --synthetic 20000 --format text \

@@ -29,6 +29,7 @@
 # threads shim, tests/tsan/c11threads.c) default to what `make tsan` passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/lib.sh
 BUILD=${BUILD:-build/tsan}
 EVENTS=${EVENTS:-4000}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
@@ -73,13 +74,6 @@ snap() { "$BUILD/derrd-snap" "$@"; }
 snap_offsets() {
     snap info "$1" --json 2>>"$work/snap.log" | grep -o '"partition": *[0-9]*, *"offset": *[0-9]*' |
         awk -F: '{ s += $NF } END { print s + 0 }'
-}
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-    done
 }
 
 # ---- a service manager's notify socket (sd_notify), with the watchdog on ----------------

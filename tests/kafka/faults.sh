@@ -49,6 +49,7 @@
 # build/kafka-mockctl (make build/kcheck build/kafka-mockctl).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/lib.sh
 BUILD=${BUILD:-build}
 EVENTS=${EVENTS:-60000}
 RATE=${RATE:-1200}
@@ -90,7 +91,6 @@ fail() {
     keep=1
     exit 1
 }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 for b in derrd derrd-replay kcheck kafka-mockctl; do
     [ -x "$BUILD/$b" ] || fail "$BUILD/$b missing (make all $BUILD/kcheck $BUILD/kafka-mockctl)"

@@ -22,6 +22,7 @@
 # Needs build/derrd, build/derrd-replay and build/kcheck (BUILD= to change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/lib.sh
 B=${1:?usage: ingest.sh BOOTSTRAP [EVENTS]}
 EVENTS=${2:-100000}
 KILLS=${KILLS:-4}
@@ -117,14 +118,8 @@ for _ in $(seq 1 300); do
     grep -q "running:" "$work/derrd.final.log" && break
     sleep 0.1
 done
-lag=unknown
-for _ in $(seq 1 240); do
-    kill -0 "$pid" 2>/dev/null || fail "final derrd exited: $(tail -5 "$work/derrd.final.log")"
-    lag=$("$BUILD/kcheck" lag -b "$B" -t "$topic" -g "$group" | awk '$1 == "total_lag" { print $2 }')
-    [ "$lag" = 0 ] && break
-    sleep 0.5
-done
-[ "$lag" = 0 ] || fail "committed offsets never reached the log end (lag $lag)"
+lag=$(wait_committed "$B" "$topic" "$group" "$pid") ||
+    fail "committed offsets never reached the log end (lag $lag): $(tail -5 "$work/derrd.final.log")"
 kill -TERM "$pid"
 rc=0
 wait "$pid" || rc=$?

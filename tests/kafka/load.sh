@@ -16,6 +16,7 @@
 # Prints the samples and one summary line (rates, RSS per interaction).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/lib.sh
 B=${1:?usage: load.sh BOOTSTRAP [SECONDS]}
 SECONDS_RUN=${2:-60}
 BUILD=${BUILD:-build}
@@ -33,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { say "FAIL: $*"; keep=1; exit 1; }
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 metric() { awk -v n="$1" '$1 == n { print $2 }' "$work/metrics"; }
 scrape() { curl -sf "http://127.0.0.1:$port/metrics" >"$work/metrics"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"; }
@@ -70,14 +71,8 @@ kill -INT "$replay_pid" 2>/dev/null || true
 wait "$replay_pid" 2>/dev/null || true
 replay_pid=
 t_stop=$(date +%s)
-lag=unknown
-for _ in $(seq 1 ${DRAIN_TICKS:-240}); do
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited: $(tail -5 "$work/derrd.log")"
-    lag=$("$BUILD/kcheck" lag -b "$B" -t "$topic" -g "$group" | awk '$1 == "total_lag" { print $2 }')
-    [ "$lag" = 0 ] && break
-    sleep 0.5
-done
-[ "$lag" = 0 ] || fail "committed offsets did not reach the log end within 120 s (lag $lag)"
+lag=$(wait_committed "$B" "$topic" "$group" "$pid") ||
+    fail "committed offsets did not reach the log end within 120 s (lag $lag): $(tail -5 "$work/derrd.log")"
 drain_s=$(($(date +%s) - t_stop))
 sample
 scrape

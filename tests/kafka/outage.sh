@@ -15,6 +15,7 @@
 # Needs build/derrd, build/derrd-replay, build/derrd-snap, build/kcheck.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/lib.sh
 B=${1:?usage: outage.sh BOOTSTRAP BROKER_DIR}
 BDIR=${2:?usage: outage.sh BOOTSTRAP BROKER_DIR}
 BUILD=${BUILD:-build}
@@ -35,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 fail() { say "FAIL: $*"; [ -f "$work/derrd.log" ] && tail -8 "$work/derrd.log" >&2; keep=1; exit 1; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 url=http://127.0.0.1:$port
 code() { curl -s -o "$work/body" -w '%{http_code}' --max-time 5 "$url$1" || true; }
 
@@ -96,14 +97,8 @@ done
 
 wait "$replay_pid" || fail "derrd-replay failed: $(cat "$work/replay.log")"
 replay_pid=
-lag=unknown
-for _ in $(seq 1 240); do
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited: $(tail -5 "$work/derrd.log")"
-    lag=$("$BUILD/kcheck" lag -b "$B" -t "$topic" -g "$group" | awk '$1 == "total_lag" { print $2 }')
-    [ "$lag" = 0 ] && break
-    sleep 0.5
-done
-[ "$lag" = 0 ] || fail "committed offsets never reached the log end after the outage (lag $lag)"
+lag=$(wait_committed "$B" "$topic" "$group" "$pid") ||
+    fail "committed offsets never reached the log end after the outage (lag $lag)"
 kill -TERM "$pid"
 rc=0
 wait "$pid" || rc=$?

@@ -36,6 +36,7 @@
 # build/kcheck (BUILD= to change) and curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/lib.sh
 B=${1:?usage: rounds.sh BOOTSTRAP}
 BUILD=${BUILD:-build}
 PULLS=${PULLS:-200}
@@ -72,14 +73,6 @@ covers() {
         awk 'NR == FNR { off[$1] = $2; next }
              { n++; if ((($1 in off) ? off[$1] : 0) != $2) bad = 1 }
              END { exit n > 0 && !bad ? 0 : 1 }' - "$2"
-}
-# A loopback port nothing listens on now (derrd's start is retried if taken).
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 40000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
-    done
 }
 # Stops derrd $1 with SIGTERM; it must exit 0 within 30 s. Log $2.
 stop_derrd() {

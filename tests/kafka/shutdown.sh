@@ -14,6 +14,7 @@
 # Needs build/derrd, build/derrd-replay and build/kcheck (BUILD= to change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. tests/lib.sh
 B=${1:?usage: shutdown.sh BOOTSTRAP}
 BUILD=${BUILD:-build}
 work=$(mktemp -d /tmp/derrd-shutdown.XXXXXX)
@@ -35,7 +36,7 @@ stop_limit=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)s$/\1/p' systemd/derrd.service)
     --items 5000 --expect-out "$work/expect.tsv" >/dev/null 2>"$work/replay.log" ||
     fail "derrd-replay: $(cat "$work/replay.log")"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 derrd() {
     exec "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" \
         --state-dir "$work/state" --http-port "$port" --stats-interval-ms 0 --log-level debug \
