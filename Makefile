@@ -114,7 +114,7 @@ test-faults: all deps-test-check $(BUILD)/kcheck $(BUILD)/kafka-mockctl
 asan:
 	$(MAKE) BUILD=build/asan OPT=-O1 \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	    test-unit test-kafka
+	    SKIP_SMOKE=1 test-unit test-kafka
 
 # ThreadSanitizer: the unit tests that start threads (the worker pool,
 # rounds, HTTP, notify, thread-count invariance), then derrd itself on the

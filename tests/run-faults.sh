@@ -33,7 +33,7 @@ B=$(tests/kafka/broker.sh start "$dir/broker")
 echo "fault tests: broker at $B"
 KILLS=$KILLS ROUNDS=1 RATE=2000 tests/kafka/ingest.sh "$B" 40000
 tests/kafka/outage.sh "$B" "$dir/broker"
-RATE=${LOAD_RATE:-100000} tests/kafka/load.sh "$B" "$LOAD_SECONDS"
+RATE=${LOAD_RATE:-100000} IDLE=10 tests/kafka/load.sh "$B" "$LOAD_SECONDS"
 tests/kafka/broker.sh stop "$dir/broker" >/dev/null
 tests/diskfull.sh
 tests/kafka/faults.sh

@@ -11,8 +11,8 @@
 #   - the loop's longest stall (derrd_loop_lag_max_seconds) is under 100 ms;
 #   - the group's committed offsets reach the log end within 120 s after the
 #     replay (lag 0);
-#   - RSS is bounded apart from data growth: once the stream stops, 30 s
-#     more (rounds settling, with ROUNDS=1) grow it by under 5%.
+#   - RSS is bounded apart from data growth: once the stream stops, IDLE s
+#     more (30; rounds settling, with ROUNDS=1) grow it by under 5%.
 # Prints the samples and one summary line (rates, RSS per interaction).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,6 +22,7 @@ SECONDS_RUN=${2:-60}
 BUILD=${BUILD:-build}
 ROUNDS=${ROUNDS:-0}
 RATE=${RATE:-0}
+IDLE=${IDLE:-30}
 work=$(mktemp -d /tmp/derrd-load.XXXXXX)
 run=$(date +%s%N)
 topic=load-$run group=load-$run
@@ -78,7 +79,7 @@ sample
 scrape
 produced=$(metric derrd_events_consumed_total) inter=$(metric derrd_interactions)
 rss1=$(rss_kib)
-sleep 30 # nothing new arrives (with ROUNDS=1, rounds settle)
+sleep "$IDLE" # nothing new arrives (with ROUNDS=1, rounds settle)
 sample
 rss2=$(rss_kib)
 scrape
@@ -90,10 +91,10 @@ pid=
 [ "$rc" = 0 ] || fail "derrd exited $rc on SIGTERM"
 awk -v s="$stall" 'BEGIN { exit !(s < 100) }' || fail "longest loop stall $stall ms (limit 100 ms)"
 awk -v a="$rss1" -v b="$rss2" 'BEGIN { exit !(b <= a * 1.05) }' ||
-    fail "RSS grew from $((rss1 / 1024)) to $((rss2 / 1024)) MiB over 30 s of unchanged data"
+    fail "RSS grew from $((rss1 / 1024)) to $((rss2 / 1024)) MiB over $IDLE s of unchanged data"
 say "ok (rounds $([ "$ROUNDS" = 1 ] && echo on || echo off), rate ${RATE/#0/unlimited}):" \
     "$produced events in ${SECONDS_RUN} s ($((produced / SECONDS_RUN))/s), $inter interactions;" \
     "lag 0 ${drain_s} s after the replay; longest loop stall $stall ms; RSS $((rss0 / 1024)) MiB" \
     "at start, $((rss1 / 1024)) MiB at the end of the stream" \
     "($(awk -v a="$rss0" -v b="$rss1" -v n="$inter" 'BEGIN { printf "%.0f", (b - a) * 1024 / (n > 0 ? n : 1) }') B per interaction)," \
-    "$((rss2 / 1024)) MiB after 30 s idle"
+    "$((rss2 / 1024)) MiB after $IDLE s idle"

@@ -46,8 +46,8 @@ code() { curl -s -o "$work/body" -w '%{http_code}' --max-time 5 "$url$1" || true
     --round-min-events 3000 --min-interactions 1000 --teacher-dim 32 \
     --kafka.reconnect.backoff.max.ms 1000 >"$work/derrd.log" 2>&1 &
 pid=$!
-# 60,000 events at 1,000/s: the stream runs before, during and after the outage.
-"$BUILD/derrd-replay" --brokers "$B" --topic "$topic" --synthetic 60000 --users 3000 \
+# 45,000 events at 1,000/s: the stream runs before, during and after the outage.
+"$BUILD/derrd-replay" --brokers "$B" --topic "$topic" --synthetic 45000 --users 3000 \
     --items 6000 --rate 1000 --expect-out "$work/expect.tsv" \
     >"$work/replay.json" 2>"$work/replay.log" &
 replay_pid=$!
