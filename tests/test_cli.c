@@ -10,187 +10,27 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "io/embfile.h"
 #include "io/fsutil.h"
 #include "test.h"
-
-#define CLI_TEST_TIMEOUT_S 20.0
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static char *cli_test_dir_new(void)
+/* Runs derrd-train with args (NULL-terminated) in dir (test_run_tool). */
+static int cli_test_run(test_run_t *r, const char *dir, const char *const *args)
 {
-    char *dir = strdup("/tmp/derrd-test-cli-XXXXXX");
-    if (dir && !mkdtemp(dir)) {
-        free(dir);
-        dir = NULL;
-    }
-    return dir;
+    return test_run_tool(r, dir, "derrd-train", args);
 }
 
-static int cli_test_rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void cli_test_dir_free(char *dir)
-{
-    if (!dir)
-        return;
-    CHECK(nftw(dir, cli_test_rm_cb, 16, FTW_DEPTH | FTW_PHYS) == 0);
-    free(dir);
-}
-
-/* Runs body in a fresh temporary directory and removes the directory
- * afterwards, also when body returns early from a failed REQUIRE. */
-static void cli_test_in_dir(void (*body)(const char *dir))
-{
-    char *dir = cli_test_dir_new();
-    if (!dir) {
-        test_fail(__FILE__, __LINE__, "mkdtemp: %s", strerror(errno));
-        return;
-    }
-    body(dir);
-    cli_test_dir_free(dir);
-}
-
-/* Finds derrd-train beside /proc/self/exe. Returns 0, or fails the test
- * with the path it looked at and returns -1. */
-static int cli_test_bin(char *out, size_t len)
-{
-    char self[4096];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0) {
-        test_fail(__FILE__, __LINE__, "readlink /proc/self/exe: %s", strerror(errno));
-        return -1;
-    }
-    self[n] = 0;
-    char *slash = strrchr(self, '/');
-    if (slash)
-        *slash = 0;
-    snprintf(out, len, "%s/derrd-train", self);
-    if (access(out, X_OK) != 0) {
-        test_fail(__FILE__, __LINE__, "%s: %s (derrd-train must be built beside the test "
-                  "binary: make %s)", out, strerror(errno),
-                  strstr(out, "/asan/") ? "asan" : "build/derrd-train");
-        return -1;
-    }
-    return 0;
-}
-
-typedef struct {
-    int status; /* exit code; 128 + signal if killed; -1 if it could not run */
-    int timed_out;
-    char *out;  /* stdout, NUL-terminated */
-    char *err;  /* stderr, NUL-terminated */
-} cli_test_run_t;
-
-static void cli_test_run_close(cli_test_run_t *r)
-{
-    free(r->out);
-    free(r->err);
-    memset(r, 0, sizeof(*r));
-}
-
-static char *cli_test_slurp(const char *path)
-{
-    unsigned char *buf = NULL;
-    size_t len = 0;
-    char err[512];
-    if (fsutil_read_all(path, 1 << 24, &buf, &len, err, sizeof(err)) < 0)
-        return strdup("");
-    char *s = realloc(buf, len + 1);
-    if (!s) {
-        free(buf);
-        return strdup("");
-    }
-    s[len] = 0;
-    return s;
-}
-
-/*
- * Runs derrd-train with args (NULL-terminated) in dir, stdin from
- * /dev/null, stdout and stderr captured through files in dir, killed after
- * CLI_TEST_TIMEOUT_S. In the asan build LeakSanitizer checks the child too.
- * Returns 0 if it ran.
- */
-static int cli_test_run(cli_test_run_t *r, const char *dir, const char *const *args)
-{
-    memset(r, 0, sizeof(*r));
-    r->status = -1;
-    char bin[4200];
-    if (cli_test_bin(bin, sizeof(bin)) < 0)
-        return -1;
-    const char *argv[64];
-    int n = 0;
-    argv[n++] = bin;
-    for (int k = 0; args[k] && n < 63; k++)
-        argv[n++] = args[k];
-    argv[n] = NULL;
-    char out_path[4200], err_path[4200];
-    snprintf(out_path, sizeof(out_path), "%s/cli.stdout", dir);
-    snprintf(err_path, sizeof(err_path), "%s/cli.stderr", dir);
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        test_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
-        return -1;
-    }
-    if (pid == 0) {
-        /* Fresh files, not truncated ones: see io_test_put in test_io.c. */
-        unlink(out_path);
-        unlink(err_path);
-        int in = open("/dev/null", O_RDONLY);
-        int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (in < 0 || o < 0 || e < 0 || dup2(in, 0) < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
-            _exit(126);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    struct timespec t0, now, nap = { 0, 2000000 };
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    int st = 0;
-    for (;;) {
-        pid_t w = waitpid(pid, &st, WNOHANG);
-        if (w == pid)
-            break;
-        if (w < 0 && errno != EINTR) {
-            test_fail(__FILE__, __LINE__, "waitpid: %s", strerror(errno));
-            return -1;
-        }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double dt = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
-        if (dt > CLI_TEST_TIMEOUT_S && !r->timed_out) {
-            r->timed_out = 1;
-            kill(pid, SIGKILL);
-        }
-        nanosleep(&nap, NULL);
-    }
-    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    r->out = cli_test_slurp(out_path);
-    r->err = cli_test_slurp(err_path);
-    if (r->timed_out)
-        test_fail(__FILE__, __LINE__, "%s timed out after %.0fs", bin, CLI_TEST_TIMEOUT_S);
-    return r->timed_out ? -1 : 0;
-}
-
-static void cli_test_print(const char *what, const cli_test_run_t *r)
+static void cli_test_print(const char *what, const test_run_t *r)
 {
     fprintf(stderr, "    [%s] exit %d\n    stdout: %.600s\n    stderr: %.1200s\n", what,
             r->status, r->out ? r->out : "", r->err ? r->err : "");
@@ -233,7 +73,7 @@ static void cli_test_last_line(const char *s, char *out, size_t len)
  * line that starts with the program name and contains reason. strict: the
  * reason is all there is (at most the reason and a "see --help" line).
  */
-static int cli_test_expect_refusal(const char *what, const cli_test_run_t *r, const char *reason,
+static int cli_test_expect_refusal(const char *what, const test_run_t *r, const char *reason,
                                    int strict)
 {
     char first[1024];
@@ -325,7 +165,7 @@ static int cli_test_write_teacher(const char *path, uint32_t dim, uint32_t nu, u
 }
 
 /* Checks that stdout's last line is the --json object with the metric keys. */
-static int cli_test_check_json(const char *what, const cli_test_run_t *r, const char *method)
+static int cli_test_check_json(const char *what, const test_run_t *r, const char *method)
 {
     char last[8192], want[64];
     cli_test_last_line(r->out ? r->out : "", last, sizeof(last));
@@ -354,9 +194,9 @@ static int cli_test_check_json(const char *what, const cli_test_run_t *r, const 
 
 TEST(cli_help)
 {
-    char *dir = cli_test_dir_new();
+    char *dir = test_tmpdir_new("cli");
     REQUIRE(dir);
-    cli_test_run_t r;
+    test_run_t r;
     const char *args[] = { "--help", NULL };
     if (cli_test_run(&r, dir, args) == 0) {
         CHECK_EQ_INT(r.status, 0);
@@ -365,13 +205,13 @@ TEST(cli_help)
               strstr(r.out, "--teacher FILE") != NULL);
         CHECK(r.err[0] == 0);
     }
-    cli_test_run_close(&r);
-    cli_test_dir_free(dir);
+    test_run_close(&r);
+    test_tmpdir_free(dir);
 }
 
 TEST(cli_usage_errors_exit_2)
 {
-    char *dir = cli_test_dir_new();
+    char *dir = test_tmpdir_new("cli");
     REQUIRE(dir);
     int32_t nu, ni;
     CHECK(cli_test_tiny(dir, &nu, &ni) == 0);
@@ -411,12 +251,12 @@ TEST(cli_usage_errors_exit_2)
                                          "1", "--seed", NULL }, "option '--seed' needs a value", 0 },
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-        cli_test_run_t r;
+        test_run_t r;
         if (cli_test_run(&r, dir, cases[k].args) == 0)
             cli_test_expect_refusal(cases[k].what, &r, cases[k].reason, cases[k].strict);
-        cli_test_run_close(&r);
+        test_run_close(&r);
     }
-    cli_test_dir_free(dir);
+    test_tmpdir_free(dir);
 }
 
 /* ---- bad data ------------------------------------------------------------ */
@@ -425,13 +265,13 @@ static void cli_bad_data_exit_2_in(const char *dir)
 {
     char sub[4200], path[4300];
     int32_t nu, ni;
-    cli_test_run_t r;
+    test_run_t r;
     /* A missing directory. */
     snprintf(sub, sizeof(sub), "%s/missing", dir);
     const char *a1[] = { "--data", sub, "--method", "student", "--max-epochs", "1", NULL };
     if (cli_test_run(&r, dir, a1) == 0)
         cli_test_expect_refusal("missing data dir", &r, "missing/train.tsv: No such file", 1);
-    cli_test_run_close(&r);
+    test_run_close(&r);
     /* A malformed line 4 of train.tsv. */
     snprintf(sub, sizeof(sub), "%s/bad", dir);
     CHECK(mkdir(sub, 0755) == 0);
@@ -444,7 +284,7 @@ static void cli_bad_data_exit_2_in(const char *dir)
     const char *a2[] = { "--data", sub, "--method", "student", "--max-epochs", "1", NULL };
     if (cli_test_run(&r, dir, a2) == 0)
         cli_test_expect_refusal("malformed train.tsv", &r, "train.tsv:4: expected a tab", 1);
-    cli_test_run_close(&r);
+    test_run_close(&r);
     /* An id out of range on line 2 of test.tsv. */
     CHECK(cli_test_tiny(sub, &nu, &ni) == 0);
     snprintf(path, sizeof(path), "%s/test.tsv", sub);
@@ -454,12 +294,12 @@ static void cli_bad_data_exit_2_in(const char *dir)
     fclose(f);
     if (cli_test_run(&r, dir, a2) == 0)
         cli_test_expect_refusal("id out of range", &r, "test.tsv:2: id out of range", 1);
-    cli_test_run_close(&r);
+    test_run_close(&r);
 }
 
 TEST(cli_bad_data_exit_2)
 {
-    cli_test_in_dir(cli_bad_data_exit_2_in);
+    test_in_tmpdir("cli", cli_bad_data_exit_2_in);
 }
 
 /*
@@ -475,14 +315,14 @@ static void cli_teacher_file_refused_in(const char *dir)
     snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
     const char *args[] = { "--data", dir, "--method", "de", "--teacher", tpath, "--max-epochs",
                            "1", "--threads", "2", "--quiet", NULL };
-    cli_test_run_t r;
+    test_run_t r;
     /* A good teacher of dim 8 is accepted ... */
     REQUIRE(cli_test_write_teacher(tpath, 8, (uint32_t)nu, (uint32_t)ni) == 0);
     if (cli_test_run(&r, dir, args) == 0 && r.status != 0) {
         test_fail(__FILE__, __LINE__, "a good teacher file was refused");
         cli_test_print("good teacher", &r);
     }
-    cli_test_run_close(&r);
+    test_run_close(&r);
     /* ... one flipped byte is not (one in the header, one in the payload). */
     const size_t flips[2] = { 13, 40 + 4 * 8 * 7 + 2 };
     const char *reasons[2] = { "header checksum mismatch", "payload checksum mismatch" };
@@ -497,7 +337,7 @@ static void cli_teacher_file_refused_in(const char *dir)
         close(fd);
         if (cli_test_run(&r, dir, args) == 0)
             cli_test_expect_refusal("corrupt teacher", &r, reasons[k], 1);
-        cli_test_run_close(&r);
+        test_run_close(&r);
     }
     /* Users or items that do not match the data. */
     const uint32_t shapes[2][2] = { { (uint32_t)nu + 1, (uint32_t)ni },
@@ -506,18 +346,18 @@ static void cli_teacher_file_refused_in(const char *dir)
         REQUIRE(cli_test_write_teacher(tpath, 8, shapes[k][0], shapes[k][1]) == 0);
         if (cli_test_run(&r, dir, args) == 0)
             cli_test_expect_refusal("mismatched teacher", &r, "teacher has", 1);
-        cli_test_run_close(&r);
+        test_run_close(&r);
     }
     /* A missing teacher file. */
     snprintf(tpath, sizeof(tpath), "%s/none.emb", dir);
     if (cli_test_run(&r, dir, args) == 0)
         cli_test_expect_refusal("missing teacher", &r, "none.emb: No such file", 1);
-    cli_test_run_close(&r);
+    test_run_close(&r);
 }
 
 TEST(cli_teacher_file_refused)
 {
-    cli_test_in_dir(cli_teacher_file_refused_in);
+    test_in_tmpdir("cli", cli_teacher_file_refused_in);
 }
 
 /* ---- tiny successful runs ------------------------------------------------ */
@@ -526,7 +366,7 @@ static void cli_train_student_json_in(const char *dir)
 {
     int32_t nu, ni;
     REQUIRE(cli_test_tiny(dir, &nu, &ni) == 0);
-    cli_test_run_t r;
+    test_run_t r;
     const char *args[] = { "--data", dir, "--method", "student", "--max-epochs", "3", "--json",
                            "--quiet", "--threads", "2", NULL };
     if (cli_test_run(&r, dir, args) == 0) {
@@ -538,18 +378,18 @@ static void cli_train_student_json_in(const char *dir)
     /* The same seed gives the same metrics, whatever the thread count. */
     const char *args1[] = { "--data", dir, "--method", "student", "--max-epochs", "3", "--json",
                             "--quiet", "--threads", "1", NULL };
-    cli_test_run_t r1;
+    test_run_t r1;
     if (cli_test_run(&r1, dir, args1) == 0 && r.out && r1.out) {
         const char *m2 = strstr(r.out, "\"valid\": {"), *m1 = strstr(r1.out, "\"valid\": {");
         CHECK(m1 && m2 && strcmp(m1, m2) == 0);
     }
-    cli_test_run_close(&r1);
-    cli_test_run_close(&r);
+    test_run_close(&r1);
+    test_run_close(&r);
 }
 
 TEST(cli_train_student_json)
 {
-    cli_test_in_dir(cli_train_student_json_in);
+    test_in_tmpdir("cli", cli_train_student_json_in);
 }
 
 static void cli_train_teacher_save_then_derrd_in(const char *dir)
@@ -558,13 +398,13 @@ static void cli_train_teacher_save_then_derrd_in(const char *dir)
     REQUIRE(cli_test_tiny(dir, &nu, &ni) == 0);
     char tpath[4200];
     snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
-    cli_test_run_t r;
+    test_run_t r;
     const char *a1[] = { "--data", dir, "--method", "teacher", "--dim", "8", "--max-epochs", "2",
                          "--save", tpath, "--json", "--quiet", "--threads", "2", NULL };
     REQUIRE(cli_test_run(&r, dir, a1) == 0);
     cli_test_check_json("teacher --save", &r, "teacher");
     CHECK(strstr(r.out, "\"dim\": 8") != NULL);
-    cli_test_run_close(&r);
+    test_run_close(&r);
     /* The saved teacher is a verified file of the data's shape. */
     embfile_t ef;
     char err[512] = "";
@@ -585,10 +425,10 @@ static void cli_train_teacher_save_then_derrd_in(const char *dir)
         CHECK(strstr(r.out, "\"de_experts_per_entity\"") != NULL);
         CHECK(strstr(r.out, "\"teacher_epochs\"") == NULL); /* loaded, not trained */
     }
-    cli_test_run_close(&r);
+    test_run_close(&r);
 }
 
 TEST(cli_train_teacher_save_then_derrd)
 {
-    cli_test_in_dir(cli_train_teacher_save_then_derrd_in);
+    test_in_tmpdir("cli", cli_train_teacher_save_then_derrd_in);
 }

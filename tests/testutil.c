@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,10 @@ int test_run_tool(test_run_t *r, const char *dir, const char *tool, const char *
     r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     r->out = test__slurp(op);
     r->err = test__slurp(ep);
+    if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM) {
+        test_fail(__FILE__, __LINE__, "%s timed out after 30 s", bin);
+        return -1;
+    }
     return 0;
 }
 

@@ -22,7 +22,8 @@ typedef struct {
 
 /* Runs tool (a binary next to this test binary) with args (NULL-terminated),
  * stdin from /dev/null, stdout and stderr captured through files in dir;
- * killed after 30 s. Returns 0 when it ran, else -1 after a test failure. */
+ * killed after 30 s (a test failure). Returns 0 when it ran to its end, else
+ * -1 after a test failure. */
 int test_run_tool(test_run_t *r, const char *dir, const char *tool, const char *const *args);
 void test_run_close(test_run_t *r);
 
