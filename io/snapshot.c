@@ -459,7 +459,8 @@ static int snapshot__name_version(const char *name, uint64_t *version)
     return fsutil_name_number(name, "student-", ".dsnap", version);
 }
 
-int snapshot_latest(const char *dir, uint64_t *version, uint64_t *mtime_ms)
+/* The version dir/latest names: 0, -ENOENT (no link) or -EBADMSG. */
+static int snapshot__latest_version(const char *dir, uint64_t *version)
 {
     char path[4096], target[256];
     snapshot_latest_path(dir, path, sizeof(path));
@@ -467,9 +468,17 @@ int snapshot_latest(const char *dir, uint64_t *version, uint64_t *mtime_ms)
     if (n < 0)
         return errno == EINVAL ? -EBADMSG : -ENOENT;
     target[n] = 0;
-    if (!snapshot__name_version(target, version))
-        return -EBADMSG;
+    return snapshot__name_version(target, version) ? 0 : -EBADMSG;
+}
+
+int snapshot_latest(const char *dir, uint64_t *version, uint64_t *mtime_ms)
+{
+    int rc = snapshot__latest_version(dir, version);
+    if (rc < 0)
+        return rc;
+    char path[4096];
     struct stat sb;
+    snapshot_latest_path(dir, path, sizeof(path));
     if (stat(path, &sb) < 0)
         return -ENOENT;
     *mtime_ms = (uint64_t)sb.st_mtim.tv_sec * 1000 + (uint64_t)sb.st_mtim.tv_nsec / 1000000;
@@ -519,16 +528,9 @@ static int snapshot__fsync_dir(const char *dir)
  * publisher may have moved it). A failed delete is left for next time. */
 static void snapshot__prune(const char *dir, uint64_t version, int keep)
 {
-    char path[4096], target[256];
-    uint64_t pinned = version;
-    int has_pinned2 = 0;
-    uint64_t pinned2 = 0;
-    snapshot_latest_path(dir, path, sizeof(path));
-    ssize_t n = readlink(path, target, sizeof(target) - 1);
-    if (n > 0) {
-        target[n] = 0;
-        has_pinned2 = snapshot__name_version(target, &pinned2);
-    }
+    char path[4096];
+    uint64_t pinned = version, pinned2 = 0;
+    int has_pinned2 = snapshot__latest_version(dir, &pinned2) == 0;
     DIR *dp = opendir(dir);
     if (!dp)
         return;
