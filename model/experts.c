@@ -76,13 +76,24 @@ struct de_work {
     float *H;           /* (P, dh) hidden activations */
     float *Y;           /* (P, dt) expert outputs */
     float *dX;          /* (P, ds) gradient at the student row, per pair */
-    /* per worker, sized for the largest expert group */
-    int64_t cap_grp;
-    int64_t cap_grp_prev;  /* the last size, kept across shape resets */
-    float **X;          /* (grp, ds) gathered student rows */
-    float **dY;         /* (grp, dt) */
-    float **dH;         /* (grp, dh) */
+    /* the expert passes' tasks: a block of at most DE_BLOCK pairs of one
+     * expert each, so that one expert holding most entities (the usual case
+     * once the selection sharpens) still spreads over every worker */
+    int32_t n_tasks, cap_tasks;
+    int32_t *task_exp;  /* (tasks) expert */
+    int32_t *task_p0;   /* (tasks) first pair */
+    int32_t *task_n;    /* (tasks) pairs */
+    int32_t *task_part; /* (tasks) -1: the expert's first block, which adds
+                           into grad_ex; else its slot in gpart */
+    float *gpart;       /* (slots, ex_size) other blocks' expert gradients */
+    int64_t cap_slots;
+    /* per worker, DE_BLOCK rows each */
+    float **X;          /* gathered student rows (ds) */
+    float **dY;         /* (dt) */
+    float **dH;         /* (dh) */
 };
+
+enum { DE_CHUNK = 128, DE_BLOCK = 256 };
 
 de_work_t *de_work_new(void)
 {
@@ -101,7 +112,6 @@ static void de__free_workers(de_work_t *w)
     free(w->dH);
     w->X = w->dY = w->dH = NULL;
     w->nworkers = 0;
-    w->cap_grp = 0;
 }
 
 void de_work_free(de_work_t *w)
@@ -121,6 +131,11 @@ void de_work_free(de_work_t *w)
     free(w->H);
     free(w->Y);
     free(w->dX);
+    free(w->task_exp);
+    free(w->task_p0);
+    free(w->task_n);
+    free(w->task_part);
+    free(w->gpart);
     de__free_workers(w);
     free(w);
 }
@@ -140,7 +155,9 @@ static void de__check_shape(de_work_t *w, const experts_t *de)
     if (w->M == de->n_experts && w->ds == de->ds && w->dh == de->dh && w->dt == de->dt)
         return;
     w->cap_n = w->cap_p = 0;
-    w->cap_grp = 0;
+    w->cap_tasks = 0;
+    w->cap_slots = 0;
+    de__free_workers(w);
     w->M = de->n_experts;
     w->ds = de->ds;
     w->dh = de->dh;
@@ -181,10 +198,9 @@ static int de__reserve_p(de_work_t *w, const experts_t *de, int64_t P)
     return 0;
 }
 
-static int de__reserve_workers(de_work_t *w, const experts_t *de, int nworkers,
-                               int64_t grp)
+static int de__reserve_workers(de_work_t *w, const experts_t *de, int nworkers)
 {
-    if (nworkers == w->nworkers && grp <= w->cap_grp && w->cap_grp > 0)
+    if (nworkers == w->nworkers)
         return 0;
     de__free_workers(w);
     w->X = calloc((size_t)nworkers, sizeof(float *));
@@ -193,20 +209,49 @@ static int de__reserve_workers(de_work_t *w, const experts_t *de, int nworkers,
     if (!w->X || !w->dY || !w->dH)
         return -ENOMEM;
     w->nworkers = nworkers;
-    /* Grow geometrically: groups grow as the selection sharpens, and each
-     * regrowth costs fresh pages. */
-    int64_t cap = grp < 64 ? 64 : grp;
-    if (cap < 2 * w->cap_grp_prev)
-        cap = 2 * w->cap_grp_prev;
-    w->cap_grp_prev = cap;
     for (int k = 0; k < nworkers; k++) {
-        w->X[k] = malloc((size_t)cap * (size_t)de->ds * sizeof(float));
-        w->dY[k] = malloc((size_t)cap * (size_t)de->dt * sizeof(float));
-        w->dH[k] = malloc((size_t)cap * (size_t)de->dh * sizeof(float));
+        w->X[k] = malloc((size_t)DE_BLOCK * (size_t)de->ds * sizeof(float));
+        w->dY[k] = malloc((size_t)DE_BLOCK * (size_t)de->dt * sizeof(float));
+        w->dH[k] = malloc((size_t)DE_BLOCK * (size_t)de->dh * sizeof(float));
         if (!w->X[k] || !w->dY[k] || !w->dH[k])
             return -ENOMEM;
     }
-    w->cap_grp = cap;
+    return 0;
+}
+
+/* Splits every expert's pairs into blocks of at most DE_BLOCK. The split
+ * depends on the pairs only, never on the thread count, so the sums stay
+ * reproducible. */
+static int de__plan_tasks(de_work_t *w, const experts_t *de)
+{
+    int32_t M = de->n_experts;
+    int32_t tasks = 0;
+    for (int32_t e = 0; e < M; e++)
+        tasks += (w->exp_off[e + 1] - w->exp_off[e] + DE_BLOCK - 1) / DE_BLOCK;
+    if (tasks > w->cap_tasks) {
+        if (de__grow((void **)&w->task_exp, (size_t)tasks * sizeof(int32_t)) ||
+            de__grow((void **)&w->task_p0, (size_t)tasks * sizeof(int32_t)) ||
+            de__grow((void **)&w->task_n, (size_t)tasks * sizeof(int32_t)) ||
+            de__grow((void **)&w->task_part, (size_t)tasks * sizeof(int32_t)))
+            return -ENOMEM;
+        w->cap_tasks = tasks;
+    }
+    int32_t t = 0, slots = 0;
+    for (int32_t e = 0; e < M; e++)
+        for (int32_t p = w->exp_off[e]; p < w->exp_off[e + 1]; p += DE_BLOCK) {
+            int32_t left = w->exp_off[e + 1] - p;
+            w->task_exp[t] = e;
+            w->task_p0[t] = p;
+            w->task_n[t] = left < DE_BLOCK ? left : DE_BLOCK;
+            w->task_part[t] = p == w->exp_off[e] ? -1 : slots++;
+            t++;
+        }
+    w->n_tasks = t;
+    if (slots > w->cap_slots) {
+        if (de__grow((void **)&w->gpart, (size_t)slots * (size_t)de->ex_size * sizeof(float)))
+            return -ENOMEM;
+        w->cap_slots = slots;
+    }
     return 0;
 }
 
@@ -217,11 +262,8 @@ typedef struct {
     const de_batch_t *b;
     de_work_t *w;
     float *grad_ex;
-    uint8_t *ex_used;
     int32_t chunk;
 } de__job_t;
-
-enum { DE_CHUNK = 128 };
 
 /* Selection softmax and Gumbel-softmax weights, per entity chunk. */
 FAST_CLONES static void de__select(void *ctx, int task, int worker)
@@ -293,15 +335,14 @@ FAST_CLONES static void de__select(void *ctx, int task, int worker)
     }
 }
 
-/* Expert forward over its pairs: H = relu(X W1 + b1), Y = H W2 + b2. */
-static void de__expert_forward(void *ctx, int e, int worker)
+/* Expert forward over a block of its pairs: H = relu(X W1 + b1),
+ * Y = H W2 + b2. */
+static void de__expert_forward(void *ctx, int task, int worker)
 {
     de__job_t *job = ctx;
     const experts_t *de = job->de;
     de_work_t *w = job->w;
-    int32_t p0 = w->exp_off[e], n = w->exp_off[e + 1] - p0;
-    if (n == 0)
-        return;
+    int32_t e = w->task_exp[task], p0 = w->task_p0[task], n = w->task_n[task];
     int32_t ds = de->ds, dh = de->dh, dt = de->dt;
     const float *W1 = de->ex + (size_t)e * de->ex_size;
     const float *b1 = W1 + ds * dh, *W2 = b1 + dh, *b2 = W2 + dh * dt;
@@ -381,21 +422,24 @@ FAST_CLONES static void de__combine(void *ctx, int task, int worker)
     }
 }
 
-/* Expert backward over its pairs. */
-static void de__expert_backward(void *ctx, int e, int worker)
+/* Expert backward over a block of its pairs. The expert's first block adds
+ * its parameter gradient into grad_ex, the others into their own slot of
+ * gpart (summed in block order afterwards). */
+static void de__expert_backward(void *ctx, int task, int worker)
 {
     de__job_t *job = ctx;
     const experts_t *de = job->de;
     de_work_t *w = job->w;
-    int32_t p0 = w->exp_off[e], n = w->exp_off[e + 1] - p0;
-    if (n == 0)
-        return;
+    int32_t e = w->task_exp[task], p0 = w->task_p0[task], n = w->task_n[task];
     int32_t M = de->n_experts, ds = de->ds, dh = de->dh, dt = de->dt;
     const float *W1 = de->ex + (size_t)e * de->ex_size;
     const float *W2 = W1 + ds * dh + dh;
     float *gW1 = job->grad_ex + (size_t)e * de->ex_size;
+    if (w->task_part[task] >= 0) {
+        gW1 = w->gpart + (size_t)w->task_part[task] * de->ex_size;
+        memset(gW1, 0, (size_t)de->ex_size * sizeof(float));
+    }
     float *gb1 = gW1 + ds * dh, *gW2 = gb1 + dh, *gb2 = gW2 + dh * dt;
-    job->ex_used[e] = 1;
     float *X = w->X[worker], *dY = w->dY[worker], *dH = w->dH[worker];
     for (int32_t k = 0; k < n; k++) {
         int32_t ent = w->pair_ent[p0 + k];
@@ -437,7 +481,7 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
     de__check_shape(w, de);
     if (M > 256 || de__reserve_n(w, de, n) < 0)
         return NAN;
-    de__job_t job = { de, b, w, grad_ex, ex_used, DE_CHUNK };
+    de__job_t job = { de, b, w, grad_ex, DE_CHUNK };
     int nchunks = (n + DE_CHUNK - 1) / DE_CHUNK;
     pool_run(pool, nchunks, de__select, &job);
 
@@ -449,15 +493,11 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
             if (wk[e] > 0.0f)
                 w->exp_off[e + 1]++;
     }
-    int64_t grp = 0;
-    for (int32_t e = 0; e < M; e++) {
-        if (w->exp_off[e + 1] > grp)
-            grp = w->exp_off[e + 1];
+    for (int32_t e = 0; e < M; e++)
         w->exp_off[e + 1] += w->exp_off[e];
-    }
     int64_t P = w->exp_off[M];
-    if (de__reserve_p(w, de, P) < 0 ||
-        de__reserve_workers(w, de, pool_threads(pool), grp) < 0)
+    if (de__reserve_p(w, de, P) < 0 || de__reserve_workers(w, de, pool_threads(pool)) < 0 ||
+        de__plan_tasks(w, de) < 0)
         return NAN;
     memset(w->ent_off, 0, ((size_t)n + 1) * sizeof(int32_t));
     /* Fill pair_ent by expert, and count pairs per entity. */
@@ -488,9 +528,19 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
     if (evaluated)
         *evaluated = P;
 
-    pool_run(pool, M, de__expert_forward, &job);
+    pool_run(pool, w->n_tasks, de__expert_forward, &job);
     pool_run(pool, nchunks, de__combine, &job);
-    pool_run(pool, M, de__expert_backward, &job);
+    pool_run(pool, w->n_tasks, de__expert_backward, &job);
+    for (int32_t t = 0; t < w->n_tasks; t++) {
+        int32_t e = w->task_exp[t];
+        ex_used[e] = 1;
+        if (w->task_part[t] < 0)
+            continue;
+        float *g = grad_ex + (size_t)e * de->ex_size;
+        const float *part = w->gpart + (size_t)w->task_part[t] * de->ex_size;
+        for (int32_t c = 0; c < de->ex_size; c++)
+            g[c] += part[c];
+    }
 
     /* Gradients at the student rows, summed in expert order. */
     int32_t ds = de->ds;

@@ -387,7 +387,10 @@ TEST(grad_experts_match_finite_differences)
 TEST(grad_experts_larger_batch_chunks)
 {
     /* More entities than one chunk of de_forward_backward (128), more
-     * experts: the chunked passes must agree with the reference. */
+     * experts, and every expert kept for all 300 entities: more than one
+     * block (256 pairs) per expert, so the block sums of the expert
+     * gradients are exercised. The chunked and blocked passes must agree
+     * with the reference and with finite differences. */
     enum { M = 7, DS = 4, DT = 8, N = 300 };
     gemm_setup();
     experts_t de;
@@ -404,9 +407,13 @@ TEST(grad_experts_larger_batch_chunks)
     CHECK(memcmp(o1.grad_ex, o2.grad_ex, sizeof(float) * M * de.ex_size) == 0);
     CHECK(memcmp(o1.grad_sel, o2.grad_sel, sizeof(float) * de.sel_size) == 0);
     CHECK(memcmp(o1.ds, o2.ds, sizeof(float) * N * DS) == 0);
+    CHECK_EQ_INT(o1.evaluated, (int64_t)N * M);
     /* Spot-check the selection bias gradient, which sums over all chunks. */
     CHECK_EQ_INT(test_grad__de_fd("grad_sel_bias", &de, &b, de.sel + DT * M, M,
                              o1.grad_sel + DT * M, 1e-2), 0);
+    /* The experts' gradients, which sum over blocks. */
+    CHECK_EQ_INT(test_grad__de_fd("grad_ex", &de, &b, de.ex, M * de.ex_size, o1.grad_ex, 1e-2),
+                 0);
     test_grad__de_out_free(&o1);
     test_grad__de_out_free(&o2);
     test_grad__de_data_free(&x);
