@@ -42,7 +42,42 @@ void metrics_finish(metrics_t *m)
     }
 }
 
-enum { METRICS_CHUNK = 256 };
+void metrics_select_init(metrics_select_t *s, metrics_select_rule_t rule)
+{
+    memset(s, 0, sizeof(*s));
+    s->rule = rule;
+    for (int k = 0; k < METRICS_NK; k++) {
+        s->best[k] = -1.0;
+        s->best_epoch[k] = -1;
+    }
+    s->last = -1;
+}
+
+unsigned metrics_select_update(metrics_select_t *s, const metrics_t *valid, int32_t epoch)
+{
+    unsigned mask = 0;
+    for (int k = 0; k < METRICS_NK; k++) {
+        /* The authors' code compares HR rounded to 4 places, strictly. */
+        double score = s->rule == METRICS_SELECT_HR ? nearbyint(valid->hr[k] * 1e4) / 1e4
+                                                    : valid->ndcg[1];
+        if (score > s->best[k]) {
+            s->best[k] = score;
+            s->best_epoch[k] = epoch;
+            s->valid[k] = *valid;
+            mask |= 1u << k;
+        }
+    }
+    if (mask) {
+        s->last = epoch;
+        s->since = 0;
+    } else {
+        s->since++;
+    }
+    return mask;
+}
+
+enum { METRICS_CHUNK = 256 }; /* users per task; the plan's lu is 16 bits */
+_Static_assert(METRICS_CHUNK <= 65536, "plan user index is 16 bits");
 
 typedef struct {
     const mf_t *mf;
@@ -87,6 +122,141 @@ FAST_CLONES static void metrics__chunk(void *ctx, int task, int worker)
         }
         metrics_add_rank(m, rank);
     }
+}
+
+/* ---- through a plan ------------------------------------------------------ */
+
+struct metrics_plan {
+    int32_t n_users, n_cands;
+    const int32_t *cands;
+    int32_t n_blocks;
+    int64_t *off;   /* (n_blocks + 1) pairs of block b: [off[b], off[b + 1]) */
+    int32_t *item;  /* (pairs) candidate item, sorted within a block */
+    uint16_t *lu;   /* (pairs) user within the block */
+};
+
+void metrics_plan_free(metrics_plan_t *plan)
+{
+    if (!plan)
+        return;
+    free(plan->off);
+    free(plan->item);
+    free(plan->lu);
+    free(plan);
+}
+
+metrics_plan_t *metrics_plan_new(const loo_split_t *split)
+{
+    metrics_plan_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->n_users = split->n_users;
+    p->n_cands = split->n_cands;
+    p->cands = split->cands;
+    p->n_blocks = (split->n_users + METRICS_CHUNK - 1) / METRICS_CHUNK;
+    int64_t pairs = (int64_t)split->n_users * split->n_cands;
+    /* Bucket 0 holds ids below 0 (they score 0), bucket i + 1 item i. */
+    int32_t hi = 0;
+    for (int64_t q = 0; q < pairs; q++)
+        if (split->cands[q] >= hi)
+            hi = split->cands[q] == INT32_MAX ? INT32_MAX - 1 : split->cands[q] + 1;
+    size_t nb = (size_t)hi + 1;
+    int64_t *cnt = malloc(nb * sizeof(int64_t));
+    p->off = malloc(((size_t)p->n_blocks + 1) * sizeof(int64_t));
+    p->item = malloc((size_t)(pairs ? pairs : 1) * sizeof(int32_t));
+    p->lu = malloc((size_t)(pairs ? pairs : 1) * sizeof(uint16_t));
+    if (!cnt || !p->off || !p->item || !p->lu) {
+        free(cnt);
+        metrics_plan_free(p);
+        return NULL;
+    }
+    p->off[0] = 0;
+    for (int32_t b = 0; b < p->n_blocks; b++) {
+        int32_t u0 = b * METRICS_CHUNK;
+        int32_t u1 = u0 + METRICS_CHUNK < p->n_users ? u0 + METRICS_CHUNK : p->n_users;
+        int64_t base = (int64_t)u0 * p->n_cands, end = (int64_t)u1 * p->n_cands;
+        /* Counting sort of the block's pairs by item, stable in user order. */
+        memset(cnt, 0, nb * sizeof(int64_t));
+        for (int64_t q = base; q < end; q++) {
+            int32_t it = split->cands[q];
+            cnt[it < 0 ? 0 : (size_t)it + 1]++;
+        }
+        int64_t acc = base;
+        for (size_t k = 0; k < nb; k++) {
+            int64_t c = cnt[k];
+            cnt[k] = acc;
+            acc += c;
+        }
+        for (int64_t q = base; q < end; q++) {
+            int32_t it = split->cands[q];
+            int64_t at = cnt[it < 0 ? 0 : (size_t)it + 1]++;
+            p->item[at] = it;
+            p->lu[at] = (uint16_t)((q - base) / p->n_cands);
+        }
+        p->off[b + 1] = end;
+    }
+    free(cnt);
+    return p;
+}
+
+typedef struct {
+    const mf_t *mf;
+    const loo_split_t *split;
+    const metrics_plan_t *plan;
+    metrics_t *part;
+} metrics__plan_job_t;
+
+FAST_CLONES static void metrics__block(void *ctx, int task, int worker)
+{
+    (void)worker;
+    metrics__plan_job_t *job = ctx;
+    const loo_split_t *sp = job->split;
+    const metrics_plan_t *pl = job->plan;
+    const mf_t *mf = job->mf;
+    int32_t u0 = task * METRICS_CHUNK;
+    int32_t u1 = u0 + METRICS_CHUNK < sp->n_users ? u0 + METRICS_CHUNK : sp->n_users;
+    float st[METRICS_CHUNK];
+    int32_t rank[METRICS_CHUNK];
+    uint8_t on[METRICS_CHUNK];
+    for (int32_t u = u0; u < u1; u++) {
+        on[u - u0] = sp->target[u] >= 0 && u < mf->n_users;
+        rank[u - u0] = 0;
+        if (on[u - u0])
+            st[u - u0] = metrics__score(mf, mf->ue + (int64_t)u * mf->dim, sp->target[u]);
+    }
+    const float *ue = mf->ue + (int64_t)u0 * mf->dim;
+    for (int64_t q = pl->off[task]; q < pl->off[task + 1]; q++) {
+        int32_t lu = pl->lu[q];
+        if (on[lu])
+            rank[lu] += metrics__score(mf, ue + (int64_t)lu * mf->dim, pl->item[q]) >= st[lu];
+    }
+    metrics_t *m = &job->part[task];
+    for (int32_t u = u0; u < u1; u++)
+        if (on[u - u0])
+            metrics_add_rank(m, rank[u - u0]);
+}
+
+int metrics_eval_plan(const mf_t *mf, const loo_split_t *split, const metrics_plan_t *plan,
+                      pool_t *pool, metrics_t *out)
+{
+    if (!plan)
+        return metrics_eval(mf, split, pool, out);
+    memset(out, 0, sizeof(*out));
+    if (plan->cands != split->cands || plan->n_users != split->n_users ||
+        plan->n_cands != split->n_cands)
+        return -EINVAL;
+    if (plan->n_blocks == 0)
+        return 0;
+    metrics__plan_job_t job = { mf, split, plan, NULL };
+    job.part = calloc((size_t)plan->n_blocks, sizeof(metrics_t));
+    if (!job.part)
+        return -ENOMEM;
+    pool_run(pool, plan->n_blocks, metrics__block, &job);
+    for (int32_t t = 0; t < plan->n_blocks; t++)
+        metrics_merge(out, &job.part[t]);
+    metrics_finish(out);
+    free(job.part);
+    return 0;
 }
 
 int metrics_eval(const mf_t *mf, const loo_split_t *split, pool_t *pool,

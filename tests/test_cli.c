@@ -237,6 +237,8 @@ TEST(cli_usage_errors_exit_2)
           "--max-epochs: '0'", 1 },
         { "--lr junk", { "--data", dir, "--method", "student", "--lr", "1e-3x",
                          "--max-epochs", "1", NULL }, "--lr: '1e-3x' is not a number", 1 },
+        { "unknown --select", { "--data", dir, "--method", "student", "--select", "ndcg",
+                                "--max-epochs", "1", NULL }, "unknown --select 'ndcg'", 1 },
         { "unknown --rrd-variant", { "--data", dir, "--method", "rrd", "--rrd-variant", "x",
                                      "--max-epochs", "1", NULL }, "unknown --rrd-variant 'x'", 1 },
         { "--teacher with student", { "--data", dir, "--method", "student", "--teacher",
@@ -373,8 +375,17 @@ static void cli_train_student_json_in(const char *dir)
         cli_test_check_json("student", &r, "student");
         CHECK(strstr(r.out, "\"epochs\": 3") != NULL);
         CHECK(strstr(r.out, "\"dim\": 20") != NULL);
+        CHECK(strstr(r.out, "\"select\": \"hr\"") != NULL); /* the authors' protocol */
+        CHECK(strstr(r.out, "\"best_epochs\": {\"HR@5\": ") != NULL);
         CHECK(r.err[0] == 0); /* --quiet */
     }
+    /* The other selection rule is accepted and named. */
+    const char *argsn[] = { "--data", dir, "--method", "student", "--max-epochs", "2", "--json",
+                            "--quiet", "--select", "ndcg10", NULL };
+    test_run_t rn;
+    if (cli_test_run(&rn, dir, argsn) == 0)
+        CHECK(rn.out && strstr(rn.out, "\"select\": \"ndcg10\"") != NULL);
+    test_run_close(&rn);
     /* The same seed gives the same metrics, whatever the thread count. */
     const char *args1[] = { "--data", dir, "--method", "student", "--max-epochs", "3", "--json",
                             "--quiet", "--threads", "1", NULL };

@@ -2,6 +2,7 @@
  * Tests of the leave-one-out metrics (metrics.h): golden values per rank,
  * averaging, and metrics_eval on hand-built models whose scores are obvious.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -246,4 +247,140 @@ TEST(metrics_eval_random_matches_direct_ranking)
     free(target);
     free(cands);
     mf_close(&mf);
+}
+
+TEST(metrics_plan_matches_direct_evaluation)
+{
+    /* The plan regroups the pairs by item; every score and rank must stay
+     * the same, bit for bit, for any dim (200: the teacher's; 13: a tail
+     * that is not a multiple of 8), with skipped users, candidates outside
+     * the model, and 700 users: two full blocks and a partial one. */
+    enum { NU = 700, NI = 400, NC = 37 };
+    int32_t *target = malloc(NU * sizeof(int32_t));
+    int32_t *cands = malloc(NU * NC * sizeof(int32_t));
+    REQUIRE(target && cands);
+    rng_t g;
+    rng_init_stream(&g, 51, RNG_TEST, 0, 0);
+    for (int32_t u = 0; u < NU; u++) {
+        target[u] = u % 13 == 0 ? -1 : (int32_t)rng_below(&g, NI);
+        for (int k = 0; k < NC; k++)
+            cands[u * NC + k] = (int32_t)rng_below(&g, NI);
+    }
+    cands[5] = -3;        /* below 0: scores 0 */
+    cands[NC * 300] = NI + 9; /* beyond the model's items */
+    loo_split_t split = { NU, NC, target, cands };
+    metrics_plan_t *plan = metrics_plan_new(&split);
+    REQUIRE(plan);
+    pool_t *p1 = pool_new(1), *p2 = pool_new(2);
+    REQUIRE(p1 && p2);
+    const int32_t dims[] = { 200, 20, 13, 1 };
+    for (int q = 0; q < 4; q++) {
+        mf_t mf;
+        /* the model has fewer users than the split: the last 50 are skipped */
+        REQUIRE(mf_init(&mf, NU - 50, NI, dims[q]) == 0);
+        mf_init_normal(&mf, 1.0f, 7 + (uint64_t)q);
+        if (dims[q] == 1)
+            for (int32_t i = 0; i < NI; i++)
+                mf.ie[i] = (float)(i % 5); /* many ties */
+        metrics_t direct, planned1, planned2;
+        REQUIRE(metrics_eval(&mf, &split, p1, &direct) == 0);
+        REQUIRE(metrics_eval_plan(&mf, &split, plan, p1, &planned1) == 0);
+        REQUIRE(metrics_eval_plan(&mf, &split, plan, p2, &planned2) == 0);
+        CHECK(memcmp(&direct, &planned1, sizeof(direct)) == 0);
+        CHECK(memcmp(&direct, &planned2, sizeof(direct)) == 0);
+        CHECK(direct.users > 500 && direct.hr[2] > 0.0);
+        mf_close(&mf);
+    }
+    /* The test split shares the candidates, so it shares the plan. */
+    loo_split_t other = { NU, NC, target + 0, cands };
+    mf_t mf;
+    REQUIRE(mf_init(&mf, NU, NI, 4) == 0);
+    metrics_t m;
+    CHECK(metrics_eval_plan(&mf, &other, plan, p1, &m) == 0);
+    /* A plan for other candidates is refused. */
+    loo_split_t shorter = { NU, NC - 1, target, cands };
+    CHECK(metrics_eval_plan(&mf, &shorter, plan, p1, &m) == -EINVAL);
+    loo_split_t fewer = { NU - 1, NC, target, cands };
+    CHECK(metrics_eval_plan(&mf, &fewer, plan, p1, &m) == -EINVAL);
+    /* No plan: the direct path. */
+    CHECK(metrics_eval_plan(&mf, &split, NULL, p1, &m) == 0);
+    mf_close(&mf);
+    metrics_plan_free(plan);
+    metrics_plan_free(NULL);
+    pool_free(p1);
+    pool_free(p2);
+    free(target);
+    free(cands);
+}
+
+static metrics_t test_metrics__valid(double h5, double h10, double h20, double n10)
+{
+    metrics_t m;
+    memset(&m, 0, sizeof(m));
+    m.hr[0] = h5;
+    m.hr[1] = h10;
+    m.hr[2] = h20;
+    m.ndcg[1] = n10;
+    m.users = 100;
+    return m;
+}
+
+TEST(metrics_select_hr_per_k_with_rounding)
+{
+    /* The authors' protocol: each K follows its own best valid HR@K,
+     * compared after rounding to 4 places, strictly; any K improving resets
+     * the patience count. */
+    metrics_select_t s;
+    metrics_select_init(&s, METRICS_SELECT_HR);
+    CHECK_EQ_INT(s.last, -1);
+    const struct {
+        double h5, h10, h20;
+        unsigned mask;
+        int since;
+    } steps[] = {
+        { 0.10, 0.20, 0.30, 7, 0 },      /* e0: the first is best for all */
+        { 0.12, 0.20, 0.30, 1, 0 },      /* e1: HR@5 only */
+        { 0.11, 0.25, 0.30, 2, 0 },      /* e2: HR@10 only */
+        { 0.12, 0.25, 0.30, 0, 1 },      /* e3: ties do not count */
+        { 0.12004, 0.25, 0.29, 0, 2 },   /* e4: 0.12004 rounds to 0.1200 */
+        { 0.12006, 0.25, 0.30, 1, 0 },   /* e5: 0.12006 rounds to 0.1201 */
+        { 0.05, 0.10, 0.30004, 0, 1 },   /* e6: rounds to 0.3000 */
+        { 0.05, 0.10, 0.31, 4, 0 },      /* e7: HR@20 only */
+    };
+    for (int e = 0; e < 8; e++) {
+        metrics_t v = test_metrics__valid(steps[e].h5, steps[e].h10, steps[e].h20, 0.5 - e * 0.01);
+        unsigned got = metrics_select_update(&s, &v, e);
+        if (got != steps[e].mask)
+            test_fail(__FILE__, __LINE__, "epoch %d: mask %u, want %u", e, got, steps[e].mask);
+        CHECK_EQ_INT(s.since, steps[e].since);
+    }
+    CHECK_EQ_INT(s.best_epoch[0], 5);
+    CHECK_EQ_INT(s.best_epoch[1], 2);
+    CHECK_EQ_INT(s.best_epoch[2], 7);
+    CHECK_EQ_INT(s.last, 7);
+    /* Each K keeps the whole valid metrics of its epoch. */
+    CHECK(s.valid[0].hr[0] == 0.12006 && s.valid[0].hr[1] == 0.25);
+    CHECK(s.valid[1].hr[1] == 0.25 && s.valid[1].hr[0] == 0.11);
+    CHECK(s.valid[2].hr[2] == 0.31);
+}
+
+TEST(metrics_select_ndcg10_moves_all_k_together)
+{
+    metrics_select_t s;
+    metrics_select_init(&s, METRICS_SELECT_NDCG10);
+    const double n10[] = { 0.30, 0.29, 0.300001, 0.300001, 0.2 };
+    const unsigned want[] = { 7, 0, 7, 0, 0 };
+    for (int e = 0; e < 5; e++) {
+        /* HR@K rising every epoch does not matter under this rule. */
+        metrics_t v = test_metrics__valid(0.1 + e * 0.01, 0.2 + e * 0.01, 0.3 + e * 0.01, n10[e]);
+        unsigned got = metrics_select_update(&s, &v, e);
+        if (got != want[e])
+            test_fail(__FILE__, __LINE__, "epoch %d: mask %u, want %u", e, got, want[e]);
+    }
+    CHECK_EQ_INT(s.since, 2);
+    CHECK_EQ_INT(s.last, 2);
+    for (int k = 0; k < METRICS_NK; k++) {
+        CHECK_EQ_INT(s.best_epoch[k], 2);
+        CHECK(s.valid[k].ndcg[1] == 0.300001);
+    }
 }

@@ -43,6 +43,10 @@ static const char *usage_text =
     "  --json               print one JSON object as the last line of stdout\n"
     "  --max-epochs N       stop after N epochs (default 1000)\n"
     "  --patience N         stop after N evaluations without improvement (default 20)\n"
+    "  --select S           hr (default): the authors' protocol: the K metrics come\n"
+    "                       from the epoch with the best valid HR@K (K = 5, 10,\n"
+    "                       20), and an evaluation improves when any HR@K does;\n"
+    "                       ndcg10: every metric from the best valid NDCG@10\n"
     "  --eval-every N       evaluate on valid every N epochs (default 1)\n"
     "  --dim N              model dim (default 200 teacher, 20 otherwise)\n"
     "  --teacher-dim N      dim of a teacher trained in this run (default 200)\n"
@@ -70,12 +74,14 @@ typedef struct {
     int patience;
     int eval_every;
     int progress;
+    metrics_select_rule_t select;
     const char *label;
 } fit_opts_t;
 
 typedef struct {
     int epochs;
-    int best_epoch;
+    int best_epoch;        /* the last improvement: the model kept in best */
+    int best_epoch_k[METRICS_NK]; /* the epoch each K's metrics come from */
     double train_seconds;  /* training epochs only */
     double eval_seconds;   /* validation passes */
     double setup_seconds;  /* distill_new: teacher top-N for RRD */
@@ -84,11 +90,30 @@ typedef struct {
     distill_stats_t first, last;
 } fit_result_t;
 
-/* Trains to early stopping on valid NDCG@10; leaves the best parameters in
- * best (initialised here) and fills r. Returns 0 or exits. */
+/* Copies the K-th metrics of src into dst. */
+static void metrics_take_k(metrics_t *dst, const metrics_t *src, int k)
+{
+    dst->hr[k] = src->hr[k];
+    dst->ndcg[k] = src->ndcg[k];
+    dst->mrr[k] = src->mrr[k];
+    dst->users = src->users;
+}
+
+static void eval_or_die(const mf_t *m, const loo_split_t *split, const metrics_plan_t *plan,
+                        pool_t *pool, metrics_t *out)
+{
+    if (metrics_eval_plan(m, split, plan, pool, out) < 0) {
+        fprintf(stderr, "derrd-train: out of memory in evaluation\n");
+        exit(1);
+    }
+}
+
+/* Trains to early stopping on the valid split (o->select says how); leaves
+ * the model of the last improvement in best (initialised here) and fills r.
+ * Returns or exits. */
 static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *teacher,
                 pool_t *pool, const loo_split_t *valid, const loo_split_t *test,
-                const fit_opts_t *o, mf_t *best, fit_result_t *r)
+                const metrics_plan_t *plan, const fit_opts_t *o, mf_t *best, fit_result_t *r)
 {
     char err[256];
     memset(r, 0, sizeof(*r));
@@ -103,9 +128,17 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
         fprintf(stderr, "derrd-train: out of memory\n");
         exit(1);
     }
-    double best_score = -1.0;
-    int since = 0;
-    r->best_epoch = -1;
+    /* Under METRICS_SELECT_HR each K keeps the model of its own epoch. */
+    int per_k = o->select == METRICS_SELECT_HR;
+    mf_t best_k[METRICS_NK];
+    memset(best_k, 0, sizeof(best_k));
+    for (int k = 0; k < METRICS_NK && per_k; k++)
+        if (mf_init_copy(&best_k[k], distill_model(d)) < 0) {
+            fprintf(stderr, "derrd-train: out of memory\n");
+            exit(1);
+        }
+    metrics_select_t sel;
+    metrics_select_init(&sel, o->select);
     size_t nparams = ((size_t)best->n_users + (size_t)best->n_items) * (size_t)best->dim;
     for (int e = 0; e < o->max_epochs; e++) {
         distill_stats_t st;
@@ -124,18 +157,14 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
         if ((e + 1) % o->eval_every != 0 && e + 1 != o->max_epochs)
             continue;
         metrics_t v;
-        metrics_eval(m, valid, pool, &v);
+        eval_or_die(m, valid, plan, pool, &v);
         r->eval_seconds += cli_now_s() - tb;
-        double score = v.ndcg[1];
-        if (score > best_score) {
-            best_score = score;
-            r->best_epoch = e;
-            r->valid = v;
+        unsigned moved = metrics_select_update(&sel, &v, e);
+        if (moved)
             memcpy(best->params, m->params, nparams * sizeof(float));
-            since = 0;
-        } else {
-            since++;
-        }
+        for (int k = 0; k < METRICS_NK && per_k; k++)
+            if (moved >> k & 1)
+                memcpy(best_k[k].params, m->params, nparams * sizeof(float));
         if (o->progress) {
             fprintf(stderr, "%s epoch %4d  bpr %.1f", o->label, e, st.loss_bpr);
             if (cfg->use_de)
@@ -145,12 +174,27 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
             if (cfg->use_rrd)
                 fprintf(stderr, "  rrd %.1f", st.loss_rrd);
             fprintf(stderr, "  valid HR@5 %.4f NDCG@10 %.4f%s  %.1fs\n", v.hr[0], v.ndcg[1],
-                    since == 0 ? " *" : "", cli_now_s() - t0);
+                    moved ? " *" : "", cli_now_s() - t0);
         }
-        if (since >= o->patience)
+        if (sel.since >= o->patience)
             break;
     }
-    metrics_eval(best, test, pool, &r->test);
+    r->best_epoch = sel.last;
+    for (int k = 0; k < METRICS_NK; k++)
+        r->best_epoch_k[k] = sel.best_epoch[k];
+    if (!per_k) {
+        r->valid = sel.valid[1];
+        eval_or_die(best, test, plan, pool, &r->test);
+    } else {
+        /* Each K from its own epoch, valid and test alike. */
+        for (int k = 0; k < METRICS_NK; k++) {
+            metrics_t t;
+            eval_or_die(&best_k[k], test, plan, pool, &t);
+            metrics_take_k(&r->test, &t, k);
+            metrics_take_k(&r->valid, &sel.valid[k], k);
+            mf_close(&best_k[k]);
+        }
+    }
     distill_free(d);
 }
 
@@ -171,13 +215,13 @@ int main(int argc, char **argv)
     const char *save = NULL;
     long seed = 0, threads = sysconf(_SC_NPROCESSORS_ONLN);
     int json = 0, quiet = 0;
-    fit_opts_t fo = { 1000, 20, 1, 0, "" };
+    fit_opts_t fo = { 1000, 20, 1, 0, METRICS_SELECT_HR, "" };
     distill_cfg_t cfg = distill_cfg_default();
     int dim = 0, teacher_dim = 200;
     enum {
         O_DATA = 256, O_METHOD, O_VARIANT, O_TEACHER, O_SAVE, O_SEED, O_THREADS, O_JSON,
         O_MAXEP, O_PATIENCE, O_EVERY, O_DIM, O_TDIM, O_LR, O_WD, O_BATCH, O_LDE, O_LRRD,
-        O_KEEP, O_DESAMPLE, O_QUIET, O_HELP, O_MAXEXP, O_RRDSAMPLE, O_DEEVERY
+        O_KEEP, O_DESAMPLE, O_QUIET, O_HELP, O_MAXEXP, O_RRDSAMPLE, O_DEEVERY, O_SELECT
     };
     static const struct option opts[] = {
         { "data", required_argument, 0, O_DATA },
@@ -191,6 +235,7 @@ int main(int argc, char **argv)
         { "max-epochs", required_argument, 0, O_MAXEP },
         { "patience", required_argument, 0, O_PATIENCE },
         { "eval-every", required_argument, 0, O_EVERY },
+        { "select", required_argument, 0, O_SELECT },
         { "dim", required_argument, 0, O_DIM },
         { "teacher-dim", required_argument, 0, O_TDIM },
         { "lr", required_argument, 0, O_LR },
@@ -221,6 +266,14 @@ int main(int argc, char **argv)
         case O_JSON: json = 1; break;
         case O_MAXEP: fo.max_epochs = (int)cli_parse_long("--max-epochs", optarg, 1, 1000000); break;
         case O_PATIENCE: fo.patience = (int)cli_parse_long("--patience", optarg, 1, 1000000); break;
+        case O_SELECT:
+            if (!strcmp(optarg, "hr"))
+                fo.select = METRICS_SELECT_HR;
+            else if (!strcmp(optarg, "ndcg10"))
+                fo.select = METRICS_SELECT_NDCG10;
+            else
+                cli_die_usage("unknown --select '%s'", optarg);
+            break;
         case O_EVERY: fo.eval_every = (int)cli_parse_long("--eval-every", optarg, 1, 1000000); break;
         case O_DIM: dim = (int)cli_parse_long("--dim", optarg, 1, 4096); break;
         case O_TDIM: teacher_dim = (int)cli_parse_long("--teacher-dim", optarg, 1, 4096); break;
@@ -271,6 +324,7 @@ int main(int argc, char **argv)
     ratings_t train = { 0 };
     pool_t *pool = NULL;
     mf_t teacher = { 0 }, best = { 0 };
+    metrics_plan_t *plan = NULL;
     if (dataset_load(&ds, data, err, sizeof(err)) < 0) {
         fprintf(stderr, "derrd-train: %s\n", err);
         status = CLI_EXIT_USAGE;
@@ -282,6 +336,12 @@ int main(int argc, char **argv)
     }
     loo_split_t valid = { ds.n_users, ds.n_cands, ds.valid, ds.cands };
     loo_split_t test = { ds.n_users, ds.n_cands, ds.test, ds.cands };
+    /* valid and test rank against the same candidates: one plan for both */
+    plan = metrics_plan_new(&valid);
+    if (!plan) {
+        fprintf(stderr, "derrd-train: out of memory\n");
+        goto out;
+    }
     gemm_setup();
     pool = pool_new((int)threads);
     if (!pool) {
@@ -327,7 +387,7 @@ int main(int argc, char **argv)
             tc.batch = cfg.batch;
             fit_opts_t to = fo;
             to.label = "teacher";
-            fit(&tc, &train, NULL, pool, &valid, &test, &to, &teacher, &tr);
+            fit(&tc, &train, NULL, pool, &valid, &test, plan, &to, &teacher, &tr);
             trained_teacher = 1;
             if (!quiet)
                 print_result("teacher", &tr);
@@ -335,8 +395,8 @@ int main(int argc, char **argv)
     }
     fit_result_t r;
     fo.label = method;
-    fit(&cfg, &train, (cfg.use_de || cfg.use_rrd) ? &teacher : NULL, pool, &valid, &test, &fo,
-        &best, &r);
+    fit(&cfg, &train, (cfg.use_de || cfg.use_rrd) ? &teacher : NULL, pool, &valid, &test, plan,
+        &fo, &best, &r);
     double total = cli_now_s() - t_start;
     if (!quiet)
         print_result(method, &r);
@@ -354,6 +414,9 @@ int main(int argc, char **argv)
                method, variant, cfg.dim, seed, threads, r.epochs, r.best_epoch,
                r.train_seconds, r.epochs ? r.train_seconds / r.epochs : 0.0, r.eval_seconds,
                r.setup_seconds);
+        printf("\"select\": \"%s\", ", fo.select == METRICS_SELECT_HR ? "hr" : "ndcg10");
+        printf("\"best_epochs\": {\"HR@5\": %d, \"HR@10\": %d, \"HR@20\": %d}, ",
+                   r.best_epoch_k[0], r.best_epoch_k[1], r.best_epoch_k[2]);
         if (trained_teacher)
             printf("\"teacher_epochs\": %d, \"teacher_train_seconds\": %.2f, "
                    "\"teacher_eval_seconds\": %.2f, \"teacher_test_hr5\": %.4f, ", tr.epochs,
@@ -373,6 +436,7 @@ out:
     mf_close(&best);
     mf_close(&teacher);
     pool_free(pool);
+    metrics_plan_free(plan);
     ratings_close(&train);
     dataset_close(&ds);
     return status;
