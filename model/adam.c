@@ -154,65 +154,49 @@ static adam__step_t adam__step_consts(const adam_table_t *t, int64_t step)
     return k;
 }
 
-/* The catch-up of one element over a gap (see adam__gap_t). */
-static inline void adam__catch_up_el(const adam__gap_t *gp, float wd, float *p, float *m,
-                                     float *v)
-{
-    /* v = 0: the element never had a gradient. Dense Adam would pull it
-     * toward 0 by about lr per step on weight decay alone; we leave it at
-     * its initial value instead (docs/MODEL.md). */
-    float vc = *v;
-    float has = vc > 0.0f ? 1.0f : 0.0f;
-    float isq = has / sqrtf(vc + (1.0f - has));
-    float p0 = *p, mc = *m;
-    /* Momentum first (it is spent early in the gap), then the weight decay
-     * of the whole gap on where momentum left the parameter. */
-    float p1 = p0 - mc * gp->A * isq;
-    float shrink = gp->B * isq;
-    shrink = shrink < 1.0f ? shrink : 1.0f; /* toward 0, never past */
-    float pn = p1 * (1.0f - shrink);
-    *p = vc > 0.0f ? pn : p0;
-    *m = vc > 0.0f ? gp->b1k * mc + (1.0f - gp->b1k) * wd * pn : mc;
-    *v = gp->b2k * vc;
-}
-
-/* One Adam step of one element with data gradient g. */
-static inline void adam__step_el(const adam_cfg_t *cfg, const adam__step_t *k, float g,
-                                 float *p, float *m, float *v)
-{
-    float gc = g + cfg->wd * *p;
-    float mc = cfg->beta1 * *m + (1.0f - cfg->beta1) * gc;
-    float vc = cfg->beta2 * *v + (1.0f - cfg->beta2) * gc * gc;
-    *m = mc;
-    *v = vc;
-    *p -= k->lr * mc / (sqrtf(vc) * k->bc2 + cfg->eps);
-}
-
 /* One pass over row r: the catch-up of its idle steps, then (when grad is
- * not NULL) step `step` with that gradient, element by element in one loop.
- * A single pass matters: the optimizer state is far larger than the caches,
- * so the cost is the bytes moved. Branch-free so that it vectorises. */
+ * not NULL) step `step` with that gradient. A single pass matters: the
+ * optimizer state is far larger than the caches, so the cost is the bytes
+ * moved. Branch-free so that it vectorises. */
 FAST_CLONES static void adam__row(adam_table_t *t, const adam__step_t *k, int32_t r,
                                   int64_t step, const float *restrict grad)
 {
-    const adam_cfg_t cfg = t->cfg;
+    const adam_cfg_t *cfg = &t->cfg;
     int64_t upto = grad ? step - 1 : step;
-    int gap = upto > t->last[r];
     adam__gap_t gp = adam__gap(t, t->last[r], upto - t->last[r]);
+    float wd = cfg->wd, b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->eps;
     int64_t off = (int64_t)r * t->cols;
     float *restrict p = t->p + off, *restrict m = t->m + off, *restrict v = t->v + off;
-    int32_t cols = t->cols;
-    if (gap && grad) {
-        for (int32_t c = 0; c < cols; c++) {
-            adam__catch_up_el(&gp, cfg.wd, &p[c], &m[c], &v[c]);
-            adam__step_el(&cfg, k, grad[c], &p[c], &m[c], &v[c]);
+    if (upto > t->last[r]) {
+        for (int32_t c = 0; c < t->cols; c++) {
+            /* v = 0: the element never had a gradient. Dense Adam would pull
+             * it toward 0 by about lr per step on weight decay alone; we
+             * leave it at its initial value instead (docs/MODEL.md). */
+            float vc = v[c];
+            float has = vc > 0.0f ? 1.0f : 0.0f;
+            float isq = has / sqrtf(vc + (1.0f - has));
+            float p0 = p[c], mc = m[c];
+            /* Momentum first (it is spent early in the gap), then the weight
+             * decay of the whole gap on where momentum left the parameter. */
+            float p1 = p0 - mc * gp.A * isq;
+            float shrink = gp.B * isq;
+            shrink = shrink < 1.0f ? shrink : 1.0f; /* toward 0, never past */
+            float pn = p1 * (1.0f - shrink);
+            p[c] = vc > 0.0f ? pn : p0;
+            m[c] = vc > 0.0f ? gp.b1k * mc + (1.0f - gp.b1k) * wd * pn : mc;
+            v[c] = gp.b2k * vc;
         }
-    } else if (gap) {
-        for (int32_t c = 0; c < cols; c++)
-            adam__catch_up_el(&gp, cfg.wd, &p[c], &m[c], &v[c]);
-    } else if (grad) {
-        for (int32_t c = 0; c < cols; c++)
-            adam__step_el(&cfg, k, grad[c], &p[c], &m[c], &v[c]);
+    }
+    if (grad) {
+        float lr = k->lr, bc2 = k->bc2;
+        for (int32_t c = 0; c < t->cols; c++) {
+            float gc = grad[c] + wd * p[c];
+            float mc = b1 * m[c] + (1.0f - b1) * gc;
+            float vc = b2 * v[c] + (1.0f - b2) * gc * gc;
+            m[c] = mc;
+            v[c] = vc;
+            p[c] -= lr * mc / (sqrtf(vc) * bc2 + eps);
+        }
     }
     t->last[r] = step;
 }
