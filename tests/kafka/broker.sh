@@ -171,14 +171,20 @@ state_dir() {
 }
 
 # The pid of the broker of DIR if that process is alive and is that broker.
+# pid_alive PID: the process exists and is not a zombie.
+pid_alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
 broker_pid() {
-    local dir=$1 pid stat
+    local dir=$1 pid
     [[ -f $dir/broker.pid ]] || return 1
     pid=$(<"$dir/broker.pid")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != Z ]] || return 1
+    pid_alive "$pid" || return 1
     # Our JVM carries -Dderrd.kafka.dir=DIR: a recycled pid is not ours.
     tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "-Dderrd.kafka.dir=$dir" ||
         return 1
@@ -308,7 +314,9 @@ launch() {
     deadline=$((SECONDS + START_TIMEOUT))
     local rc=
     while [[ -z $rc ]]; do
-        if ! broker_pid "$dir" >/dev/null; then
+        # Exited, not "not ours yet": until the subshell execs the JVM, its
+        # command line lacks -Dderrd.kafka.dir, and broker_pid says no.
+        if ! pid_alive "$launched_pid"; then
             wait "$launched_pid" 2>/dev/null || true
             rm -f "$dir/broker.pid"
             if last_run_log "$dir" | grep -qE 'BindException|Address already in use'; then
@@ -317,7 +325,8 @@ launch() {
                 echo "broker.sh: the broker in $dir exited during startup" >&2
                 rc=1
             fi
-        elif port_used "$port" 0A && "$KCHECK" ready -b "127.0.0.1:$port" -t 2 2>/dev/null; then
+        elif broker_pid "$dir" >/dev/null && port_used "$port" 0A &&
+            "$KCHECK" ready -b "127.0.0.1:$port" -t 2 2>/dev/null; then
             echo "127.0.0.1:$port" >"$dir/bootstrap"
             echo "127.0.0.1:$port"
             rc=0
