@@ -79,11 +79,12 @@ unsigned metrics_select_update(metrics_select_t *s, const metrics_t *valid, int3
 enum { METRICS_CHUNK = 256 }; /* users per task; the plan's lu is 16 bits */
 _Static_assert(METRICS_CHUNK <= 65536, "plan user index is 16 bits");
 
+/* One task per METRICS_CHUNK users, direct or through a plan. */
 typedef struct {
     const mf_t *mf;
     const loo_split_t *split;
+    const metrics_plan_t *plan; /* NULL: metrics__chunk */
     metrics_t *part; /* (tasks) partial sums, merged in task order */
-    int32_t chunk;
 } metrics__job_t;
 
 static inline float metrics__score(const mf_t *mf, const float *pu, int32_t item)
@@ -93,6 +94,12 @@ static inline float metrics__score(const mf_t *mf, const float *pu, int32_t item
     return vec_dot(pu, mf->ie + (int64_t)item * mf->dim, mf->dim);
 }
 
+/* User u is ranked: it has a target and a row in the model. */
+static inline int metrics__ranked(const mf_t *mf, const loo_split_t *sp, int32_t u)
+{
+    return sp->target[u] >= 0 && u < mf->n_users;
+}
+
 FAST_CLONES static void metrics__chunk(void *ctx, int task, int worker)
 {
     (void)worker;
@@ -100,10 +107,10 @@ FAST_CLONES static void metrics__chunk(void *ctx, int task, int worker)
     const loo_split_t *sp = job->split;
     const mf_t *mf = job->mf;
     metrics_t *m = &job->part[task];
-    int32_t u0 = task * job->chunk;
-    int32_t u1 = u0 + job->chunk < sp->n_users ? u0 + job->chunk : sp->n_users;
+    int32_t u0 = task * METRICS_CHUNK;
+    int32_t u1 = u0 + METRICS_CHUNK < sp->n_users ? u0 + METRICS_CHUNK : sp->n_users;
     for (int32_t u = u0; u < u1; u++) {
-        if (sp->target[u] < 0 || u >= mf->n_users)
+        if (!metrics__ranked(mf, sp, u))
             continue;
         const float *pu = mf->ue + (int64_t)u * mf->dim;
         float st = metrics__score(mf, pu, sp->target[u]);
@@ -129,8 +136,8 @@ FAST_CLONES static void metrics__chunk(void *ctx, int task, int worker)
 struct metrics_plan {
     int32_t n_users, n_cands;
     const int32_t *cands;
-    int32_t n_blocks;
-    int64_t *off;   /* (n_blocks + 1) pairs of block b: [off[b], off[b + 1]) */
+    int64_t *off;   /* (blocks + 1) pairs of block b: [off[b], off[b + 1]); a block
+                       is METRICS_CHUNK users, one task of metrics_eval_plan() */
     int32_t *item;  /* (pairs) candidate item, sorted within a block */
     uint16_t *lu;   /* (pairs) user within the block */
 };
@@ -153,7 +160,7 @@ metrics_plan_t *metrics_plan_new(const loo_split_t *split)
     p->n_users = split->n_users;
     p->n_cands = split->n_cands;
     p->cands = split->cands;
-    p->n_blocks = (split->n_users + METRICS_CHUNK - 1) / METRICS_CHUNK;
+    int32_t n_blocks = (split->n_users + METRICS_CHUNK - 1) / METRICS_CHUNK;
     int64_t pairs = (int64_t)split->n_users * split->n_cands;
     /* Bucket 0 holds ids below 0 (they score 0), bucket i + 1 item i. */
     int32_t hi = 0;
@@ -162,7 +169,7 @@ metrics_plan_t *metrics_plan_new(const loo_split_t *split)
             hi = split->cands[q] == INT32_MAX ? INT32_MAX - 1 : split->cands[q] + 1;
     size_t nb = (size_t)hi + 1;
     int64_t *cnt = malloc(nb * sizeof(int64_t));
-    p->off = malloc(((size_t)p->n_blocks + 1) * sizeof(int64_t));
+    p->off = malloc(((size_t)n_blocks + 1) * sizeof(int64_t));
     p->item = malloc((size_t)(pairs ? pairs : 1) * sizeof(int32_t));
     p->lu = malloc((size_t)(pairs ? pairs : 1) * sizeof(uint16_t));
     if (!cnt || !p->off || !p->item || !p->lu) {
@@ -171,7 +178,7 @@ metrics_plan_t *metrics_plan_new(const loo_split_t *split)
         return NULL;
     }
     p->off[0] = 0;
-    for (int32_t b = 0; b < p->n_blocks; b++) {
+    for (int32_t b = 0; b < n_blocks; b++) {
         int32_t u0 = b * METRICS_CHUNK;
         int32_t u1 = u0 + METRICS_CHUNK < p->n_users ? u0 + METRICS_CHUNK : p->n_users;
         int64_t base = (int64_t)u0 * p->n_cands, end = (int64_t)u1 * p->n_cands;
@@ -199,17 +206,10 @@ metrics_plan_t *metrics_plan_new(const loo_split_t *split)
     return p;
 }
 
-typedef struct {
-    const mf_t *mf;
-    const loo_split_t *split;
-    const metrics_plan_t *plan;
-    metrics_t *part;
-} metrics__plan_job_t;
-
 FAST_CLONES static void metrics__block(void *ctx, int task, int worker)
 {
     (void)worker;
-    metrics__plan_job_t *job = ctx;
+    metrics__job_t *job = ctx;
     const loo_split_t *sp = job->split;
     const metrics_plan_t *pl = job->plan;
     const mf_t *mf = job->mf;
@@ -219,7 +219,7 @@ FAST_CLONES static void metrics__block(void *ctx, int task, int worker)
     int32_t rank[METRICS_CHUNK];
     uint8_t on[METRICS_CHUNK];
     for (int32_t u = u0; u < u1; u++) {
-        on[u - u0] = sp->target[u] >= 0 && u < mf->n_users;
+        on[u - u0] = (uint8_t)metrics__ranked(mf, sp, u);
         rank[u - u0] = 0;
         if (on[u - u0])
             st[u - u0] = metrics__score(mf, mf->ue + (int64_t)u * mf->dim, sp->target[u]);
@@ -239,20 +239,19 @@ FAST_CLONES static void metrics__block(void *ctx, int task, int worker)
 int metrics_eval_plan(const mf_t *mf, const loo_split_t *split, const metrics_plan_t *plan,
                       pool_t *pool, metrics_t *out)
 {
-    if (!plan)
-        return metrics_eval(mf, split, pool, out);
     memset(out, 0, sizeof(*out));
-    if (plan->cands != split->cands || plan->n_users != split->n_users ||
-        plan->n_cands != split->n_cands)
+    if (plan && (plan->cands != split->cands || plan->n_users != split->n_users ||
+                 plan->n_cands != split->n_cands))
         return -EINVAL;
-    if (plan->n_blocks == 0)
+    metrics__job_t job = { mf, split, plan, NULL };
+    int ntasks = (split->n_users + METRICS_CHUNK - 1) / METRICS_CHUNK;
+    if (ntasks == 0)
         return 0;
-    metrics__plan_job_t job = { mf, split, plan, NULL };
-    job.part = calloc((size_t)plan->n_blocks, sizeof(metrics_t));
+    job.part = calloc((size_t)ntasks, sizeof(metrics_t));
     if (!job.part)
         return -ENOMEM;
-    pool_run(pool, plan->n_blocks, metrics__block, &job);
-    for (int32_t t = 0; t < plan->n_blocks; t++)
+    pool_run(pool, ntasks, plan ? metrics__block : metrics__chunk, &job);
+    for (int t = 0; t < ntasks; t++)
         metrics_merge(out, &job.part[t]);
     metrics_finish(out);
     free(job.part);
@@ -262,18 +261,5 @@ int metrics_eval_plan(const mf_t *mf, const loo_split_t *split, const metrics_pl
 int metrics_eval(const mf_t *mf, const loo_split_t *split, pool_t *pool,
                  metrics_t *out)
 {
-    metrics__job_t job = { mf, split, NULL, METRICS_CHUNK };
-    int ntasks = (split->n_users + job.chunk - 1) / job.chunk;
-    memset(out, 0, sizeof(*out));
-    if (ntasks == 0)
-        return 0;
-    job.part = calloc((size_t)ntasks, sizeof(metrics_t));
-    if (!job.part)
-        return -ENOMEM;
-    pool_run(pool, ntasks, metrics__chunk, &job);
-    for (int t = 0; t < ntasks; t++)
-        metrics_merge(out, &job.part[t]);
-    metrics_finish(out);
-    free(job.part);
-    return 0;
+    return metrics_eval_plan(mf, split, NULL, pool, out);
 }
