@@ -42,3 +42,16 @@ wait_committed() {
     echo "$lag"
     return 1
 }
+
+# exit_how PID: waits for PID, a child of this shell that has exited, and
+# prints how it ended: "exit status N", or "killed by SIGNAME" (a signal
+# leaves no line in derrd's log, so a test that only says "exited" hides it).
+exit_how() {
+    local rc=0
+    wait "$1" 2>/dev/null || rc=$?
+    if [ "$rc" -gt 128 ] && [ "$rc" -lt 160 ]; then
+        echo "killed by SIG$(kill -l $((rc - 128)))"
+    else
+        echo "exit status $rc"
+    fi
+}

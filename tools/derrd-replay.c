@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -95,6 +96,10 @@ static const char *usage_text =
     "                       digits), everything else as is; an empty payload is an\n"
     "                       empty line; lines sorted by bytes, repeats kept (LC_ALL=C\n"
     "                       sort)\n"
+    "  --delivered-out FILE one line per message the broker acknowledged, in the\n"
+    "                       order of the delivery reports: partition<TAB>offset<TAB>\n"
+    "                       payload, escaped as --malformed-out (the format of\n"
+    "                       kcheck dump, to find where an acknowledged message went)\n"
     "  --help               this text\n"
     "\n"
     "Progress: on a terminal, one updating line on stderr (sent, rate, delivered,\n"
@@ -611,20 +616,12 @@ static void replay_lines_reserve(replay_lines_t *ls, size_t more)
     }
 }
 
-static void replay_lines_add_escaped(replay_lines_t *ls, const unsigned char *s, size_t n)
+/* Writes s escaped as --malformed-out describes into o (room for 4 * n + 1
+ * bytes), NUL-terminated; returns the length without the NUL. */
+static size_t replay_escape(char *o, const unsigned char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    if (ls->n == ls->ncap) {
-        size_t cap = ls->ncap ? ls->ncap * 2 : 1024;
-        size_t *st = realloc(ls->start, cap * sizeof(*st));
-        if (!st)
-            die(1, "out of memory");
-        ls->start = st;
-        ls->ncap = cap;
-    }
-    ls->start[ls->n++] = ls->len;
-    replay_lines_reserve(ls, 4 * n + 1);
-    char *o = ls->text + ls->len;
+    char *start = o;
     for (size_t k = 0; k < n; k++) {
         unsigned c = s[k];
         if (c == '\\') {
@@ -645,8 +642,23 @@ static void replay_lines_add_escaped(replay_lines_t *ls, const unsigned char *s,
             *o++ = (char)c;
         }
     }
-    *o++ = '\0';
-    ls->len = (size_t)(o - ls->text);
+    *o = '\0';
+    return (size_t)(o - start);
+}
+
+static void replay_lines_add_escaped(replay_lines_t *ls, const unsigned char *s, size_t n)
+{
+    if (ls->n == ls->ncap) {
+        size_t cap = ls->ncap ? ls->ncap * 2 : 1024;
+        size_t *st = realloc(ls->start, cap * sizeof(*st));
+        if (!st)
+            die(1, "out of memory");
+        ls->start = st;
+        ls->ncap = cap;
+    }
+    ls->start[ls->n++] = ls->len;
+    replay_lines_reserve(ls, 4 * n + 1);
+    ls->len += replay_escape(ls->text + ls->len, s, n) + 1;
 }
 
 static int replay_cmp_str(const void *a, const void *b)
@@ -737,16 +749,23 @@ typedef struct {
     char first_error[256];
     double t0, last_print;
     int tty, line_shown;
+    FILE *delivered_f;    /* --delivered-out, or NULL */
 } replay_stats_t;
 
 static void replay_on_delivery(void *ud, void *msg_opaque, const kafka_msg_t *m,
                                const char *error)
 {
     (void)msg_opaque;
-    (void)m;
     replay_stats_t *st = ud;
     if (!error) {
         st->delivered++;
+        if (st->delivered_f) {
+            static char esc[4 * REPLAY_PAYLOAD_CAP + 1];
+            size_t n = m->value_len < REPLAY_PAYLOAD_CAP ? m->value_len : REPLAY_PAYLOAD_CAP;
+            replay_escape(esc, m->value, m->value ? n : 0);
+            fprintf(st->delivered_f, "%" PRId32 "\t%" PRId64 "\t%s\n", m->partition, m->offset,
+                    esc);
+        }
         return;
     }
     if (st->failed++ == 0)
@@ -830,7 +849,7 @@ static void replay_bucket_take(replay_bucket_t *b, kafka_producer_t *p, replay_s
 int main(int argc, char **argv)
 {
     const char *brokers = NULL, *topic = NULL, *data = NULL, *format_name = "json";
-    const char *expect_out = NULL, *malformed_out = NULL;
+    const char *expect_out = NULL, *malformed_out = NULL, *delivered_out = NULL;
     long long synthetic = -1, count = -1, seed = 1, users = 5000, items = 20000;
     long long partitions = 0;
     double rate = 0.0, malformed_frac = 0.0, dup_frac = 0.0, forget_frac = 0.0, zipf = 0.8;
@@ -842,7 +861,7 @@ int main(int argc, char **argv)
     enum {
         O_BROKERS = 256, O_TOPIC, O_DATA, O_SYNTH, O_USERS, O_ITEMS, O_ZIPF, O_SEED, O_COUNT,
         O_FORMAT, O_RATE, O_MALFORMED, O_DUPS, O_FORGET, O_PARTITIONS, O_KAFKA, O_EXPECT, O_MALOUT,
-        O_HELP
+        O_DELIVERED, O_HELP
     };
     static const struct option opts[] = {
         { "brokers", required_argument, 0, O_BROKERS },
@@ -863,6 +882,7 @@ int main(int argc, char **argv)
         { "kafka", required_argument, 0, O_KAFKA },
         { "expect-out", required_argument, 0, O_EXPECT },
         { "malformed-out", required_argument, 0, O_MALOUT },
+        { "delivered-out", required_argument, 0, O_DELIVERED },
         { "help", no_argument, 0, O_HELP },
         { 0, 0, 0, 0 },
     };
@@ -899,6 +919,7 @@ int main(int argc, char **argv)
         }
         case O_EXPECT: expect_out = optarg; break;
         case O_MALOUT: malformed_out = optarg; break;
+        case O_DELIVERED: delivered_out = optarg; break;
         case O_HELP: fputs(usage_text, stdout); return 0;
         case ':': die_usage("option '%s' needs a value", argv[optind - 1]);
         default: die_usage("unknown option '%s'", argv[optind - 1]);
@@ -925,6 +946,7 @@ int main(int argc, char **argv)
         die_usage("--format: '%s' is not json or text", format_name);
     FILE *expect_f = expect_out ? replay_open_out(expect_out) : NULL;
     FILE *malformed_f = malformed_out ? replay_open_out(malformed_out) : NULL;
+    FILE *delivered_f = delivered_out ? replay_open_out(delivered_out) : NULL;
 
     /* The valid events: all of a file in memory (the pairs point into it), or
      * drawn on the fly and kept only when duplicates or --expect-out need them. */
@@ -953,6 +975,7 @@ int main(int argc, char **argv)
     replay_stats_t st = { 0 };
     st.total = n_valid + n_malformed + n_dups + n_forgets;
     st.tty = isatty(2);
+    st.delivered_f = delivered_f;
     if (partitions > 0 && kafka_topic_create(cfg, topic, (int)partitions, REPLAY_TOPIC_MS, err,
                                              sizeof(err)) < 0)
         die(1, "%s", err);
@@ -1088,6 +1111,8 @@ int main(int argc, char **argv)
     free(log.v);
     if (malformed_f)
         replay_malformed_write(malformed_f, malformed_out, &bad_lines);
+    if (delivered_f)
+        replay_close_out(delivered_f, delivered_out);
 
     kafka_producer_free(p);
     kafka_config_free(cfg);

@@ -35,10 +35,23 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { say "FAIL: $*"; [ -f "$work/derrd.log" ] && tail -8 "$work/derrd.log" >&2; keep=1; exit 1; }
+alive() {
+    kill -0 "$pid" 2>/dev/null && return 0
+    local how
+    how=$(exit_how "$pid")
+    pid=
+    fail "derrd exited $1 ($how)"
+}
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 port=$(free_port)
 url=http://127.0.0.1:$port
-code() { curl -s -o "$work/body" -w '%{http_code}' --max-time 5 "$url$1" || true; }
+# The HTTP status of GET $1 (000 when none came), the body in $work/body;
+# a transfer curl gave up on (error, 5 s timeout) adds its exit code.
+code() {
+    local rc=0 st
+    st=$(curl -s -o "$work/body" -w '%{http_code}' --max-time 5 "$url$1") || rc=$?
+    if [ "$rc" = 0 ]; then echo "$st"; else echo "$st (curl exit $rc)"; fi
+}
 
 "$BUILD/kcheck" create-topic -b "$B" -t "$topic" -p 4 >/dev/null
 "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" --state-dir "$work/state" \
@@ -49,12 +62,13 @@ pid=$!
 # 45,000 events at 1,000/s: the stream runs before, during and after the outage.
 "$BUILD/derrd-replay" --brokers "$B" --topic "$topic" --synthetic 45000 --users 3000 \
     --items 6000 --rate 1000 --expect-out "$work/expect.tsv" \
+    --delivered-out "$work/delivered.tsv" \
     >"$work/replay.json" 2>"$work/replay.log" &
 replay_pid=$!
 
 for _ in $(seq 1 600); do
     [ "$(code /v1/snapshot)" = 200 ] && break
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited"
+    alive "before the outage"
     sleep 0.1
 done
 [ "$(code /v1/snapshot)" = 200 ] || fail "no snapshot within 60 s"
@@ -65,20 +79,21 @@ tests/kafka/broker.sh stop "$BDIR" >/dev/null
 t_down=$(now_ms)
 not_ready_ms= served=0 verified=0 checks=0
 while [ $(($(now_ms) - t_down)) -lt $((OUTAGE * 1000)) ]; do
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited during the outage"
+    alive "during the outage"
     checks=$((checks + 1))
     if [ "$(code /readyz)" = 503 ]; then
         grep -q "no Kafka broker reachable" "$work/body" || fail "503 without the reason: $(cat "$work/body")"
         [ -n "$not_ready_ms" ] || not_ready_ms=$(($(now_ms) - t_down))
     fi
     [ "$(code /healthz)" = 200 ] || fail "/healthz failed during the outage"
-    if [ "$(code /v1/snapshot)" = 200 ]; then
+    got=$(code /v1/snapshot)
+    if [ "$got" = 200 ]; then
         served=$((served + 1))
         cp "$work/body" "$work/during.dsnap"
         "$BUILD/derrd-snap" verify "$work/during.dsnap" >/dev/null || fail "a snapshot served during the outage does not verify"
         verified=$((verified + 1))
     else
-        fail "/v1/snapshot not served during the outage"
+        fail "/v1/snapshot not served during the outage (HTTP status $got, $(wc -c <"$work/body") bytes)"
     fi
     sleep 1
 done
@@ -90,7 +105,7 @@ say "broker back after $(((t_up - t_down) / 1000)) s; /readyz said 503 after $no
 ready_ms=
 for _ in $(seq 1 600); do
     if [ "$(code /readyz)" = 200 ]; then ready_ms=$(($(now_ms) - t_up)); break; fi
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited after the outage"
+    alive "after the outage"
     sleep 0.1
 done
 [ -n "$ready_ms" ] || fail "/readyz not ready 60 s after the broker came back: $(cat "$work/body")"
@@ -114,6 +129,14 @@ if ! cmp -s "$work/expect.tsv" "$work/got.tsv"; then
     # broker's log.
     "$BUILD/kcheck" dump -b "$B" -t "$topic" >"$work/topic.dump" 2>/dev/null || true
     cp "$BDIR/broker.log" "$work/broker.log" 2>/dev/null || true
+    # Each acknowledged message (derrd-replay's delivery reports) against
+    # what the topic holds at its partition and offset.
+    awk -F'\t' 'NR == FNR { held[$1 "\t" $2] = $3; next }
+        { k = $1 "\t" $2
+          if (!(k in held)) { if (absent++ < 5) ex = ex " p" $1 "@" $2 " " $3 }
+          else if (held[k] != $3) { if (moved++ < 5) ex = ex " p" $1 "@" $2 " acked " $3 " holds " held[k] } }
+        END { printf "%d acknowledged messages absent from the topic, %d with another payload at their offset;%s\n",
+              absent, moved, ex }' "$work/topic.dump" "$work/delivered.tsv" >&2 || true
     fail "stored $stored of $produced produced pairs, $lost lost; the topic holds" \
         "$(wc -l <"$work/topic.dump") messages, derrd-replay sent $(grep -o '"produced":[0-9]*' "$work/replay.json")"
 fi
