@@ -176,6 +176,22 @@ static void *xmalloc(size_t n)
     return p;
 }
 
+/* Grows the array *v of *cap elements of size elem to hold at least need,
+ * doubling from first; dies when out of memory. */
+static void xgrow(void *v, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    if (need <= *cap)
+        return;
+    size_t n = *cap ? *cap : first;
+    while (n < need)
+        n *= 2;
+    void *grown = realloc(*(void **)v, n * elem);
+    if (!grown)
+        die(1, "out of memory");
+    *(void **)v = grown;
+    *cap = n;
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -230,14 +246,7 @@ typedef struct {
 
 static void replay_pairs_push(replay_pairs_t *ps, const char *user, const char *item)
 {
-    if (ps->n == ps->cap) {
-        size_t cap = ps->cap ? ps->cap * 2 : 4096;
-        replay_pair_t *v = realloc(ps->v, cap * sizeof(*v));
-        if (!v)
-            die(1, "out of memory");
-        ps->v = v;
-        ps->cap = cap;
-    }
+    xgrow(&ps->v, &ps->cap, ps->n + 1, sizeof(*ps->v), 4096);
     ps->v[ps->n].user = user;
     ps->v[ps->n].item = item;
     ps->n++;
@@ -604,16 +613,7 @@ typedef struct {
 
 static void replay_lines_reserve(replay_lines_t *ls, size_t more)
 {
-    if (ls->len + more > ls->cap) {
-        size_t cap = ls->cap ? ls->cap : 65536;
-        while (cap < ls->len + more)
-            cap *= 2;
-        char *t = realloc(ls->text, cap);
-        if (!t)
-            die(1, "out of memory");
-        ls->text = t;
-        ls->cap = cap;
-    }
+    xgrow(&ls->text, &ls->cap, ls->len + more, 1, 65536);
 }
 
 /* Writes s escaped as --malformed-out describes into o (room for 4 * n + 1
@@ -648,14 +648,7 @@ static size_t replay_escape(char *o, const unsigned char *s, size_t n)
 
 static void replay_lines_add_escaped(replay_lines_t *ls, const unsigned char *s, size_t n)
 {
-    if (ls->n == ls->ncap) {
-        size_t cap = ls->ncap ? ls->ncap * 2 : 1024;
-        size_t *st = realloc(ls->start, cap * sizeof(*st));
-        if (!st)
-            die(1, "out of memory");
-        ls->start = st;
-        ls->ncap = cap;
-    }
+    xgrow(&ls->start, &ls->ncap, ls->n + 1, sizeof(*ls->start), 1024);
     ls->start[ls->n++] = ls->len;
     replay_lines_reserve(ls, 4 * n + 1);
     ls->len += replay_escape(ls->text + ls->len, s, n) + 1;
