@@ -35,6 +35,42 @@ typedef struct {
     uint8_t *used;         /* (M) */
 } distill__de_side_t;
 
+/* One side of RRD: anchors (users, or items) whose ranking of targets (items,
+ * or users) the student learns. RRD_IR runs two: the users' side, then an
+ * item side anchored on the items the users' side sampled in that step. */
+typedef struct {
+    bool on;
+    bool item_side;          /* anchors are items */
+    bool nosample;           /* RRD_NOSAMPLE */
+    int side;                /* 0, or 1 for RRD_IR's item side: its random streams */
+    int32_t n, k, l;         /* top-N, interesting, uninteresting */
+    float temp, lambda, sample;
+    ratings_t anchor_r;      /* the anchor-by-target matrix (owned) */
+    int32_t n_anchor, n_target, anchor_base, target_base;
+    int32_t *topn;           /* (n_anchor, n) teacher's ranked targets */
+    int32_t topn_computed;   /* lists computed at setup (the rest were reused) */
+    int32_t *tgt;            /* (n_anchor, k + l) this epoch's samples */
+    int32_t *nk, *nl;        /* (n_anchor) how many of each were drawn */
+    int32_t cap;             /* anchors in one step, at most */
+    float *anchor_grad;      /* (cap, dim) */
+    scatter_t *sc;           /* per anchor chunk */
+    int chunks_cap;
+    const int32_t *step_anchor;
+    int32_t *pick;           /* (cap) the sampled anchors of a step */
+    int32_t n_step_anchor;
+    int32_t *cand;           /* RRD_IR item side: (cap) the step's candidate anchors */
+    int64_t *seen;           /* RRD_IR item side: (n_anchor) step that last took it */
+    /* RRD_NOSAMPLE: per worker scores (CHUNK, n_target), anchor rows
+     * (CHUNK, dim), the compacted uninteresting scores and gradients
+     * (n_target each); per anchor chunk the targets' gradient (n_target, dim) */
+    float **ns_S, **ns_P, **ns_u, **ns_g;
+    float *ns_dT;
+    /* per worker scratch */
+    uint64_t **bitmap;
+    float **scr_f;
+    int32_t **scr_i;
+} distill__rrd_side_t;
+
 struct distill {
     distill_cfg_t cfg;
     const ratings_t *train;
@@ -67,28 +103,7 @@ struct distill {
     distill__de_side_t de[2]; /* users, items */
     scatter_t sc_de;
 
-    /* RRD: anchors are users, or items for RRD_ITEM */
-    ratings_t anchor_r;      /* the anchor-by-target matrix (owned) */
-    int32_t n_anchor, n_target, anchor_base, target_base;
-    int32_t *topn;           /* (n_anchor, rrd_n) teacher's ranked targets */
-    int32_t topn_computed;   /* lists computed at setup (the rest were reused) */
-    int32_t *rrd_tgt;        /* (n_anchor, K + L) this epoch's samples */
-    int32_t *rrd_nk, *rrd_nl;/* (n_anchor) how many of each were drawn */
-    float *anchor_grad;      /* (batch anchors, dim) */
-    scatter_t *sc_rrd;       /* per anchor chunk */
-    int rrd_chunks_cap;
-    const int32_t *step_anchor;
-    int32_t *rrd_pick;       /* (batch) the sampled anchors of a step */
-    int32_t n_step_anchor;
-    /* RRD_NOSAMPLE: per worker scores (CHUNK, n_target), anchor rows
-     * (CHUNK, dim), the compacted uninteresting scores and gradients
-     * (n_target each); per anchor chunk the targets' gradient (n_target, dim) */
-    float **ns_S, **ns_P, **ns_u, **ns_g;
-    float *ns_dT;
-    /* per worker scratch */
-    uint64_t **bitmap;
-    float **scr_f;
-    int32_t **scr_i;
+    distill__rrd_side_t rrd[2]; /* RRD: [0] users or (RRD_ITEM) items; [1] RRD_IR's items */
 };
 
 distill_cfg_t distill_cfg_default(void)
@@ -115,6 +130,9 @@ distill_cfg_t distill_cfg_default(void)
     c.rrd_temp = 10.0f;
     c.lambda_rrd = 0.001f;
     c.rrd_sample = 0.2f;
+    c.lambda_rrd_item = 5e-4f;
+    c.rrd_item_k = 20;
+    c.rrd_item_l = 20;
     return c;
 }
 
@@ -132,6 +150,46 @@ static void distill__de_side_close(distill__de_side_t *sd)
     free(sd->ds);
     free(sd->used);
     memset(sd, 0, sizeof(*sd));
+}
+
+static void distill__rrd_side_close(distill__rrd_side_t *rs, int nworkers)
+{
+    ratings_close(&rs->anchor_r);
+    free(rs->topn);
+    free(rs->tgt);
+    free(rs->nk);
+    free(rs->nl);
+    free(rs->anchor_grad);
+    free(rs->pick);
+    free(rs->cand);
+    free(rs->seen);
+    if (rs->sc)
+        for (int c = 0; c < rs->chunks_cap; c++)
+            scatter_close(&rs->sc[c]);
+    free(rs->sc);
+    for (int w = 0; w < nworkers; w++) {
+        if (rs->bitmap)
+            free(rs->bitmap[w]);
+        if (rs->scr_f)
+            free(rs->scr_f[w]);
+        if (rs->scr_i)
+            free(rs->scr_i[w]);
+    }
+    for (int w = 0; w < nworkers && rs->ns_S; w++) {
+        free(rs->ns_S[w]);
+        free(rs->ns_P[w]);
+        free(rs->ns_u[w]);
+        free(rs->ns_g[w]);
+    }
+    free(rs->ns_S);
+    free(rs->ns_P);
+    free(rs->ns_u);
+    free(rs->ns_g);
+    free(rs->ns_dT);
+    free(rs->bitmap);
+    free(rs->scr_f);
+    free(rs->scr_i);
+    memset(rs, 0, sizeof(*rs));
 }
 
 void distill_free(distill_t *d)
@@ -160,39 +218,8 @@ void distill_free(distill_t *d)
     for (int s = 0; s < 2; s++)
         distill__de_side_close(&d->de[s]);
     scatter_close(&d->sc_de);
-    ratings_close(&d->anchor_r);
-    free(d->topn);
-    free(d->rrd_tgt);
-    free(d->rrd_nk);
-    free(d->rrd_nl);
-    free(d->anchor_grad);
-    free(d->rrd_pick);
-    if (d->sc_rrd)
-        for (int c = 0; c < d->rrd_chunks_cap; c++)
-            scatter_close(&d->sc_rrd[c]);
-    free(d->sc_rrd);
-    for (int w = 0; w < d->nworkers; w++) {
-        if (d->bitmap)
-            free(d->bitmap[w]);
-        if (d->scr_f)
-            free(d->scr_f[w]);
-        if (d->scr_i)
-            free(d->scr_i[w]);
-    }
-    for (int w = 0; w < d->nworkers && d->ns_S; w++) {
-        free(d->ns_S[w]);
-        free(d->ns_P[w]);
-        free(d->ns_u[w]);
-        free(d->ns_g[w]);
-    }
-    free(d->ns_S);
-    free(d->ns_P);
-    free(d->ns_u);
-    free(d->ns_g);
-    free(d->ns_dT);
-    free(d->bitmap);
-    free(d->scr_f);
-    free(d->scr_i);
+    for (int s = 0; s < 2; s++)
+        distill__rrd_side_close(&d->rrd[s], d->nworkers);
     free(d);
 }
 
@@ -221,39 +248,122 @@ static int distill__de_side_init(distill_t *d, distill__de_side_t *sd, int side)
     return 0;
 }
 
-/* The teacher's top-N lists of every anchor, copying prev's where allowed
- * (see distill_new_reusing). */
-static int distill__topn(distill_t *d, const mf_t *view, const distill_t *prev,
-                         const uint8_t *stale)
+/* The teacher's top-N lists of every anchor of side rs, copying prev's where
+ * allowed (see distill_new_reusing: the users' side of the paper's RRD in
+ * both). */
+static int distill__topn(distill_t *d, distill__rrd_side_t *rs, const mf_t *view,
+                         const distill_t *prev, const uint8_t *stale)
 {
-    int32_t N = d->cfg.rrd_n;
-    int reuse = prev && prev->topn && prev->cfg.use_rrd && prev->cfg.rrd_n == N &&
-                prev->cfg.rrd_variant == RRD_PAPER && d->cfg.rrd_variant == RRD_PAPER;
+    int32_t N = rs->n;
+    const distill__rrd_side_t *pr = prev ? &prev->rrd[0] : NULL;
+    int reuse = rs->side == 0 && pr && pr->on && pr->topn && pr->n == N && !pr->item_side &&
+                !pr->nosample && !rs->item_side && !rs->nosample;
     if (!reuse) {
-        d->topn_computed = d->n_anchor;
-        return topn_users(view, &d->anchor_r, NULL, d->n_anchor, N, d->pool, d->topn);
+        rs->topn_computed = rs->n_anchor;
+        return topn_users(view, &rs->anchor_r, NULL, rs->n_anchor, N, d->pool, rs->topn);
     }
-    int32_t *list = malloc((size_t)(d->n_anchor ? d->n_anchor : 1) * sizeof(int32_t));
+    int32_t *list = malloc((size_t)(rs->n_anchor ? rs->n_anchor : 1) * sizeof(int32_t));
     if (!list)
         return -ENOMEM;
     int32_t n = 0;
-    for (int32_t a = 0; a < d->n_anchor; a++) {
-        if (a < prev->n_anchor && !(stale && stale[a]))
-            memcpy(d->topn + (size_t)a * N, prev->topn + (size_t)a * N, (size_t)N * sizeof(int32_t));
+    for (int32_t a = 0; a < rs->n_anchor; a++) {
+        if (a < pr->n_anchor && !(stale && stale[a]))
+            memcpy(rs->topn + (size_t)a * N, pr->topn + (size_t)a * N, (size_t)N * sizeof(int32_t));
         else
             list[n++] = a;
     }
     int rc = 0;
     if (n > 0) {
         int32_t *tmp = malloc((size_t)n * (size_t)N * sizeof(int32_t));
-        rc = tmp ? topn_users(view, &d->anchor_r, list, n, N, d->pool, tmp) : -ENOMEM;
+        rc = tmp ? topn_users(view, &rs->anchor_r, list, n, N, d->pool, tmp) : -ENOMEM;
         for (int32_t k = 0; rc == 0 && k < n; k++)
-            memcpy(d->topn + (size_t)list[k] * N, tmp + (size_t)k * N, (size_t)N * sizeof(int32_t));
+            memcpy(rs->topn + (size_t)list[k] * N, tmp + (size_t)k * N, (size_t)N * sizeof(int32_t));
         free(tmp);
     }
     free(list);
-    d->topn_computed = n;
+    rs->topn_computed = n;
     return rc;
+}
+
+/* Sets up one RRD side: its settings are already in rs. */
+static int distill__rrd_side_init(distill_t *d, distill__rrd_side_t *rs, const mf_t *teacher,
+                                  const distill_t *prev, const uint8_t *stale)
+{
+    const distill_cfg_t *c = &d->cfg;
+    const ratings_t *train = d->train;
+    if (rs->item_side) {
+        if (ratings_init_transpose(&rs->anchor_r, train) < 0)
+            return -ENOMEM;
+    } else {
+        /* a copy keeps ownership simple: anchor_r is always ours */
+        if (ratings_init(&rs->anchor_r, train->n_users, train->n_items, d->pair_u, d->pair_i,
+                         train->nnz) < 0)
+            return -ENOMEM;
+    }
+    rs->n_anchor = rs->anchor_r.n_users;
+    rs->n_target = rs->anchor_r.n_items;
+    rs->anchor_base = rs->item_side ? train->n_users : 0;
+    rs->target_base = rs->item_side ? 0 : train->n_users;
+    /* The step's anchors: the batch's unique users or positive items, or for
+     * RRD_IR's item side every item its users' side sampled. */
+    rs->cap = rs->side == 1 ? rs->n_anchor : c->batch;
+    int32_t N = rs->n, KL = rs->k + rs->l;
+    rs->topn = malloc((size_t)rs->n_anchor * (size_t)N * sizeof(int32_t));
+    rs->tgt = malloc((size_t)rs->n_anchor * (size_t)KL * sizeof(int32_t));
+    rs->nk = malloc((size_t)rs->n_anchor * sizeof(int32_t));
+    rs->nl = malloc((size_t)rs->n_anchor * sizeof(int32_t));
+    rs->anchor_grad = malloc((size_t)rs->cap * (size_t)c->dim * sizeof(float));
+    rs->pick = malloc((size_t)rs->cap * sizeof(int32_t));
+    rs->chunks_cap = (rs->cap + CHUNK - 1) / CHUNK;
+    rs->sc = calloc((size_t)rs->chunks_cap, sizeof(scatter_t));
+    rs->bitmap = calloc((size_t)d->nworkers, sizeof(uint64_t *));
+    rs->scr_f = calloc((size_t)d->nworkers, sizeof(float *));
+    rs->scr_i = calloc((size_t)d->nworkers, sizeof(int32_t *));
+    if (!rs->topn || !rs->tgt || !rs->nk || !rs->nl || !rs->anchor_grad || !rs->pick ||
+        !rs->sc || !rs->bitmap || !rs->scr_f || !rs->scr_i)
+        return -ENOMEM;
+    if (rs->side == 1) {
+        rs->cand = malloc((size_t)rs->cap * sizeof(int32_t));
+        rs->seen = malloc((size_t)rs->n_anchor * sizeof(int64_t));
+        if (!rs->cand || !rs->seen)
+            return -ENOMEM;
+        for (int32_t a = 0; a < rs->n_anchor; a++)
+            rs->seen[a] = -1;
+    }
+    for (int w = 0; w < d->nworkers; w++) {
+        rs->bitmap[w] = calloc(((size_t)rs->n_target + 63) / 64, sizeof(uint64_t));
+        rs->scr_f[w] = malloc(((size_t)N + (size_t)KL) * sizeof(float));
+        rs->scr_i[w] = malloc(((size_t)N + (size_t)KL) * sizeof(int32_t));
+        if (!rs->bitmap[w] || !rs->scr_f[w] || !rs->scr_i[w])
+            return -ENOMEM;
+    }
+    if (rs->nosample) {
+        size_t nt = (size_t)rs->n_target, dim = (size_t)c->dim;
+        rs->ns_S = calloc((size_t)d->nworkers, sizeof(float *));
+        rs->ns_P = calloc((size_t)d->nworkers, sizeof(float *));
+        rs->ns_u = calloc((size_t)d->nworkers, sizeof(float *));
+        rs->ns_g = calloc((size_t)d->nworkers, sizeof(float *));
+        rs->ns_dT = malloc((size_t)rs->chunks_cap * nt * dim * sizeof(float));
+        if (!rs->ns_S || !rs->ns_P || !rs->ns_u || !rs->ns_g || !rs->ns_dT)
+            return -ENOMEM;
+        for (int w = 0; w < d->nworkers; w++) {
+            rs->ns_S[w] = malloc((size_t)CHUNK * nt * sizeof(float));
+            rs->ns_P[w] = malloc((size_t)CHUNK * dim * sizeof(float));
+            rs->ns_u[w] = malloc(nt * sizeof(float));
+            rs->ns_g[w] = malloc(nt * sizeof(float));
+            if (!rs->ns_S[w] || !rs->ns_P[w] || !rs->ns_u[w] || !rs->ns_g[w])
+                return -ENOMEM;
+        }
+    }
+    /* The teacher's ranking, seen from the anchors' side. */
+    mf_t view = *teacher;
+    if (rs->item_side) {
+        view.n_users = teacher->n_items;
+        view.n_items = teacher->n_users;
+        view.ue = teacher->ie;
+        view.ie = teacher->ue;
+    }
+    return distill__topn(d, rs, &view, prev, stale);
 }
 
 distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *teacher,
@@ -262,9 +372,9 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train, const m
     return distill_new_reusing(cfg, train, teacher, pool, NULL, NULL, err, errlen);
 }
 
-int32_t distill_topn_computed(const distill_t *d) { return d->topn_computed; }
+int32_t distill_topn_computed(const distill_t *d) { return d->rrd[0].topn_computed; }
 
-const int32_t *distill_topn(const distill_t *d) { return d->topn; }
+const int32_t *distill_topn(const distill_t *d) { return d->rrd[0].topn; }
 
 distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
                                const mf_t *teacher, pool_t *pool, const distill_t *prev,
@@ -298,6 +408,13 @@ distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
                  "temperature and rrd_sample in (0, 1]", DISTILL_MAX_KL);
         return NULL;
     }
+    if (c->use_rrd && c->rrd_variant == RRD_IR &&
+        (c->rrd_item_k < 1 || c->rrd_item_l < 0 || c->rrd_item_k > c->rrd_n ||
+         c->rrd_item_k + c->rrd_item_l > DISTILL_MAX_KL || !(c->lambda_rrd_item >= 0.0f))) {
+        snprintf(err, errlen, "RRD_IR's item side needs N >= K >= 1, L >= 0, K + L <= %d and "
+                 "a lambda >= 0", DISTILL_MAX_KL);
+        return NULL;
+    }
     if (train->nnz == 0) {
         snprintf(err, errlen, "no training interactions");
         return NULL;
@@ -327,8 +444,13 @@ distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
     d->coef = malloc((size_t)c->batch * sizeof(float));
     d->nchunks = (c->batch + CHUNK - 1) / CHUNK;
     d->sc_bpr = calloc((size_t)d->nchunks, sizeof(scatter_t));
-    d->lists = calloc(2 * (size_t)d->nchunks + 2, sizeof(scatter_t *));
-    d->loss_chunk = calloc((size_t)d->nchunks + (size_t)c->batch / CHUNK + 2, sizeof(double));
+    /* BPR chunks, DE, and the RRD sides' anchor chunks (RRD_IR's item side
+     * may take every item in a step). */
+    int64_t item_chunks = c->use_rrd && c->rrd_variant == RRD_IR
+                              ? ((int64_t)train->n_items + CHUNK - 1) / CHUNK : 0;
+    d->lists = calloc(2 * (size_t)d->nchunks + 2 + (size_t)item_chunks, sizeof(scatter_t *));
+    d->loss_chunk = calloc((size_t)d->nchunks + (size_t)c->batch / CHUNK + 2 + (size_t)item_chunks,
+                           sizeof(double));
     d->seen_user = malloc((size_t)train->n_users * sizeof(int64_t));
     d->seen_pos = malloc((size_t)train->n_items * sizeof(int64_t));
     d->seen_neg = malloc((size_t)train->n_items * sizeof(int64_t));
@@ -355,70 +477,32 @@ distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
                 goto oom;
     }
     if (c->use_rrd) {
-        bool item_side = c->rrd_variant == RRD_ITEM;
-        if (item_side) {
-            if (ratings_init_transpose(&d->anchor_r, train) < 0)
-                goto oom;
-        } else {
-            /* a copy keeps ownership simple: anchor_r is always ours */
-            if (ratings_init(&d->anchor_r, train->n_users, train->n_items, d->pair_u,
-                             d->pair_i, nnz) < 0)
-                goto oom;
-        }
-        d->n_anchor = d->anchor_r.n_users;
-        d->n_target = d->anchor_r.n_items;
-        d->anchor_base = item_side ? train->n_users : 0;
-        d->target_base = item_side ? 0 : train->n_users;
-        int32_t N = c->rrd_n, KL = c->rrd_k + c->rrd_l;
-        d->topn = malloc((size_t)d->n_anchor * (size_t)N * sizeof(int32_t));
-        d->rrd_tgt = malloc((size_t)d->n_anchor * (size_t)KL * sizeof(int32_t));
-        d->rrd_nk = malloc((size_t)d->n_anchor * sizeof(int32_t));
-        d->rrd_nl = malloc((size_t)d->n_anchor * sizeof(int32_t));
-        d->anchor_grad = malloc((size_t)c->batch * (size_t)c->dim * sizeof(float));
-        d->rrd_pick = malloc((size_t)c->batch * sizeof(int32_t));
-        d->rrd_chunks_cap = (c->batch + CHUNK - 1) / CHUNK;
-        d->sc_rrd = calloc((size_t)d->rrd_chunks_cap, sizeof(scatter_t));
-        d->bitmap = calloc((size_t)d->nworkers, sizeof(uint64_t *));
-        d->scr_f = calloc((size_t)d->nworkers, sizeof(float *));
-        d->scr_i = calloc((size_t)d->nworkers, sizeof(int32_t *));
-        if (!d->topn || !d->rrd_tgt || !d->rrd_nk || !d->rrd_nl || !d->anchor_grad || !d->rrd_pick ||
-            !d->sc_rrd || !d->bitmap || !d->scr_f || !d->scr_i)
+        distill__rrd_side_t *u = &d->rrd[0];
+        u->on = true;
+        u->item_side = c->rrd_variant == RRD_ITEM;
+        u->nosample = c->rrd_variant == RRD_NOSAMPLE;
+        u->n = c->rrd_n;
+        u->k = c->rrd_k;
+        u->l = c->rrd_l;
+        u->temp = c->rrd_temp;
+        u->lambda = c->lambda_rrd;
+        u->sample = c->rrd_sample;
+        if (distill__rrd_side_init(d, u, teacher, prev, stale) < 0)
             goto oom;
-        for (int w = 0; w < d->nworkers; w++) {
-            d->bitmap[w] = calloc(((size_t)d->n_target + 63) / 64, sizeof(uint64_t));
-            d->scr_f[w] = malloc(((size_t)N + (size_t)KL) * sizeof(float));
-            d->scr_i[w] = malloc(((size_t)N + (size_t)KL) * sizeof(int32_t));
-            if (!d->bitmap[w] || !d->scr_f[w] || !d->scr_i[w])
+        if (c->rrd_variant == RRD_IR) {
+            distill__rrd_side_t *it = &d->rrd[1];
+            it->on = true;
+            it->item_side = true;
+            it->side = 1;
+            it->n = c->rrd_n;
+            it->k = c->rrd_item_k;
+            it->l = c->rrd_item_l;
+            it->temp = c->rrd_temp;
+            it->lambda = c->lambda_rrd_item;
+            it->sample = c->rrd_sample;
+            if (distill__rrd_side_init(d, it, teacher, NULL, NULL) < 0)
                 goto oom;
         }
-        if (c->rrd_variant == RRD_NOSAMPLE) {
-            size_t nt = (size_t)d->n_target, dim = (size_t)c->dim;
-            d->ns_S = calloc((size_t)d->nworkers, sizeof(float *));
-            d->ns_P = calloc((size_t)d->nworkers, sizeof(float *));
-            d->ns_u = calloc((size_t)d->nworkers, sizeof(float *));
-            d->ns_g = calloc((size_t)d->nworkers, sizeof(float *));
-            d->ns_dT = malloc((size_t)d->rrd_chunks_cap * nt * dim * sizeof(float));
-            if (!d->ns_S || !d->ns_P || !d->ns_u || !d->ns_g || !d->ns_dT)
-                goto oom;
-            for (int w = 0; w < d->nworkers; w++) {
-                d->ns_S[w] = malloc((size_t)CHUNK * nt * sizeof(float));
-                d->ns_P[w] = malloc((size_t)CHUNK * dim * sizeof(float));
-                d->ns_u[w] = malloc(nt * sizeof(float));
-                d->ns_g[w] = malloc(nt * sizeof(float));
-                if (!d->ns_S[w] || !d->ns_P[w] || !d->ns_u[w] || !d->ns_g[w])
-                    goto oom;
-            }
-        }
-        /* The teacher's ranking, seen from the anchors' side. */
-        mf_t view = *teacher;
-        if (item_side) {
-            view.n_users = teacher->n_items;
-            view.n_items = teacher->n_users;
-            view.ue = teacher->ie;
-            view.ie = teacher->ue;
-        }
-        if (distill__topn(d, &view, prev, stale) < 0)
-            goto oom;
     }
     return d;
 oom:
@@ -433,33 +517,45 @@ typedef struct {
     distill_t *d;
 } distill__job_t;
 
+/* Random streams of RRD_IR's item side: apart from the users' side, whose
+ * draws stay those of the paper's RRD alone. */
+#define DISTILL__SIDE_STREAM(side) ((uint64_t)(side) << 40)
+
+typedef struct {
+    distill_t *d;
+    distill__rrd_side_t *rs;
+} distill__rrd_job_t;
+
 static void distill__rrd_sample(void *ctx, int task, int worker)
 {
-    distill_t *d = ((distill__job_t *)ctx)->d;
+    distill__rrd_job_t *job = ctx;
+    distill_t *d = job->d;
+    distill__rrd_side_t *rs = job->rs;
     const distill_cfg_t *c = &d->cfg;
-    int32_t N = c->rrd_n, K = c->rrd_k, L = c->rrd_l, KL = K + L;
+    int32_t N = rs->n, K = rs->k, L = rs->l, KL = K + L;
     int32_t a0 = task * CHUNK;
-    int32_t a1 = a0 + CHUNK < d->n_anchor ? a0 + CHUNK : d->n_anchor;
-    uint64_t *bm = d->bitmap[worker];
+    int32_t a1 = a0 + CHUNK < rs->n_anchor ? a0 + CHUNK : rs->n_anchor;
+    uint64_t *bm = rs->bitmap[worker];
     for (int32_t a = a0; a < a1; a++) {
         rng_t rng;
-        rng_init_stream(&rng, c->seed, RNG_RRD, (uint64_t)d->epoch, (uint64_t)a);
-        const int32_t *top = d->topn + (int64_t)a * N;
-        int32_t *out = d->rrd_tgt + (int64_t)a * KL;
+        rng_init_stream(&rng, c->seed, RNG_RRD, (uint64_t)d->epoch,
+                        (uint64_t)a | DISTILL__SIDE_STREAM(rs->side));
+        const int32_t *top = rs->topn + (int64_t)a * N;
+        int32_t *out = rs->tgt + (int64_t)a * KL;
         int32_t nk;
-        if (c->rrd_variant == RRD_NOSAMPLE) {
+        if (rs->nosample) {
             nk = 0;
             while (nk < K && top[nk] >= 0) {
                 out[nk] = top[nk];
                 nk++;
             }
         } else {
-            nk = rrd_sample_interesting(&rng, top, N, K, c->rrd_temp, d->scr_f[worker],
-                                        d->scr_i[worker], out);
+            nk = rrd_sample_interesting(&rng, top, N, K, rs->temp, rs->scr_f[worker],
+                                        rs->scr_i[worker], out);
         }
         /* Uninteresting: not observed, not in the top-N list. */
-        const int32_t *obs = ratings_items(&d->anchor_r, a);
-        int32_t nobs = ratings_count(&d->anchor_r, a);
+        const int32_t *obs = ratings_items(&rs->anchor_r, a);
+        int32_t nobs = ratings_count(&rs->anchor_r, a);
         int64_t taken = 0;
         for (int32_t k = 0; k < nobs; k++) {
             bm[obs[k] >> 6] |= 1ULL << (obs[k] & 63);
@@ -473,16 +569,16 @@ static void distill__rrd_sample(void *ctx, int task, int worker)
             }
         }
         int32_t nl = 0;
-        if (c->rrd_variant != RRD_NOSAMPLE)
-            nl = rrd_sample_uninteresting(&rng, d->n_target, bm, taken, L, out + nk);
+        if (!rs->nosample)
+            nl = rrd_sample_uninteresting(&rng, rs->n_target, bm, taken, L, out + nk);
         for (int32_t k = 0; k < nobs; k++)
             bm[obs[k] >> 6] = 0;
         for (int32_t k = 0; k < N && top[k] >= 0; k++)
             bm[top[k] >> 6] = 0;
         for (int32_t k = 0; k < nl; k++)
             bm[out[nk + k] >> 6] = 0;
-        d->rrd_nk[a] = nk;
-        d->rrd_nl[a] = nl;
+        rs->nk[a] = nk;
+        rs->nl[a] = nl;
     }
 }
 
@@ -610,42 +706,49 @@ static int distill__de_side(distill_t *d, int side, float temp, distill_stats_t 
     return 0;
 }
 
+/* An RRD pass of one step over one side's anchors. */
+typedef struct {
+    distill__step_t *st;
+    distill__rrd_side_t *rs;
+} distill__rrd_step_t;
+
 static void distill__rrd_chunk(void *ctx, int task, int worker)
 {
-    distill__step_t *st = ctx;
+    distill__rrd_step_t *job = ctx;
+    distill__step_t *st = job->st;
+    distill__rrd_side_t *rs = job->rs;
     distill_t *d = st->d;
-    const distill_cfg_t *c = &d->cfg;
-    int32_t dim = c->dim, KL = c->rrd_k + c->rrd_l;
+    int32_t dim = d->cfg.dim, KL = rs->k + rs->l;
     int32_t a0 = task * CHUNK;
-    int32_t a1 = a0 + CHUNK < d->n_step_anchor ? a0 + CHUNK : d->n_step_anchor;
-    scatter_t *sc = &d->sc_rrd[task];
+    int32_t a1 = a0 + CHUNK < rs->n_step_anchor ? a0 + CHUNK : rs->n_step_anchor;
+    scatter_t *sc = &rs->sc[task];
     scatter_clear(sc);
     (void)worker;
     double loss = 0.0;
-    float lam = c->lambda_rrd / c->rrd_sample;
+    float lam = rs->lambda / rs->sample;
     for (int32_t q = a0; q < a1; q++) {
-        int32_t a = d->step_anchor[q];
-        int32_t nk = d->rrd_nk[a], nl = d->rrd_nl[a];
+        int32_t a = rs->step_anchor[q];
+        int32_t nk = rs->nk[a], nl = rs->nl[a];
         if (nk == 0)
             continue;
-        const int32_t *tg = d->rrd_tgt + (int64_t)a * KL;
-        const float *pa = d->model.params + (int64_t)(d->anchor_base + a) * dim;
+        const int32_t *tg = rs->tgt + (int64_t)a * KL;
+        const float *pa = d->model.params + (int64_t)(rs->anchor_base + a) * dim;
         float s[DISTILL_MAX_KL], g[DISTILL_MAX_KL];
         for (int32_t k = 0; k < nk + nl; k++)
-            s[k] = vec_dot(pa, d->model.params + (int64_t)(d->target_base + tg[k]) * dim, dim);
+            s[k] = vec_dot(pa, d->model.params + (int64_t)(rs->target_base + tg[k]) * dim, dim);
         loss += rrd_loss(s, nk, s + nk, nl, g, g + nk);
-        float *ag = d->anchor_grad + (int64_t)q * dim;
+        float *ag = rs->anchor_grad + (int64_t)q * dim;
         for (int32_t x = 0; x < dim; x++)
             ag[x] = 0.0f;
         for (int32_t k = 0; k < nk + nl; k++) {
-            const float *pt = d->model.params + (int64_t)(d->target_base + tg[k]) * dim;
+            const float *pt = d->model.params + (int64_t)(rs->target_base + tg[k]) * dim;
             float gk = g[k];
             for (int32_t x = 0; x < dim; x++)
                 ag[x] += gk * pt[x];
-            if (scatter_add(sc, d->target_base + tg[k], lam * gk, pa) < 0)
+            if (scatter_add(sc, rs->target_base + tg[k], lam * gk, pa) < 0)
                 st->failed = 1;
         }
-        if (scatter_add(sc, d->anchor_base + a, lam, ag) < 0)
+        if (scatter_add(sc, rs->anchor_base + a, lam, ag) < 0)
             st->failed = 1;
     }
     d->loss_chunk[task] = loss;
@@ -657,33 +760,34 @@ static void distill__rrd_chunk(void *ctx, int task, int worker)
  * targets for the anchors, G^T times the anchors for the targets. */
 static void distill__rrd_full_chunk(void *ctx, int task, int worker)
 {
-    distill__step_t *st = ctx;
+    distill__rrd_step_t *job = ctx;
+    distill__step_t *st = job->st;
+    distill__rrd_side_t *rs = job->rs;
     distill_t *d = st->d;
-    const distill_cfg_t *c = &d->cfg;
-    int32_t dim = c->dim, KL = c->rrd_k + c->rrd_l, nt = d->n_target;
+    int32_t dim = d->cfg.dim, KL = rs->k + rs->l, nt = rs->n_target;
     int32_t a0 = task * CHUNK;
-    int32_t n = (a0 + CHUNK < d->n_step_anchor ? a0 + CHUNK : d->n_step_anchor) - a0;
-    float *S = d->ns_S[worker], *P = d->ns_P[worker];
-    float *su = d->ns_u[worker], *gu = d->ns_g[worker];
-    uint64_t *bm = d->bitmap[worker];
-    const float *T = d->model.params + (int64_t)d->target_base * dim;
-    float *dT = d->ns_dT + (int64_t)task * nt * dim;
-    scatter_t *sc = &d->sc_rrd[task];
+    int32_t n = (a0 + CHUNK < rs->n_step_anchor ? a0 + CHUNK : rs->n_step_anchor) - a0;
+    float *S = rs->ns_S[worker], *P = rs->ns_P[worker];
+    float *su = rs->ns_u[worker], *gu = rs->ns_g[worker];
+    uint64_t *bm = rs->bitmap[worker];
+    const float *T = d->model.params + (int64_t)rs->target_base * dim;
+    float *dT = rs->ns_dT + (int64_t)task * nt * dim;
+    scatter_t *sc = &rs->sc[task];
     scatter_clear(sc);
     double loss = 0.0;
-    float lam = c->lambda_rrd / c->rrd_sample;
+    float lam = rs->lambda / rs->sample;
     for (int32_t q = 0; q < n; q++)
         memcpy(P + (int64_t)q * dim,
-               d->model.params + (int64_t)(d->anchor_base + d->step_anchor[a0 + q]) * dim,
+               d->model.params + (int64_t)(rs->anchor_base + rs->step_anchor[a0 + q]) * dim,
                (size_t)dim * sizeof(float));
     gemm(false, true, n, nt, dim, 1.0f, P, dim, T, dim, 0.0f, S, nt);
     for (int32_t q = 0; q < n; q++) {
-        int32_t a = d->step_anchor[a0 + q];
+        int32_t a = rs->step_anchor[a0 + q];
         float *row = S + (int64_t)q * nt;
-        int32_t nk = d->rrd_nk[a];
-        const int32_t *top = d->rrd_tgt + (int64_t)a * KL;
-        const int32_t *obs = ratings_items(&d->anchor_r, a);
-        int32_t nobs = ratings_count(&d->anchor_r, a);
+        int32_t nk = rs->nk[a];
+        const int32_t *top = rs->tgt + (int64_t)a * KL;
+        const int32_t *obs = ratings_items(&rs->anchor_r, a);
+        int32_t nobs = ratings_count(&rs->anchor_r, a);
         if (nk == 0) {
             memset(row, 0, (size_t)nt * sizeof(float));
             continue;
@@ -710,15 +814,15 @@ static void distill__rrd_full_chunk(void *ctx, int task, int worker)
         for (int32_t k = 0; k < nk; k++)
             bm[top[k] >> 6] = 0;
     }
-    float *ag = d->anchor_grad + (int64_t)a0 * dim;
+    float *ag = rs->anchor_grad + (int64_t)a0 * dim;
     gemm(false, false, n, dim, nt, lam, S, nt, T, dim, 0.0f, ag, dim);
     gemm(true, false, nt, dim, n, lam, S, nt, P, dim, 0.0f, dT, dim);
     for (int32_t q = 0; q < n; q++)
-        if (scatter_add(sc, d->anchor_base + d->step_anchor[a0 + q], 1.0f,
+        if (scatter_add(sc, rs->anchor_base + rs->step_anchor[a0 + q], 1.0f,
                         ag + (int64_t)q * dim) < 0)
             st->failed = 1;
     for (int32_t t = 0; t < nt; t++)
-        if (scatter_add(sc, d->target_base + t, 1.0f, dT + (int64_t)t * dim) < 0)
+        if (scatter_add(sc, rs->target_base + t, 1.0f, dT + (int64_t)t * dim) < 0)
             st->failed = 1;
     d->loss_chunk[task] = loss;
 }
@@ -766,20 +870,76 @@ static void distill__flush(void *ctx, int part, int worker)
         }
 }
 
+/* The step's anchors of side rs: the n_all of all, or a random share of them
+ * (the loss weight 1 / sample makes up for the rest). */
+static void distill__rrd_anchors(distill_t *d, distill__rrd_side_t *rs, const int32_t *all,
+                                 int32_t n_all)
+{
+    rs->step_anchor = all;
+    rs->n_step_anchor = n_all;
+    if (rs->sample < 1.0f) {
+        rng_t pick;
+        rng_init_stream(&pick, d->cfg.seed, RNG_RRD_PICK, (uint64_t)d->step, (uint64_t)rs->side);
+        rs->n_step_anchor = 0;
+        for (int32_t k = 0; k < n_all; k++)
+            if (rng_float(&pick) < rs->sample)
+                rs->pick[rs->n_step_anchor++] = all[k];
+        rs->step_anchor = rs->pick;
+    }
+}
+
+/* RRD_IR: the item side's candidate anchors are the distinct items the users'
+ * side u sampled this epoch (interesting and uninteresting) for the batch's
+ * users, in order of first appearance. Returns how many, in it->cand. All
+ * the batch's users count, not only those u picked for this step: the item
+ * side's own pick (weighted 1 / sample) then estimates the reference's sum
+ * without bias. */
+static int32_t distill__rrd_sampled(distill_t *d, const distill__rrd_side_t *u,
+                                    distill__rrd_side_t *it)
+{
+    int32_t n = 0, KL = u->k + u->l;
+    for (int32_t q = 0; q < d->n_user; q++) {
+        int32_t a = d->uniq_user[q];
+        const int32_t *tg = u->tgt + (int64_t)a * KL;
+        for (int32_t k = 0; k < u->nk[a] + u->nl[a]; k++)
+            if (it->seen[tg[k]] != d->step) {
+                it->seen[tg[k]] = d->step;
+                it->cand[n++] = tg[k];
+            }
+    }
+    return n;
+}
+
+/* Runs side rs's RRD over its step anchors; adds its loss (unweighted by
+ * lambda, reweighted for the sampling) to *loss; returns the chunks run. */
+static int distill__rrd_run(distill_t *d, distill__step_t *st, distill__rrd_side_t *rs,
+                            double *loss)
+{
+    int n = (rs->n_step_anchor + CHUNK - 1) / CHUNK;
+    distill__rrd_step_t job = { st, rs };
+    pool_run(d->pool, n, rs->nosample ? distill__rrd_full_chunk : distill__rrd_chunk, &job);
+    for (int k = 0; k < n; k++)
+        *loss += d->loss_chunk[k] / rs->sample;
+    return n;
+}
+
 int distill_epoch(distill_t *d, distill_stats_t *stats)
 {
     const distill_cfg_t *c = &d->cfg;
     memset(stats, 0, sizeof(*stats));
     stats->epoch = d->epoch;
-    distill__job_t job = { d };
     int64_t nnz = d->train->nnz;
     for (int64_t k = 0; k < nnz; k++)
         d->order[k] = (int32_t)k;
     rng_t rng;
     rng_init_stream(&rng, c->seed, RNG_SHUFFLE, (uint64_t)d->epoch, 0);
     rng_shuffle_i32(&rng, d->order, nnz);
-    if (c->use_rrd)
-        pool_run(d->pool, (d->n_anchor + CHUNK - 1) / CHUNK, distill__rrd_sample, &job);
+    for (int side = 0; side < 2; side++) {
+        distill__rrd_side_t *rs = &d->rrd[side];
+        distill__rrd_job_t rjob = { d, rs };
+        if (rs->on)
+            pool_run(d->pool, (rs->n_anchor + CHUNK - 1) / CHUNK, distill__rrd_sample, &rjob);
+    }
     /* The paper's schedule, with a floor: a daemon's epoch count grows
      * without bound, and 10^(-epoch/100) reaches 0 (then 0/0 in the softmax)
      * near epoch 4500. Offline runs end long before epoch 300, where the
@@ -805,28 +965,19 @@ int distill_epoch(distill_t *d, distill_stats_t *stats)
                 if (distill__de_side(d, side, temp, stats) < 0)
                     return -ENOMEM;
         }
-        int nrrd = 0;
+        int nrrd[2] = { 0, 0 };
         if (c->use_rrd) {
-            const int32_t *all = c->rrd_variant == RRD_ITEM ? d->uniq_pos : d->uniq_user;
-            int32_t n_all = c->rrd_variant == RRD_ITEM ? d->n_pos : d->n_user;
-            d->step_anchor = all;
-            d->n_step_anchor = n_all;
-            if (c->rrd_sample < 1.0f) {
-                /* Keep a random share; the loss weight makes up for the rest. */
-                rng_t pick;
-                rng_init_stream(&pick, c->seed, RNG_RRD_PICK, (uint64_t)d->step, 0);
-                d->n_step_anchor = 0;
-                for (int32_t k = 0; k < n_all; k++)
-                    if (rng_float(&pick) < c->rrd_sample)
-                        d->rrd_pick[d->n_step_anchor++] = all[k];
-                d->step_anchor = d->rrd_pick;
-            }
-            nrrd = (d->n_step_anchor + CHUNK - 1) / CHUNK;
-            pool_run(d->pool, nrrd,
-                     c->rrd_variant == RRD_NOSAMPLE ? distill__rrd_full_chunk : distill__rrd_chunk,
-                     &st);
-            for (int k = 0; k < nrrd; k++)
-                stats->loss_rrd += d->loss_chunk[k] / c->rrd_sample;
+            distill__rrd_side_t *u = &d->rrd[0];
+            if (u->item_side)
+                distill__rrd_anchors(d, u, d->uniq_pos, d->n_pos);
+            else
+                distill__rrd_anchors(d, u, d->uniq_user, d->n_user);
+            nrrd[0] = distill__rrd_run(d, &st, u, &stats->loss_rrd);
+        }
+        if (d->rrd[1].on) {
+            distill__rrd_side_t *it = &d->rrd[1];
+            distill__rrd_anchors(d, it, it->cand, distill__rrd_sampled(d, &d->rrd[0], it));
+            nrrd[1] = distill__rrd_run(d, &st, it, &stats->loss_rrd_item);
         }
         if (st.failed)
             return -ENOMEM;
@@ -834,8 +985,9 @@ int distill_epoch(distill_t *d, distill_stats_t *stats)
         for (int k = 0; k < nch; k++)
             d->lists[nl++] = &d->sc_bpr[k];
         d->lists[nl++] = &d->sc_de;
-        for (int k = 0; k < nrrd; k++)
-            d->lists[nl++] = &d->sc_rrd[k];
+        for (int side = 0; side < 2; side++)
+            for (int k = 0; k < nrrd[side]; k++)
+                d->lists[nl++] = &d->rrd[side].sc[k];
         distill__update_t up = { d, (const scatter_t *const *)d->lists, nl, 0 };
         pool_run(d->pool, d->nparts, distill__gather, &up);
         if (up.failed)

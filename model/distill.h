@@ -24,7 +24,9 @@
  * RRD terms: the batch's unique users, with K interesting and L uninteresting
  * items redrawn every epoch (rrd.h); rrd_sample subsamples them the same
  * unbiased way. RRD_ITEM ranks users for the batch's unique positive items
- * (IR-RRD). RRD_NOSAMPLE takes the teacher's top K in order against every
+ * (the item side alone). RRD_IR is the authors' IR-RRD: RRD_PAPER plus an
+ * item side (its own lambda, K and L) whose anchors are the distinct items
+ * the users' side sampled in the step. RRD_NOSAMPLE takes the teacher's top K in order against every
  * other unobserved item (scores and gradients by sgemm over the whole item
  * table; pair it with rrd_sample, it costs a full scoring pass per anchor).
  *
@@ -45,7 +47,9 @@
 typedef enum {
     RRD_PAPER = 0,   /* sampled interesting and uninteresting items */
     RRD_NOSAMPLE,    /* top-K in order, all other unobserved items */
-    RRD_ITEM         /* item-side: rank users for each item */
+    RRD_ITEM,        /* item-side: rank users for each item */
+    RRD_IR           /* the authors' IR-RRD: RRD_PAPER plus an item side on
+                      * the items it sampled in the step */
 } rrd_variant_t;
 
 typedef struct {
@@ -71,6 +75,11 @@ typedef struct {
     float rrd_temp;      /* weight exp(-rank / rrd_temp) */
     float lambda_rrd;
     float rrd_sample;    /* share of batch anchors that get an RRD term */
+    /* RRD_IR's item side (the authors' main_IR_RRD.py: 5e-4, 20, 20; N,
+     * temperature and sampling as the users' side) */
+    float lambda_rrd_item;
+    int32_t rrd_item_k;
+    int32_t rrd_item_l;
 } distill_cfg_t;
 
 /* The reference's settings: dim 20, batch 1024, Adam 1e-3 / wd 1e-3,
@@ -85,6 +94,7 @@ typedef struct {
     double loss_bpr;      /* sums over the epoch, before the lambdas */
     double loss_de;
     double loss_rrd;
+    double loss_rrd_item; /* RRD_IR's item side */
     int64_t samples;
     int64_t de_entities;  /* DE terms computed */
     int64_t de_pairs;     /* (entity, expert) evaluations */

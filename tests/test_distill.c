@@ -266,10 +266,10 @@ TEST_SLOW(distill_same_result_any_thread_count, 240)
     REQUIRE(test_distill__train_teacher(&x, pool, 3, &teacher, &first, &last) == 0);
     pool_free(pool);
 
-    /* The user- and item-side variants, and a batch that is not a multiple
-     * of the chunks. */
-    const rrd_variant_t variants[] = { RRD_PAPER, RRD_ITEM, RRD_NOSAMPLE };
-    for (int q = 0; q < 3; q++) {
+    /* The user- and item-side variants, both sides at once, and a batch that
+     * is not a multiple of the chunks. */
+    const rrd_variant_t variants[] = { RRD_PAPER, RRD_ITEM, RRD_NOSAMPLE, RRD_IR };
+    for (int q = 0; q < 4; q++) {
         distill_cfg_t cfg = test_distill__student_cfg();
         cfg.rrd_variant = variants[q];
         cfg.batch = 300;
@@ -286,6 +286,8 @@ TEST_SLOW(distill_same_result_any_thread_count, 240)
             cfg.rrd_sample = 0.5f;
             cfg.de_every = 2;
         }
+        if (q == 3)
+            cfg.rrd_sample = 0.5f; /* both sides pick anchors */
         size_t np = (size_t)(DATA_USERS + DATA_ITEMS) * (size_t)cfg.dim;
         float *a = malloc(np * sizeof(float)), *b = malloc(np * sizeof(float));
         float *c = malloc(np * sizeof(float));
@@ -308,6 +310,10 @@ TEST_SLOW(distill_same_result_any_thread_count, 240)
             CHECK(isfinite(sa[e].loss_bpr) && isfinite(sa[e].loss_de) &&
                   isfinite(sa[e].loss_rrd));
             CHECK(sa[e].loss_rrd > 0.0);
+            CHECK(sa[e].loss_rrd_item == sb[e].loss_rrd_item &&
+                  sa[e].loss_rrd_item == sc[e].loss_rrd_item);
+            /* only RRD_IR has an item side of its own */
+            CHECK(q == 3 ? sa[e].loss_rrd_item > 0.0 : sa[e].loss_rrd_item == 0.0);
         }
         if (!same_ab || !same_ac)
             fprintf(stderr, "    variant %d differs across thread counts\n", (int)variants[q]);
@@ -358,6 +364,17 @@ TEST(distill_new_rejects_bad_settings)
     c = ok;
     c.n_experts = 0;
     CHECK(distill_new(&c, &x.train, &teacher, pool, err, sizeof(err)) == NULL);
+    c = ok;
+    c.rrd_variant = RRD_IR;
+    c.rrd_item_k = c.rrd_n + 1; /* the item side's K is checked too */
+    CHECK(distill_new(&c, &x.train, &teacher, pool, err, sizeof(err)) == NULL);
+    c.rrd_item_k = 5;
+    c.lambda_rrd_item = -1.0f;
+    CHECK(distill_new(&c, &x.train, &teacher, pool, err, sizeof(err)) == NULL);
+    c.lambda_rrd_item = 5e-4f;
+    d = distill_new(&c, &x.train, &teacher, pool, err, sizeof(err));
+    CHECK(d != NULL);
+    distill_free(d);
     /* Without DE and RRD no teacher is needed. */
     c = test_distill__teacher_cfg();
     d = distill_new(&c, &x.train, NULL, pool, err, sizeof(err));

@@ -35,7 +35,10 @@ static const char *usage_text =
     "\n"
     "  --data DIR           dataset directory (train, valid, test, candidates .tsv)\n"
     "  --method M           teacher | student | de | rrd | derrd\n"
-    "  --rrd-variant V      paper (default) | nosample | item\n"
+    "  --rrd-variant V      paper (default) | nosample | item | ir: item is the\n"
+    "                       item side alone; ir is the authors' IR-RRD, paper\n"
+    "                       plus an item side on the items it sampled (lambda\n"
+    "                       5e-4, K = L = 20)\n"
     "  --teacher FILE       load the teacher from FILE (written by --save)\n"
     "  --save FILE          write the trained model (best epoch) to FILE\n"
     "  --seed N             random seed (default 0)\n"
@@ -173,6 +176,8 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
                         st.temperature);
             if (cfg->use_rrd)
                 fprintf(stderr, "  rrd %.1f", st.loss_rrd);
+            if (cfg->use_rrd && cfg->rrd_variant == RRD_IR)
+                fprintf(stderr, "  rrd-item %.1f", st.loss_rrd_item);
             fprintf(stderr, "  valid HR@5 %.4f NDCG@10 %.4f%s  %.1fs\n", v.hr[0], v.ndcg[1],
                     moved ? " *" : "", cli_now_s() - t0);
         }
@@ -310,6 +315,8 @@ int main(int argc, char **argv)
         cfg.rrd_variant = RRD_NOSAMPLE;
     else if (!strcmp(variant, "item"))
         cfg.rrd_variant = RRD_ITEM;
+    else if (!strcmp(variant, "ir"))
+        cfg.rrd_variant = RRD_IR;
     else
         cli_die_usage("unknown --rrd-variant '%s'", variant);
     if (teacher_file && (is_teacher || is_student))
