@@ -477,30 +477,21 @@ distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
                 goto oom;
     }
     if (c->use_rrd) {
-        distill__rrd_side_t *u = &d->rrd[0];
-        u->on = true;
-        u->item_side = c->rrd_variant == RRD_ITEM;
-        u->nosample = c->rrd_variant == RRD_NOSAMPLE;
-        u->n = c->rrd_n;
-        u->k = c->rrd_k;
-        u->l = c->rrd_l;
-        u->temp = c->rrd_temp;
-        u->lambda = c->lambda_rrd;
-        u->sample = c->rrd_sample;
-        if (distill__rrd_side_init(d, u, teacher, prev, stale) < 0)
+        d->rrd[0] = (distill__rrd_side_t){
+            .on = true, .item_side = c->rrd_variant == RRD_ITEM,
+            .nosample = c->rrd_variant == RRD_NOSAMPLE, .side = 0, .n = c->rrd_n,
+            .k = c->rrd_k, .l = c->rrd_l, .temp = c->rrd_temp, .lambda = c->lambda_rrd,
+            .sample = c->rrd_sample,
+        };
+        if (distill__rrd_side_init(d, &d->rrd[0], teacher, prev, stale) < 0)
             goto oom;
         if (c->rrd_variant == RRD_IR) {
-            distill__rrd_side_t *it = &d->rrd[1];
-            it->on = true;
-            it->item_side = true;
-            it->side = 1;
-            it->n = c->rrd_n;
-            it->k = c->rrd_item_k;
-            it->l = c->rrd_item_l;
-            it->temp = c->rrd_temp;
-            it->lambda = c->lambda_rrd_item;
-            it->sample = c->rrd_sample;
-            if (distill__rrd_side_init(d, it, teacher, NULL, NULL) < 0)
+            d->rrd[1] = (distill__rrd_side_t){
+                .on = true, .item_side = true, .nosample = false, .side = 1, .n = c->rrd_n,
+                .k = c->rrd_item_k, .l = c->rrd_item_l, .temp = c->rrd_temp,
+                .lambda = c->lambda_rrd_item, .sample = c->rrd_sample,
+            };
+            if (distill__rrd_side_init(d, &d->rrd[1], teacher, NULL, NULL) < 0)
                 goto oom;
         }
     }
