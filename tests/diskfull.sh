@@ -45,7 +45,7 @@ wait_for() { # SECONDS DESCRIPTION COMMAND...
     shift 2
     for _ in $(seq 1 $((t * 5))); do
         "$@" && return 0
-        kill -0 "$pid" 2>/dev/null || fail "derrd exited while waiting for $what"
+        kill -0 "$pid" 2>/dev/null || fail "derrd exited ($(exit_how "$pid")) while waiting for $what"
         sleep 0.2
     done
     fail "no $what within $t s"

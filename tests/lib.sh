@@ -49,7 +49,9 @@ wait_committed() {
 exit_how() {
     local rc=0
     wait "$1" 2>/dev/null || rc=$?
-    if [ "$rc" -gt 128 ] && [ "$rc" -lt 160 ]; then
+    if [ "$rc" = 127 ]; then
+        echo "exit status unknown: not a child of this shell"
+    elif [ "$rc" -gt 128 ] && [ "$rc" -lt 160 ]; then
         echo "killed by SIG$(kill -l $((rc - 128)))"
     else
         echo "exit status $rc"

@@ -138,7 +138,7 @@ served() { # wait up to SECONDS for every pushed error to be served
         sleep 0.2
     done
 }
-alive() { kill -0 "$pid" 2>/dev/null || fail "derrd exited: $(tail -3 "$work/derrd.$run.log")"; }
+alive() { kill -0 "$pid" 2>/dev/null || fail "derrd exited ($(exit_how "$pid")): $(tail -3 "$work/derrd.$run.log")"; }
 
 # ---- derrd --------------------------------------------------------------------------
 run=0

@@ -63,7 +63,7 @@ sample() {
         "$(awk '$1 == "derrd_loop_lag_seconds" { printf "%.1f", $2 * 1000 }' "$work/metrics")" >&2
 }
 while [ $(($(date +%s) - t0)) -lt "$SECONDS_RUN" ]; do
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited: $(tail -5 "$work/derrd.log")"
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited ($(exit_how "$pid")): $(tail -5 "$work/derrd.log")"
     kill -0 "$replay_pid" 2>/dev/null || fail "derrd-replay exited: $(cat "$work/replay.log")"
     sleep 5
     sample

@@ -166,7 +166,7 @@ done
 # The first snapshot.
 code=
 for _ in $(seq 1 600); do
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited: $(tail -5 "$work/derrd.log")"
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited ($(exit_how "$pid")): $(tail -5 "$work/derrd.log")"
     code=$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/snapshot") || true
     [ "$code" = 200 ] && break
     sleep 0.1
@@ -242,7 +242,7 @@ say "check 2 ok: $PULLS GETs: $(cat "$work/pull.out"); /v1/snapshot/$cur = /v1/s
 watermarks "$topic" "$group" "$work/hw.txt"
 covered=
 for _ in $(seq 1 240); do
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited: $(tail -5 "$work/derrd.log")"
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited ($(exit_how "$pid")): $(tail -5 "$work/derrd.log")"
     if cp "$work/state/snapshots/latest" "$work/covering.dsnap" 2>/dev/null &&
         covers "$work/covering.dsnap" "$work/hw.txt"; then
         covered=1

@@ -47,7 +47,7 @@ derrd() {
 wait_log() {
     for _ in $(seq 1 $(($3 * 10))); do
         grep -q "$2" "$1" && return 0
-        kill -0 "$pid" 2>/dev/null || fail "derrd exited while waiting for \"$2\": $(tail -5 "$1")"
+        kill -0 "$pid" 2>/dev/null || fail "derrd exited ($(exit_how "$pid")) while waiting for \"$2\": $(tail -5 "$1")"
         sleep 0.1
     done
     fail "no \"$2\" in $1 within $3 s"
@@ -75,7 +75,7 @@ for _ in $(seq 1 600); do
     consumed=$(curl -sf "http://127.0.0.1:$port/metrics" |
                awk '$1 == "derrd_events_consumed_total" { print $2 }')
     [ "$consumed" = 30000 ] && break
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited: $(tail -5 "$work/derrd.1.log")"
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited ($(exit_how "$pid")): $(tail -5 "$work/derrd.1.log")"
     sleep 0.1
 done
 [ "$consumed" = 30000 ] || fail "derrd consumed ${consumed:-?} of 30000 events"
