@@ -165,7 +165,7 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
         eval_or_die(m, valid, plan, pool, &v);
         r->eval_seconds += cli_now_s() - tb;
         unsigned moved = metrics_select_update(&sel, &v, e);
-        if (moved)
+        if (moved && !per_k)
             memcpy(best->params, m->params, nparams * sizeof(float));
         for (int k = 0; k < METRICS_NK && per_k; k++)
             if (moved >> k & 1)
@@ -193,6 +193,12 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
         r->valid = sel.valid[1];
         eval_or_die(best, test, plan, pool, &r->test);
     } else {
+        /* The model kept is the last improvement's: the K selected last. */
+        int last_k = 0;
+        for (int k = 1; k < METRICS_NK; k++)
+            if (sel.best_epoch[k] > sel.best_epoch[last_k])
+                last_k = k;
+        memcpy(best->params, best_k[last_k].params, nparams * sizeof(float));
         /* Each K from its own epoch, valid and test alike. */
         for (int k = 0; k < METRICS_NK; k++) {
             metrics_t t;
