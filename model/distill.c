@@ -512,9 +512,11 @@ typedef struct {
  * draws stay those of the paper's RRD alone. */
 #define DISTILL__SIDE_STREAM(side) ((uint64_t)(side) << 40)
 
+/* An RRD pass over one side: the epoch's samples, or a step's terms (st). */
 typedef struct {
     distill_t *d;
     distill__rrd_side_t *rs;
+    struct distill__step *st; /* NULL when sampling */
 } distill__rrd_job_t;
 
 static void distill__rrd_sample(void *ctx, int task, int worker)
@@ -575,7 +577,7 @@ static void distill__rrd_sample(void *ctx, int task, int worker)
 
 /* ---- one step ------------------------------------------------------------ */
 
-typedef struct {
+typedef struct distill__step {
     distill_t *d;
     int32_t n;         /* samples in this batch */
     int64_t first;     /* index of the batch's first sample in the epoch order */
@@ -697,18 +699,12 @@ static int distill__de_side(distill_t *d, int side, float temp, distill_stats_t 
     return 0;
 }
 
-/* An RRD pass of one step over one side's anchors. */
-typedef struct {
-    distill__step_t *st;
-    distill__rrd_side_t *rs;
-} distill__rrd_step_t;
-
 static void distill__rrd_chunk(void *ctx, int task, int worker)
 {
-    distill__rrd_step_t *job = ctx;
+    distill__rrd_job_t *job = ctx;
     distill__step_t *st = job->st;
     distill__rrd_side_t *rs = job->rs;
-    distill_t *d = st->d;
+    distill_t *d = job->d;
     int32_t dim = d->cfg.dim, KL = rs->k + rs->l;
     int32_t a0 = task * CHUNK;
     int32_t a1 = a0 + CHUNK < rs->n_step_anchor ? a0 + CHUNK : rs->n_step_anchor;
@@ -751,10 +747,10 @@ static void distill__rrd_chunk(void *ctx, int task, int worker)
  * targets for the anchors, G^T times the anchors for the targets. */
 static void distill__rrd_full_chunk(void *ctx, int task, int worker)
 {
-    distill__rrd_step_t *job = ctx;
+    distill__rrd_job_t *job = ctx;
     distill__step_t *st = job->st;
     distill__rrd_side_t *rs = job->rs;
-    distill_t *d = st->d;
+    distill_t *d = job->d;
     int32_t dim = d->cfg.dim, KL = rs->k + rs->l, nt = rs->n_target;
     int32_t a0 = task * CHUNK;
     int32_t n = (a0 + CHUNK < rs->n_step_anchor ? a0 + CHUNK : rs->n_step_anchor) - a0;
@@ -907,7 +903,7 @@ static int distill__rrd_run(distill_t *d, distill__step_t *st, distill__rrd_side
                             double *loss)
 {
     int n = (rs->n_step_anchor + CHUNK - 1) / CHUNK;
-    distill__rrd_step_t job = { st, rs };
+    distill__rrd_job_t job = { d, rs, st };
     pool_run(d->pool, n, rs->nosample ? distill__rrd_full_chunk : distill__rrd_chunk, &job);
     for (int k = 0; k < n; k++)
         *loss += d->loss_chunk[k] / rs->sample;
@@ -927,7 +923,7 @@ int distill_epoch(distill_t *d, distill_stats_t *stats)
     rng_shuffle_i32(&rng, d->order, nnz);
     for (int side = 0; side < 2; side++) {
         distill__rrd_side_t *rs = &d->rrd[side];
-        distill__rrd_job_t rjob = { d, rs };
+        distill__rrd_job_t rjob = { d, rs, NULL };
         if (rs->on)
             pool_run(d->pool, (rs->n_anchor + CHUNK - 1) / CHUNK, distill__rrd_sample, &rjob);
     }
