@@ -256,6 +256,17 @@ FAST_CLONES int adam_table_gather(adam_table_t *t, const scatter_t *const *lists
             n++;
         }
     }
+    /* The rows in ascending order, so that the passes over their state
+     * below and in adam_table_apply() walk memory forward (a scan of the
+     * part's counts costs less than the cache misses it saves). Each row's
+     * sum keeps its list order, so the results do not change. */
+    int64_t nr = 0;
+    for (int32_t b = part * 64; b < t->rows; b += nparts * 64) {
+        int32_t e = b + 64 < t->rows ? b + 64 : t->rows;
+        for (int32_t r = b; r < e; r++)
+            if (pt->cnt[r])
+                pt->rows[nr++] = r;
+    }
     if (n > pt->cap) {
         scatter_entry_t *ns = realloc(pt->sorted, (size_t)n * sizeof(*ns));
         if (!ns)

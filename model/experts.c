@@ -284,27 +284,30 @@ FAST_CLONES static void de__select(void *ctx, int task, int worker)
     for (int32_t k = k0; k < k1; k++) {
         float *p = w->p + (size_t)k * M, *wk = w->w + (size_t)k * M;
         const float *g = b->gumbel + (size_t)k * M;
-        float mx = -INFINITY;
-        for (int32_t e = 0; e < M; e++) {
+        /* The element-wise work (exp, log) in loops of its own, so that
+         * they vectorise; the reductions (max, in-order sums) stay scalar. */
+        for (int32_t e = 0; e < M; e++)
             p[e] += bs[e];
+        float mx = -INFINITY;
+        for (int32_t e = 0; e < M; e++)
             mx = p[e] > mx ? p[e] : mx;
-        }
-        float sum = 0.0f;
-        for (int32_t e = 0; e < M; e++) {
+        for (int32_t e = 0; e < M; e++)
             p[e] = fast_expf_neg(p[e] - mx);
+        float sum = 0.0f;
+        for (int32_t e = 0; e < M; e++)
             sum += p[e];
-        }
-        float zmax = -INFINITY;
         for (int32_t e = 0; e < M; e++) {
             p[e] /= sum;
             wk[e] = (fast_logf(p[e] + DE_EPS) + g[e]) * inv_temp;
+        }
+        float zmax = -INFINITY;
+        for (int32_t e = 0; e < M; e++)
             zmax = wk[e] > zmax ? wk[e] : zmax;
-        }
-        float zs = 0.0f;
-        for (int32_t e = 0; e < M; e++) {
+        for (int32_t e = 0; e < M; e++)
             wk[e] = fast_expf_neg(wk[e] - zmax);
+        float zs = 0.0f;
+        for (int32_t e = 0; e < M; e++)
             zs += wk[e];
-        }
         for (int32_t e = 0; e < M; e++)
             wk[e] /= zs;
         /* Keep the heaviest experts until they hold 1 - keep of the weight
