@@ -436,9 +436,17 @@ int main(int argc, char **argv)
             printf("\"teacher_epochs\": %d, \"teacher_train_seconds\": %.2f, "
                    "\"teacher_eval_seconds\": %.2f, \"teacher_test_hr5\": %.4f, ", tr.epochs,
                    tr.train_seconds, tr.eval_seconds, tr.test.hr[0]);
+        printf("\"lr\": %g, \"wd\": %g, \"batch\": %d, ", (double)cfg.adam.lr,
+               (double)cfg.adam.wd, cfg.batch);
         if (cfg.use_de)
-            printf("\"de_experts_per_entity\": %.3f, ",
+            printf("\"lambda_de\": %g, \"de_every\": %d, \"de_sample\": %g, "
+                   "\"de_max_experts\": %d, \"de_keep\": %g, \"de_experts_per_entity\": %.3f, ",
+                   (double)cfg.lambda_de, cfg.de_every, (double)cfg.de_sample,
+                   cfg.de_max_experts, (double)cfg.de_keep,
                    r.last.de_entities ? (double)r.last.de_pairs / (double)r.last.de_entities : 0.0);
+        if (cfg.use_rrd)
+            printf("\"lambda_rrd\": %g, \"rrd_sample\": %g, ", (double)cfg.lambda_rrd,
+                   (double)cfg.rrd_sample);
         printf("\"total_seconds\": %.2f, \"peak_rss_mb\": %.1f, \"blas_core\": \"%s\", ", total,
                (double)ru.ru_maxrss / 1024.0, gemm_backend());
         cli_json_metrics("valid", &r.valid);
