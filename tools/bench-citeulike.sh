@@ -11,8 +11,8 @@
 # default); "full-ndcg10" repeats the full run with --select ndcg10.
 # Env: THREADS (default: all CPUs), SEED (default 0), QUICK=1 (teacher and
 # student only), SLOW=1 (also the slow variants: RRD with the reference's
-# per-step terms, nosample, and the authors' IR-RRD, paper RRD plus its item
-# side; about 40 minutes more).
+# per-step terms, nosample, the authors' IR-RRD, paper RRD plus its item
+# side, and DE-RRD with the lambdas tuned on valid; about an hour more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data/citeulike}
@@ -49,6 +49,9 @@ if [ "${QUICK:-0}" != 1 ]; then
         run rrd-ref --method rrd "${t[@]}" "${ref_rrd[@]}"
         run rrd-nosample --method rrd "${t[@]}" --rrd-variant nosample --rrd-sample 0.1
         run rrd-ir --method rrd "${t[@]}" --rrd-variant ir
+        # DE-RRD with the lambdas selected on the valid split and DE on every
+        # step (bench/RESULTS.md, "Tuning"); about 2.7x the default's epoch.
+        run derrd-tuned --method derrd "${t[@]}" --de-every 1 --lambda-de 0.02 --lambda-rrd 0.0005
     fi
     # The whole reproduction in one command: teacher to early stop, then DE-RRD.
     run full --method derrd
@@ -58,8 +61,8 @@ fi
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-rows = ["teacher", "student", "de", "rrd", "rrd-ref", "derrd", "rrd-item", "rrd-nosample",
-        "rrd-ir", "derrd-item", "full", "full-ndcg10"]
+rows = ["teacher", "student", "de", "rrd", "rrd-ref", "derrd", "derrd-tuned", "rrd-item",
+        "rrd-nosample", "rrd-ir", "derrd-item", "full", "full-ndcg10"]
 keys = ["HR@5", "NDCG@5", "MRR@5", "HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20", "MRR@20"]
 print("| run | " + " | ".join(keys) + " | epochs (last improvement) | s/epoch | valid s/eval"
       " | set-up s | total s | peak RSS MiB |")
