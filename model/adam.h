@@ -52,7 +52,7 @@ typedef struct {
     int32_t *cnt;          /* (rows) entries of a row this step; 0 outside */
     int32_t *pos;          /* (rows) end of a row's run in sorted */
     scatter_entry_t *sorted;
-    int32_t *rows;         /* rows with entries, in order of first appearance */
+    int32_t *rows;         /* rows with entries, ascending */
     int64_t cap, n_rows, cap_rows;
     float *grad;           /* (n_rows, cols) their summed gradients */
 } adam__part_t;
