@@ -257,9 +257,9 @@ FAST_CLONES int adam_table_gather(adam_table_t *t, const scatter_t *const *lists
         }
     }
     /* The rows in ascending order, so that the passes over their state
-     * below and in adam_table_apply() walk memory forward (a scan of the
-     * part's counts costs less than the cache misses it saves). Each row's
-     * sum keeps its list order, so the results do not change. */
+     * below and in adam_table_apply() walk memory forward; the scan reads
+     * one count per row of the part. Each row's sum keeps its list order,
+     * so the results do not change. */
     int64_t nr = 0;
     for (int32_t b = part * 64; b < t->rows; b += nparts * 64) {
         int32_t e = b + 64 < t->rows ? b + 64 : t->rows;
