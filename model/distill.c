@@ -51,6 +51,7 @@ typedef struct {
     int32_t topn_computed;   /* lists computed at setup (the rest were reused) */
     int32_t *tgt;            /* (n_anchor, k + l) this epoch's samples */
     int32_t *nk, *nl;        /* (n_anchor) how many of each were drawn */
+    uint8_t *want;           /* (n_anchor) or NULL: anchors this epoch samples for */
     int32_t cap;             /* anchors in one step, at most */
     float *anchor_grad;      /* (cap, dim) */
     scatter_t *sc;           /* per anchor chunk */
@@ -159,6 +160,7 @@ static void distill__rrd_side_close(distill__rrd_side_t *rs, int nworkers)
     free(rs->tgt);
     free(rs->nk);
     free(rs->nl);
+    free(rs->want);
     free(rs->anchor_grad);
     free(rs->pick);
     free(rs->cand);
@@ -517,6 +519,7 @@ typedef struct {
     distill_t *d;
     distill__rrd_side_t *rs;
     struct distill__step *st; /* NULL when sampling */
+    const uint8_t *want;      /* sampling: NULL, or the anchors to draw for */
 } distill__rrd_job_t;
 
 static void distill__rrd_sample(void *ctx, int task, int worker)
@@ -530,6 +533,10 @@ static void distill__rrd_sample(void *ctx, int task, int worker)
     int32_t a1 = a0 + CHUNK < rs->n_anchor ? a0 + CHUNK : rs->n_anchor;
     uint64_t *bm = rs->bitmap[worker];
     for (int32_t a = a0; a < a1; a++) {
+        if (job->want && !job->want[a]) { /* not in this epoch's sample */
+            rs->nk[a] = rs->nl[a] = 0;
+            continue;
+        }
         rng_t rng;
         rng_init_stream(&rng, c->seed, RNG_RRD, (uint64_t)d->epoch,
                         (uint64_t)a | DISTILL__SIDE_STREAM(rs->side));
@@ -903,29 +910,65 @@ static int distill__rrd_run(distill_t *d, distill__step_t *st, distill__rrd_side
                             double *loss)
 {
     int n = (rs->n_step_anchor + CHUNK - 1) / CHUNK;
-    distill__rrd_job_t job = { d, rs, st };
+    distill__rrd_job_t job = { d, rs, st, NULL };
     pool_run(d->pool, n, rs->nosample ? distill__rrd_full_chunk : distill__rrd_chunk, &job);
     for (int k = 0; k < n; k++)
         *loss += d->loss_chunk[k] / rs->sample;
     return n;
 }
 
+/* The anchors of the users' side (or RRD_ITEM's items) that the positives
+ * in order[0..n) can bring into a step, flagged in rs->want. */
+static int distill__rrd_want(distill_t *d, distill__rrd_side_t *rs, int64_t n)
+{
+    if (!rs->want && !(rs->want = malloc((size_t)rs->n_anchor)))
+        return -ENOMEM;
+    memset(rs->want, 0, (size_t)rs->n_anchor);
+    const int32_t *anchor_of = rs->item_side ? d->pair_i : d->pair_u;
+    for (int64_t s = 0; s < n; s++)
+        rs->want[anchor_of[d->order[s]]] = 1;
+    return 0;
+}
+
 int distill_epoch(distill_t *d, distill_stats_t *stats)
+{
+    return distill_epoch_on(d, NULL, d->train->nnz, stats);
+}
+
+int distill_epoch_on(distill_t *d, const int32_t *pos, int64_t nnz, distill_stats_t *stats)
 {
     const distill_cfg_t *c = &d->cfg;
     memset(stats, 0, sizeof(*stats));
     stats->epoch = d->epoch;
-    int64_t nnz = d->train->nnz;
-    for (int64_t k = 0; k < nnz; k++)
-        d->order[k] = (int32_t)k;
+    if (nnz < 0 || nnz > d->train->nnz)
+        return -EINVAL;
+    if (pos) {
+        for (int64_t k = 0; k < nnz; k++) {
+            if (pos[k] < 0 || pos[k] >= d->train->nnz)
+                return -EINVAL;
+            d->order[k] = pos[k];
+        }
+    } else {
+        for (int64_t k = 0; k < nnz; k++)
+            d->order[k] = (int32_t)k;
+    }
     rng_t rng;
     rng_init_stream(&rng, c->seed, RNG_SHUFFLE, (uint64_t)d->epoch, 0);
     rng_shuffle_i32(&rng, d->order, nnz);
     for (int side = 0; side < 2; side++) {
         distill__rrd_side_t *rs = &d->rrd[side];
-        distill__rrd_job_t rjob = { d, rs, NULL };
-        if (rs->on)
-            pool_run(d->pool, (rs->n_anchor + CHUNK - 1) / CHUNK, distill__rrd_sample, &rjob);
+        if (!rs->on)
+            continue;
+        /* A sample draws RRD targets only for the anchors it can reach (not
+         * RRD_IR's item side, whose anchors are whatever items the users'
+         * side drew), so a short epoch on a large state stays short. */
+        distill__rrd_job_t rjob = { d, rs, NULL, NULL };
+        if (pos && side == 0) {
+            if (distill__rrd_want(d, rs, nnz) < 0)
+                return -ENOMEM;
+            rjob.want = rs->want;
+        }
+        pool_run(d->pool, (rs->n_anchor + CHUNK - 1) / CHUNK, distill__rrd_sample, &rjob);
     }
     /* The paper's schedule, with a floor: a daemon's epoch count grows
      * without bound, and 10^(-epoch/100) reaches 0 (then 0/0 in the softmax)

@@ -152,6 +152,16 @@ int32_t distill_epochs(const distill_t *d);
 /* Runs one epoch. Returns 0, or -ENOMEM. */
 int distill_epoch(distill_t *d, distill_stats_t *stats);
 
+/* One epoch over a sample of the training pairs instead of all of them: pos
+ * lists n positions in train's CSR order (train->col indices, each below
+ * nnz; repeats train that pair twice), shuffled as an epoch's order is. RRD
+ * draws this epoch's targets only for the anchors the sample reaches, so
+ * the cost follows n, not the size of train (apart from RRD_IR's item
+ * side). Counts as one epoch (the Gumbel temperature moves on). With every
+ * position in ascending order it is distill_epoch(), bit for bit.
+ * Returns 0, -EINVAL (n or a position out of range), or -ENOMEM. */
+int distill_epoch_on(distill_t *d, const int32_t *pos, int64_t n, distill_stats_t *stats);
+
 /* Brings every row up to date with the last step and returns the model,
  * owned by d and valid until the next epoch or distill_free(). */
 const mf_t *distill_model(distill_t *d);

@@ -329,6 +329,104 @@ TEST_SLOW(distill_same_result_any_thread_count, 240)
     ratings_close(&x.train);
 }
 
+/* One epoch of a student on x with distill_epoch_on(pos, n) (pos NULL: a
+ * whole distill_epoch); the params before and after are copied out. */
+static int test_distill__epoch_on(const test_distill__data_t *x, const mf_t *teacher,
+                                  const distill_cfg_t *cfg, const int32_t *pos, int64_t n,
+                                  float *before, float *after, distill_stats_t *st)
+{
+    pool_t *pool = pool_new(2);
+    if (!pool)
+        return -1;
+    char err[256];
+    distill_t *d = distill_new(cfg, &x->train, teacher, pool, err, sizeof(err));
+    int rc = -1;
+    if (!d) {
+        test_fail(__FILE__, __LINE__, "distill_new: %s", err);
+        goto done;
+    }
+    const mf_t *m = distill_model(d);
+    size_t np = sizeof(float) * (size_t)(m->n_users + m->n_items) * (size_t)m->dim;
+    memcpy(before, m->params, np);
+    rc = pos ? distill_epoch_on(d, pos, n, st) : distill_epoch(d, st);
+    if (rc == 0) {
+        m = distill_model(d);
+        memcpy(after, m->params, np);
+    }
+done:
+    distill_free(d);
+    pool_free(pool);
+    return rc;
+}
+
+TEST_SLOW(distill_epoch_on_a_sample, 120)
+{
+    gemm_setup();
+    static test_distill__data_t x;
+    REQUIRE(test_distill__data(&x, 5) == 0);
+    pool_t *pool = pool_new(2);
+    REQUIRE(pool);
+    mf_t teacher;
+    distill_stats_t first = { 0 }, last = { 0 };
+    REQUIRE(test_distill__train_teacher(&x, pool, 2, &teacher, &first, &last) == 0);
+    pool_free(pool);
+
+    int64_t nnz = x.train.nnz;
+    int32_t *pos = malloc((size_t)nnz * sizeof(int32_t));
+    size_t np = (size_t)(DATA_USERS + DATA_ITEMS) * 8;
+    float *b0 = malloc(np * sizeof(float)), *a0 = malloc(np * sizeof(float));
+    float *b1 = malloc(np * sizeof(float)), *a1 = malloc(np * sizeof(float));
+    REQUIRE(pos && b0 && a0 && b1 && a1);
+    const rrd_variant_t variants[] = { RRD_PAPER, RRD_ITEM, RRD_IR };
+    for (int q = 0; q < 3; q++) {
+        distill_cfg_t cfg = test_distill__student_cfg();
+        cfg.rrd_variant = variants[q];
+        cfg.batch = 300;
+        REQUIRE(cfg.dim == 8);
+        /* Every position in order: the whole epoch, bit for bit. */
+        for (int64_t k = 0; k < nnz; k++)
+            pos[k] = (int32_t)k;
+        distill_stats_t s0, s1;
+        REQUIRE(test_distill__epoch_on(&x, &teacher, &cfg, NULL, 0, b0, a0, &s0) == 0);
+        REQUIRE(test_distill__epoch_on(&x, &teacher, &cfg, pos, nnz, b1, a1, &s1) == 0);
+        CHECK(memcmp(a0, a1, np * sizeof(float)) == 0);
+        CHECK(s0.loss_bpr == s1.loss_bpr && s0.loss_rrd == s1.loss_rrd &&
+              s0.loss_de == s1.loss_de && s0.samples == s1.samples);
+
+        /* The pairs of the first 30 users. DE on every step, so the
+         * sample's two steps have a DE term. */
+        cfg.de_every = 1;
+        int64_t n = x.train.row[30];
+        REQUIRE(test_distill__epoch_on(&x, &teacher, &cfg, pos, n, b1, a1, &s1) == 0);
+        CHECK_EQ_INT(s1.samples, n);
+        CHECK(s1.loss_bpr > 0.0 && s1.loss_rrd > 0.0 && s1.loss_de > 0.0);
+        size_t split = (size_t)30 * 8, users_end = (size_t)DATA_USERS * 8;
+        CHECK(memcmp(b1, a1, split * sizeof(float)) != 0);
+        /* The paper's RRD ranks items for users: no other user row moves
+         * (an item side ranks every user, so there they do). */
+        if (variants[q] == RRD_PAPER)
+            CHECK(memcmp(b1 + split, a1 + split, (users_end - split) * sizeof(float)) == 0);
+        /* RRD terms for the sample's 30 users only, of 300. */
+        CHECK(s1.loss_rrd < s0.loss_rrd * 0.5);
+    }
+    /* Out of range: refused, nothing trained. */
+    distill_cfg_t cfg = test_distill__student_cfg();
+    distill_stats_t s;
+    pos[0] = (int32_t)nnz;
+    CHECK(test_distill__epoch_on(&x, &teacher, &cfg, pos, 1, b1, a1, &s) == -EINVAL);
+    pos[0] = -1;
+    CHECK(test_distill__epoch_on(&x, &teacher, &cfg, pos, 1, b1, a1, &s) == -EINVAL);
+    pos[0] = 0;
+    CHECK(test_distill__epoch_on(&x, &teacher, &cfg, pos, nnz + 1, b1, a1, &s) == -EINVAL);
+    free(pos);
+    free(b0);
+    free(a0);
+    free(b1);
+    free(a1);
+    mf_close(&teacher);
+    ratings_close(&x.train);
+}
+
 TEST(distill_new_rejects_bad_settings)
 {
     static test_distill__data_t x;
@@ -512,6 +610,7 @@ TEST_SLOW(distill_topn_reuse_matches_full, 120)
     }
     CHECK(stale_ok);
     CHECK(kept_ok);
+
     distill_free(fresh);
     distill_free(moved);
     distill_free(re);
