@@ -772,6 +772,7 @@ int main(int argc, char **argv)
             .teacher_epochs = (int)d.opt.teacher_epochs,
             .student_epochs = (int)d.opt.student_epochs,
             .settle_epochs = (int)d.opt.settle_epochs,
+            .round_max_samples = d.opt.round_max_samples,
             .teacher_refresh_ms = d.opt.teacher_refresh_ms,
             .teacher_refresh_growth = d.opt.teacher_refresh_growth,
             .teacher_refresh_min_ms = d.opt.teacher_refresh_min_ms,

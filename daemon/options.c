@@ -72,6 +72,10 @@ static const option_def_t option_defs[] = {
     { "student-epochs", OPT_INT, O(student_epochs), 1, 10000, "1",
       "DE-RRD epochs of the student per round with new events (short rounds: fresh "
       "snapshots)", 0 },
+    { "round-max-samples", OPT_INT, O(round_max_samples), 0, 2000000000, "50000",
+      "a round with new events trains the student on the changed users' interactions and "
+      "a sample of the others, this many in all, so rounds stay short as the state grows "
+      "(0 = all; settling rounds use all)", 0 },
     { "settle-epochs", OPT_INT, O(settle_epochs), 0, 100000, "10",
       "student epochs per idle round while settling (0 = student-epochs)", 0 },
     { "settle-patience", OPT_INT, O(settle_patience), 0, 1000, "8",

@@ -27,6 +27,7 @@ typedef struct {
     int rounds;
     char *snapshot_dir, *teacher_file;
     long snapshot_keep, round_min_events, round_interval_ms, student_epochs, teacher_epochs;
+    long round_max_samples;
     long settle_epochs, teacher_refresh_min_ms;
     long teacher_refresh_ms, teacher_dim, student_dim, eval_permille, eval_candidates;
     long min_interactions, settle_patience, threads, zstd_level, seed, train_nice;

@@ -66,6 +66,8 @@ struct rounds {
     int64_t n_fresh, fresh_cap;
     uint8_t *stale_round;       /* (stale_round_cap) the stale flags this round took */
     int64_t stale_round_cap;
+    int32_t *sample;            /* (sample_cap) a bounded round's pairs */
+    int64_t sample_cap;
     uint8_t *stale;             /* (stale_cap) user rows whose data changed since the
                                  * student's top-N lists were computed */
     int64_t stale_cap;
@@ -121,6 +123,10 @@ rounds_t *rounds_new(const rounds_cfg_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "rounds: dims, epochs, candidates and threads must be >= 1");
         return NULL;
     }
+    if (cfg->round_max_samples < 0) {
+        snprintf(err, errlen, "rounds: round_max_samples must be >= 0");
+        return NULL;
+    }
     rounds_t *r = calloc(1, sizeof(*r));
     if (!r) {
         snprintf(err, errlen, "out of memory");
@@ -171,6 +177,7 @@ void rounds_free(rounds_t *r)
     free(r->fresh_ms);
     free(r->stale);
     free(r->stale_round);
+    free(r->sample);
     free(r->start_pos);
     free(r);
 }
@@ -243,6 +250,60 @@ static int rounds__take_stale(rounds_t *r, int64_t n_users)
         memset(r->stale, 0, (size_t)n);
     }
     return 0;
+}
+
+/* A user whose pairs a bounded round always trains on: flagged as changed
+ * (nu flags), or new since the student's last round (rows >= known). */
+static inline int rounds__changed(const rounds_t *r, int32_t u, int64_t nu, int32_t known)
+{
+    return u >= known || (u < nu && r->stale_round[u]);
+}
+
+/* The pairs of a bounded round's student epoch e: every pair of the changed
+ * users, then a uniform sample of the others, up to cfg.round_max_samples
+ * in all; when the changed users alone hold more, a uniform sample of
+ * theirs. Returns the count (positions in m's CSR order, in r->sample), or
+ * -ENOMEM. */
+static int64_t rounds__sample(rounds_t *r, const ratings_t *m, int e)
+{
+    int64_t cap = r->cfg.round_max_samples;
+    if (cap > m->nnz)
+        cap = m->nnz;
+    if (cap > r->sample_cap) {
+        int32_t *v = realloc(r->sample, (size_t)cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        r->sample = v;
+        r->sample_cap = cap;
+    }
+    rng_t g;
+    rng_init_stream(&g, r->cfg.seed, RNG_ROUND_SAMPLE, r->round, (uint64_t)e);
+    int64_t nu = m->n_users < r->stale_round_cap ? m->n_users : r->stale_round_cap;
+    int32_t known = r->student.train ? r->student.train->n_users : 0;
+    int64_t changed = 0;
+    for (int32_t u = 0; u < m->n_users; u++)
+        if (rounds__changed(r, u, nu, known))
+            changed += m->row[u + 1] - m->row[u];
+    /* Selection sampling (Knuth's algorithm S) over the pairs of each kind,
+     * changed or not: a pair is taken with probability want / left. */
+    int64_t want_changed = changed < cap ? changed : cap;
+    int64_t want_other = cap - want_changed, n = 0;
+    int64_t left_changed = changed, left_other = m->nnz - changed;
+    for (int32_t u = 0; u < m->n_users; u++) {
+        int is_changed = rounds__changed(r, u, nu, known);
+        int64_t *want = is_changed ? &want_changed : &want_other;
+        int64_t *left = is_changed ? &left_changed : &left_other;
+        int64_t k = m->row[u], end = m->row[u + 1];
+        for (; k < end && *want > 0; k++, (*left)--) {
+            if (*want == *left ||
+                (double)(rng_next(&g) >> 11) * 0x1.0p-53 * (double)*left < (double)*want) {
+                r->sample[n++] = (int32_t)k;
+                (*want)--;
+            }
+        }
+        *left -= end - k; /* the pairs skipped once the kind was complete */
+    }
+    return n;
 }
 
 /* A failed round gives the flags it took back. */
@@ -876,9 +937,23 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     }
     int epochs = new_events == 0 && r->cfg.settle_epochs > 0 ? r->cfg.settle_epochs
                                                               : r->cfg.student_epochs;
+    /* With new events, the student's epochs cover the changed users and a
+     * sample of the rest, so a round's cost does not grow with the state;
+     * settling rounds go over everything. */
+    int bounded = new_events > 0 && r->cfg.round_max_samples > 0 &&
+                  x->train->nnz > r->cfg.round_max_samples;
+    out->student_pairs = bounded ? r->cfg.round_max_samples : x->train->nnz;
     for (int e = 0; rc == 0 && e < epochs; e++) {
         distill_stats_t s;
-        rc = rounds__aborted(r) ? -ECANCELED : distill_epoch(sd, &s);
+        if (rounds__aborted(r)) {
+            rc = -ECANCELED;
+        } else if (bounded) {
+            int64_t n = rounds__sample(r, x->train, e);
+            rc = n < 0 ? (int)n : distill_epoch_on(sd, r->sample, n, &s);
+            out->student_pairs = n;
+        } else {
+            rc = distill_epoch(sd, &s);
+        }
     }
     if (rc) {
         if (sd != r->student.d)

@@ -37,6 +37,8 @@ typedef struct {
     int teacher_epochs;          /* per teacher refresh */
     int student_epochs;          /* per round with new events */
     int settle_epochs;           /* per idle round, while settling */
+    long round_max_samples;      /* a round with new events trains its student epochs
+                                  * on at most this many pairs (0 = all) */
     long teacher_refresh_ms;     /* refresh at least this often ... */
     double teacher_refresh_growth; /* ... or when interactions grew by this share */
     long teacher_refresh_min_ms; /* but not sooner than this after the last one */
@@ -70,6 +72,7 @@ typedef struct {
     int64_t eval_users, users, items, interactions;
     int32_t student_epochs_total, teacher_epochs_total;
     int32_t topn_computed;       /* teacher top-N lists computed (the rest reused) */
+    int64_t student_pairs;       /* pairs per student epoch (all, or the bounded sample) */
     /* Freshness: users published for the first time by this round, and the
      * time from their first event to this publish (ms). */
     int64_t fresh_users;

@@ -27,7 +27,8 @@ enum {
     RNG_RRD,           /* RRD interesting / uninteresting samples */
     RNG_TEST,          /* tests and data generators */
     RNG_RRD_PICK,      /* which anchors get an RRD term in a step */
-    RNG_EVAL           /* held-out candidates of the daemon's rounds */
+    RNG_EVAL,          /* held-out candidates of the daemon's rounds */
+    RNG_ROUND_SAMPLE   /* the pairs a bounded streaming round trains on */
 };
 
 /* Seeds the generator from one 64-bit value (splitmix64 expansion). */
