@@ -919,13 +919,23 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         int reuse_topn = new_events > 0 && r->student.d && out->teacher_refreshed != 2 &&
                          out->teacher_refreshed != 3 &&
                          x->train->n_users <= r->stale_round_cap;
+        /* When the teacher's rows did not move (kept, or new rows folded
+         * in), a changed user's list needs no new pass over the items: its
+         * newly observed items leave it, and the rest is still the
+         * teacher's ranking. After a teacher epoch they are computed. */
+        if (reuse_topn && (out->teacher_refreshed == 0 || out->teacher_refreshed == 4))
+            for (int64_t u = 0; u < x->train->n_users; u++)
+                if (r->stale_round[u])
+                    r->stale_round[u] = DISTILL_LIST_FILTER;
         sd = distill_new_reusing(&sc, x->train, teacher, r->pool,
                                  reuse_topn ? r->student.d : NULL,
                                  reuse_topn ? r->stale_round : NULL, err, errlen);
         if (sd)
             taken = 0; /* the lists are made: the flags taken are spent */
-        if (sd)
+        if (sd) {
             out->topn_computed = distill_topn_computed(sd);
+            out->topn_filtered = distill_topn_filtered(sd);
+        }
         if (!sd) {
             rc = -EINVAL;
             goto fail;

@@ -72,6 +72,7 @@ typedef struct {
     int64_t eval_users, users, items, interactions;
     int32_t student_epochs_total, teacher_epochs_total;
     int32_t topn_computed;       /* teacher top-N lists computed (the rest reused) */
+    int32_t topn_filtered;       /* reused lists that dropped newly observed items */
     int64_t student_pairs;       /* pairs per student epoch (all, or the bounded sample) */
     /* Freshness: users published for the first time by this round, and the
      * time from their first event to this publish (ms). */

@@ -222,7 +222,7 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
     }
     log_info("round %llu: %lld users, %lld items, %lld interactions; student HR@10 %.4f "
              "NDCG@10 %.4f, teacher HR@10 %.4f (%lld held out); teacher %s; %d top-N lists "
-             "computed; student epochs on %lld pairs; %.2f s (teacher %.2f, student %.2f, "
+             "computed, %d filtered; student epochs on %lld pairs; %.2f s (teacher %.2f, student %.2f, "
              "eval %.2f, publish %.2f)%s%s",
              (unsigned long long)res.round, (long long)res.users, (long long)res.items,
              (long long)res.interactions, res.hr10, res.ndcg10, res.teacher_hr10,
@@ -232,7 +232,7 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
              : res.teacher_refreshed == 2 ? "refreshed"
              : res.teacher_refreshed      ? "trained warm"
                                           : "kept",
-             res.topn_computed, (long long)res.student_pairs, res.seconds, res.teacher_seconds, res.student_seconds, res.eval_seconds,
+             res.topn_computed, res.topn_filtered, (long long)res.student_pairs, res.seconds, res.teacher_seconds, res.student_seconds, res.eval_seconds,
              res.publish_seconds,
              res.published ? "; published" : res.not_better ? "; not better, not published" : "",
              res.gated ? "; NOT published: below the quality gate" : "");

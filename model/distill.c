@@ -49,6 +49,7 @@ typedef struct {
     int32_t n_anchor, n_target, anchor_base, target_base;
     int32_t *topn;           /* (n_anchor, n) teacher's ranked targets */
     int32_t topn_computed;   /* lists computed at setup (the rest were reused) */
+    int32_t topn_filtered;   /* reused lists that dropped newly observed targets */
     int32_t *tgt;            /* (n_anchor, k + l) this epoch's samples */
     int32_t *nk, *nl;        /* (n_anchor) how many of each were drawn */
     uint8_t *want;           /* (n_anchor) or NULL: anchors this epoch samples for */
@@ -267,13 +268,28 @@ static int distill__topn(distill_t *d, distill__rrd_side_t *rs, const mf_t *view
     int32_t *list = malloc((size_t)(rs->n_anchor ? rs->n_anchor : 1) * sizeof(int32_t));
     if (!list)
         return -ENOMEM;
-    int32_t n = 0;
+    int32_t n = 0, filtered = 0;
     for (int32_t a = 0; a < rs->n_anchor; a++) {
-        if (a < pr->n_anchor && !(stale && stale[a]))
-            memcpy(rs->topn + (size_t)a * N, pr->topn + (size_t)a * N, (size_t)N * sizeof(int32_t));
-        else
+        int flag = stale ? stale[a] : DISTILL_LIST_KEEP;
+        const int32_t *src = pr->topn + (size_t)a * N;
+        int32_t *dst = rs->topn + (size_t)a * N;
+        if (a < pr->n_anchor && flag == DISTILL_LIST_KEEP) {
+            memcpy(dst, src, (size_t)N * sizeof(int32_t));
+        } else if (a < pr->n_anchor && flag == DISTILL_LIST_FILTER) {
+            /* The same teacher ranks the same way: what the anchor
+             * observed since leaves the list, the rest keeps its order. */
+            int32_t m = 0;
+            for (int32_t k = 0; k < N && src[k] >= 0; k++)
+                if (src[k] < rs->n_target && !ratings_has(&rs->anchor_r, a, src[k]))
+                    dst[m++] = src[k];
+            for (; m < N; m++)
+                dst[m] = -1;
+            filtered++;
+        } else {
             list[n++] = a;
+        }
     }
+    rs->topn_filtered = filtered;
     int rc = 0;
     if (n > 0) {
         int32_t *tmp = malloc((size_t)n * (size_t)N * sizeof(int32_t));
@@ -375,6 +391,8 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train, const m
 }
 
 int32_t distill_topn_computed(const distill_t *d) { return d->rrd[0].topn_computed; }
+
+int32_t distill_topn_filtered(const distill_t *d) { return d->rrd[0].topn_filtered; }
 
 const int32_t *distill_topn(const distill_t *d) { return d->rrd[0].topn; }
 

@@ -111,20 +111,31 @@ distill_t *distill_new(const distill_cfg_t *cfg, const ratings_t *train,
                        const mf_t *teacher, pool_t *pool, char *err,
                        size_t errlen);
 
+/* What distill_new_reusing does with an anchor's list (stale[] values). */
+enum {
+    DISTILL_LIST_KEEP = 0,      /* take prev's list as it is */
+    DISTILL_LIST_RECOMPUTE = 1, /* compute it afresh */
+    DISTILL_LIST_FILTER = 2     /* take prev's list without the targets the
+                                 * anchor has observed since: exact (but for
+                                 * its tail, and new targets) when the teacher
+                                 * rows did not move */
+};
+
 /* distill_new, reusing the teacher's top-N lists of `prev` (RRD, user side,
- * same N): an anchor below prev's anchor count whose flag in stale[] is 0
- * takes prev's list as it is; the others (new users, users whose items
- * changed) are computed. For streaming rounds between full teacher
- * refreshes, where a fold-in epoch moves the teacher a little and the lists
- * of users without new data stay nearly right. prev and stale may be NULL
- * (compute every list); prev is only read. */
+ * same N): an anchor below prev's anchor count is treated as its flag in
+ * stale[] says (above); the others (new users) are computed. For streaming
+ * rounds between full teacher refreshes, where a fold-in moves the teacher
+ * a little or not at all and the lists stay nearly right. prev may be NULL
+ * (compute every list), and stale (keep every list of prev); prev is only
+ * read. */
 distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
                                const mf_t *teacher, pool_t *pool, const distill_t *prev,
                                const uint8_t *stale, char *err, size_t errlen);
 
-/* How many top-N lists the last distill_new_reusing computed (the rest were
- * reused). */
+/* How many top-N lists the last distill_new_reusing computed, and how many
+ * of the reused ones it filtered (DISTILL_LIST_FILTER). */
 int32_t distill_topn_computed(const distill_t *d);
+int32_t distill_topn_filtered(const distill_t *d);
 
 /* The teacher's top-N lists, (anchors, rrd_n), or NULL without RRD. */
 const int32_t *distill_topn(const distill_t *d);

@@ -611,6 +611,54 @@ TEST_SLOW(distill_topn_reuse_matches_full, 120)
     CHECK(stale_ok);
     CHECK(kept_ok);
 
+    /* Filtering: users 0, 7, 14, ... observe the items at ranks 0 and 3 of
+     * their lists. With the teacher unchanged, each filtered list is the
+     * fresh list's prefix (its last two places are empty); the other lists
+     * are as they were. */
+    int64_t nnz = x.train.nnz, n2 = 0;
+    int32_t *us = malloc((size_t)(nnz + 2 * DATA_USERS) * sizeof(int32_t));
+    int32_t *is = malloc((size_t)(nnz + 2 * DATA_USERS) * sizeof(int32_t));
+    REQUIRE(us && is);
+    for (int32_t u = 0; u < DATA_USERS; u++) {
+        for (int64_t k = x.train.row[u]; k < x.train.row[u + 1]; k++) {
+            us[n2] = u;
+            is[n2++] = x.train.col[k];
+        }
+        if (stale[u]) {
+            const int32_t *top = distill_topn(full) + (size_t)u * cfg.rrd_n;
+            us[n2] = u;
+            is[n2++] = top[0];
+            us[n2] = u;
+            is[n2++] = top[3];
+        }
+    }
+    ratings_t more;
+    REQUIRE(ratings_init(&more, DATA_USERS, DATA_ITEMS, us, is, n2) == 0);
+    free(us);
+    free(is);
+    uint8_t filter[DATA_USERS];
+    for (int u = 0; u < DATA_USERS; u++)
+        filter[u] = stale[u] ? DISTILL_LIST_FILTER : DISTILL_LIST_KEEP;
+    distill_t *filt = distill_new_reusing(&cfg, &more, &teacher, pool, full, filter, err,
+                                          sizeof(err));
+    distill_t *fresh2 = distill_new(&cfg, &more, &teacher, pool, err, sizeof(err));
+    REQUIRE(filt && fresh2);
+    CHECK_EQ_INT(distill_topn_computed(filt), 0);
+    CHECK_EQ_INT(distill_topn_filtered(filt), (DATA_USERS + 6) / 7);
+    int filt_ok = 1;
+    size_t N = (size_t)cfg.rrd_n;
+    for (int u = 0; u < DATA_USERS; u++) {
+        const int32_t *got = distill_topn(filt) + (size_t)u * N;
+        const int32_t *want = distill_topn(fresh2) + (size_t)u * N;
+        size_t keep = stale[u] ? N - 2 : N;
+        if (memcmp(got, want, keep * sizeof(int32_t)) != 0 ||
+            (stale[u] && (got[N - 2] != -1 || got[N - 1] != -1)))
+            filt_ok = 0;
+    }
+    CHECK(filt_ok);
+    distill_free(fresh2);
+    distill_free(filt);
+    ratings_close(&more);
     distill_free(fresh);
     distill_free(moved);
     distill_free(re);

@@ -129,12 +129,14 @@ TEST_SLOW(rounds_publish_warm_start_and_gate, 240)
     /* A few new users (under 5% of the rows): folded into the teacher by
      * means, no teacher epoch, and in the next snapshot. */
     test_rounds__feed(&st, T_USERS, T_USERS + 5, 3);
+    rounds_note_changed(r, 3);
     rounds_result_t few;
     REQUIRE(rounds_run(r, &st, 5 * T_PER_USER, &few, err, sizeof(err)) == 0);
     CHECK_EQ_INT(few.teacher_refreshed, 4);
-    /* Only the new users' top-N lists are computed (none of the others was
-     * noted as changed); the rest are reused. */
+    /* Only the new users' top-N lists are computed; u3's, noted as changed
+     * while the teacher's rows stayed, is filtered; the rest are reused. */
     CHECK_EQ_INT(few.topn_computed, 5);
+    CHECK_EQ_INT(few.topn_filtered, 1);
     CHECK(few.published || few.gated);
     CHECK_EQ_INT(few.users, T_USERS + 5);
     CHECK(few.hr10 > 0.5);
