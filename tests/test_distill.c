@@ -254,17 +254,27 @@ done:
     return rc;
 }
 
-TEST_SLOW(distill_same_result_any_thread_count, 240)
+/* The generated data of seed, and a teacher trained on it for `epochs`. */
+static int test_distill__data_and_teacher(test_distill__data_t *x, uint64_t seed, int epochs,
+                                          mf_t *teacher)
 {
     gemm_setup();
-    static test_distill__data_t x;
-    REQUIRE(test_distill__data(&x, 2) == 0);
+    if (test_distill__data(x, seed) != 0)
+        return -1;
     pool_t *pool = pool_new(2);
-    REQUIRE(pool);
-    mf_t teacher;
+    if (!pool)
+        return -1;
     distill_stats_t first = { 0 }, last = { 0 };
-    REQUIRE(test_distill__train_teacher(&x, pool, 3, &teacher, &first, &last) == 0);
+    int rc = test_distill__train_teacher(x, pool, epochs, teacher, &first, &last);
     pool_free(pool);
+    return rc;
+}
+
+TEST_SLOW(distill_same_result_any_thread_count, 240)
+{
+    static test_distill__data_t x;
+    mf_t teacher;
+    REQUIRE(test_distill__data_and_teacher(&x, 2, 3, &teacher) == 0);
 
     /* The user- and item-side variants, both sides at once, and a batch that
      * is not a multiple of the chunks. */
@@ -361,15 +371,9 @@ done:
 
 TEST_SLOW(distill_epoch_on_a_sample, 120)
 {
-    gemm_setup();
     static test_distill__data_t x;
-    REQUIRE(test_distill__data(&x, 5) == 0);
-    pool_t *pool = pool_new(2);
-    REQUIRE(pool);
     mf_t teacher;
-    distill_stats_t first = { 0 }, last = { 0 };
-    REQUIRE(test_distill__train_teacher(&x, pool, 2, &teacher, &first, &last) == 0);
-    pool_free(pool);
+    REQUIRE(test_distill__data_and_teacher(&x, 5, 2, &teacher) == 0);
 
     int64_t nnz = x.train.nnz;
     int32_t *pos = malloc((size_t)nnz * sizeof(int32_t));

@@ -57,6 +57,18 @@ static rounds_cfg_t test_rounds__cfg(const char *snapdir)
     };
 }
 
+/* A temporary directory (dir, a mkdtemp template) with a snapshot
+ * directory in it (its path in snapdir), and an empty state. */
+static int test_rounds__setup(char *dir, char *snapdir, size_t len, state_t *st)
+{
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(snapdir, len, "%s/snap", dir);
+    if (mkdir(snapdir, 0755) != 0)
+        return -1;
+    return state_init(st, "events");
+}
+
 static void test_rounds__rm(const char *dir)
 {
     char cmd[512];
@@ -240,14 +252,9 @@ static void test_rounds__between(void *ud)
  * rounds on everything. New users still reach the snapshot, trained. */
 TEST_SLOW(rounds_bounded_by_round_max_samples, 240)
 {
-    char dir[] = "/tmp/derrd-rounds.XXXXXX";
-    REQUIRE(mkdtemp(dir));
-    char snapdir[600];
-    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
-    REQUIRE(mkdir(snapdir, 0755) == 0);
+    char dir[] = "/tmp/derrd-rounds.XXXXXX", snapdir[600], err[512];
     state_t st;
-    REQUIRE(state_init(&st, "events") == 0);
-    char err[512];
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
     rounds_cfg_t cfg = test_rounds__cfg(snapdir);
     cfg.round_max_samples = 600;
     rounds_t *r = rounds_new(&cfg, err, sizeof(err));
@@ -309,14 +316,9 @@ TEST_SLOW(rounds_bounded_by_round_max_samples, 240)
 
 TEST_SLOW(rounds_events_between_epochs, 240)
 {
-    char dir[] = "/tmp/derrd-rounds.XXXXXX";
-    REQUIRE(mkdtemp(dir));
-    char snapdir[600];
-    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
-    REQUIRE(mkdir(snapdir, 0755) == 0);
+    char dir[] = "/tmp/derrd-rounds.XXXXXX", snapdir[600], err[512];
     state_t st;
-    REQUIRE(state_init(&st, "events") == 0);
-    char err[512];
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
     rounds_cfg_t cfg = test_rounds__cfg(snapdir);
     rounds_t *r = rounds_new(&cfg, err, sizeof(err));
     REQUIRE(r);
