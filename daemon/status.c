@@ -182,6 +182,14 @@ char *status_metrics(const status_t *s, const status_in_t *in)
               any ? r->eval_users : 0);
         GAUGE("teacher_version", "Version of the teacher (0 none yet).",
               any ? r->teacher_version : 0);
+        GAUGE("round_student_pairs",
+              "Interactions per student epoch in the last round (all, or the bounded sample).",
+              any ? r->student_pairs : 0);
+        GAUGE("round_topn_computed", "Teacher top-N lists computed in the last round.",
+              any ? r->topn_computed : 0);
+        GAUGE("round_topn_filtered",
+              "Teacher top-N lists of the last round reused without newly observed items.",
+              any ? r->topn_filtered : 0);
     }
     GAUGE("snapshot_version", "Version of the snapshot latest points to (0 none).",
           in->has_snapshot ? in->snapshot_version : 0);

@@ -47,6 +47,9 @@ static void status_test_fill(ingest_stats_t *is, trainer_stats_t *ts)
     ts->last_round.ndcg10 = NAN;
     ts->last_round.teacher_hr10 = 0.5;
     ts->last_round.teacher_ndcg10 = 0.125;
+    ts->last_round.student_pairs = 50000;
+    ts->last_round.topn_computed = 12;
+    ts->last_round.topn_filtered = 3456;
 }
 
 TEST(status_metrics_values)
@@ -81,6 +84,9 @@ TEST(status_metrics_values)
     CHECK(status_test_line(m, "derrd_student_hr10 0.25"));
     CHECK(status_test_line(m, "derrd_student_ndcg10 NaN"));
     CHECK(status_test_line(m, "derrd_teacher_ndcg10 0.125"));
+    CHECK(status_test_line(m, "derrd_round_student_pairs 50000"));
+    CHECK(status_test_line(m, "derrd_round_topn_computed 12"));
+    CHECK(status_test_line(m, "derrd_round_topn_filtered 3456"));
     CHECK(status_test_line(m, "derrd_snapshot_version 42"));
     CHECK(status_test_line(m, "derrd_snapshot_age_seconds 2.5"));
     /* every family has HELP and TYPE, each once */
