@@ -277,11 +277,21 @@ static int distill__topn(distill_t *d, distill__rrd_side_t *rs, const mf_t *view
             memcpy(dst, src, (size_t)N * sizeof(int32_t));
         } else if (a < pr->n_anchor && flag == DISTILL_LIST_FILTER) {
             /* The same teacher ranks the same way: what the anchor
-             * observed since leaves the list, the rest keeps its order. */
+             * observed since leaves the list, the rest keeps its order. A
+             * list more than a tenth of N short of full (over this and
+             * earlier filterings) is computed again, so lists do not wither
+             * between full refreshes. */
             int32_t m = 0;
             for (int32_t k = 0; k < N && src[k] >= 0; k++)
                 if (src[k] < rs->n_target && !ratings_has(&rs->anchor_r, a, src[k]))
                     dst[m++] = src[k];
+            int64_t full = (int64_t)rs->n_target - ratings_count(&rs->anchor_r, a);
+            if (full > N)
+                full = N;
+            if ((full - m) * 10 > N) {
+                list[n++] = a;
+                continue;
+            }
             for (; m < N; m++)
                 dst[m] = -1;
             filtered++;

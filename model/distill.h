@@ -118,7 +118,8 @@ enum {
     DISTILL_LIST_FILTER = 2     /* take prev's list without the targets the
                                  * anchor has observed since: exact (but for
                                  * its tail, and new targets) when the teacher
-                                 * rows did not move */
+                                 * rows did not move; computed afresh when
+                                 * it is more than N / 10 short of full */
 };
 
 /* distill_new, reusing the teacher's top-N lists of `prev` (RRD, user side,

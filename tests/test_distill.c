@@ -615,27 +615,32 @@ TEST_SLOW(distill_topn_reuse_matches_full, 120)
     CHECK(stale_ok);
     CHECK(kept_ok);
 
-    /* Filtering: users 0, 7, 14, ... observe the items at ranks 0 and 3 of
+    /* Filtering: users 7, 21, 35, ... observe the items at ranks 0 and 3 of
      * their lists. With the teacher unchanged, each filtered list is the
      * fresh list's prefix (its last two places are empty); the other lists
-     * are as they were. */
+     * are as they were. Users 0, 14, 28, ... observe six of their top 50,
+     * more than a tenth: theirs are computed again, equal to the fresh ones. */
     int64_t nnz = x.train.nnz, n2 = 0;
-    int32_t *us = malloc((size_t)(nnz + 2 * DATA_USERS) * sizeof(int32_t));
-    int32_t *is = malloc((size_t)(nnz + 2 * DATA_USERS) * sizeof(int32_t));
+    int32_t *us = malloc((size_t)(nnz + 6 * DATA_USERS) * sizeof(int32_t));
+    int32_t *is = malloc((size_t)(nnz + 6 * DATA_USERS) * sizeof(int32_t));
     REQUIRE(us && is);
+    int32_t n_many = 0;
     for (int32_t u = 0; u < DATA_USERS; u++) {
         for (int64_t k = x.train.row[u]; k < x.train.row[u + 1]; k++) {
             us[n2] = u;
             is[n2++] = x.train.col[k];
         }
-        if (stale[u]) {
-            const int32_t *top = distill_topn(full) + (size_t)u * cfg.rrd_n;
+        if (!stale[u])
+            continue;
+        const int32_t *top = distill_topn(full) + (size_t)u * cfg.rrd_n;
+        int many = u % 14 == 0;
+        n_many += many;
+        for (int r = 0; r < (many ? 6 : 2); r++) {
             us[n2] = u;
-            is[n2++] = top[0];
-            us[n2] = u;
-            is[n2++] = top[3];
+            is[n2++] = top[many ? r : 3 * r];
         }
     }
+    REQUIRE(cfg.rrd_n == 50);
     ratings_t more;
     REQUIRE(ratings_init(&more, DATA_USERS, DATA_ITEMS, us, is, n2) == 0);
     free(us);
@@ -647,19 +652,56 @@ TEST_SLOW(distill_topn_reuse_matches_full, 120)
                                           sizeof(err));
     distill_t *fresh2 = distill_new(&cfg, &more, &teacher, pool, err, sizeof(err));
     REQUIRE(filt && fresh2);
-    CHECK_EQ_INT(distill_topn_computed(filt), 0);
-    CHECK_EQ_INT(distill_topn_filtered(filt), (DATA_USERS + 6) / 7);
+    CHECK_EQ_INT(distill_topn_computed(filt), n_many);
+    CHECK_EQ_INT(distill_topn_filtered(filt), (DATA_USERS + 6) / 7 - n_many);
     int filt_ok = 1;
     size_t N = (size_t)cfg.rrd_n;
     for (int u = 0; u < DATA_USERS; u++) {
         const int32_t *got = distill_topn(filt) + (size_t)u * N;
         const int32_t *want = distill_topn(fresh2) + (size_t)u * N;
-        size_t keep = stale[u] ? N - 2 : N;
+        int shortened = stale[u] && u % 14 != 0;
+        size_t keep = shortened ? N - 2 : N;
         if (memcmp(got, want, keep * sizeof(int32_t)) != 0 ||
-            (stale[u] && (got[N - 2] != -1 || got[N - 1] != -1)))
+            (shortened && (got[N - 2] != -1 || got[N - 1] != -1)))
             filt_ok = 0;
     }
+    CHECK(n_many > 0);
     CHECK(filt_ok);
+    /* Shortness adds up across rounds: two more items of each shortened
+     * list observed, filtering filt's lists leaves them four short (kept);
+     * four more, six short (computed again). */
+    for (int extra = 2; extra <= 4; extra += 2) {
+        int64_t n3 = 0;
+        int32_t *u3 = malloc((size_t)(more.nnz + 4 * DATA_USERS) * sizeof(int32_t));
+        int32_t *i3 = malloc((size_t)(more.nnz + 4 * DATA_USERS) * sizeof(int32_t));
+        REQUIRE(u3 && i3);
+        int32_t n_short = 0;
+        for (int32_t u = 0; u < DATA_USERS; u++) {
+            for (int64_t k = more.row[u]; k < more.row[u + 1]; k++) {
+                u3[n3] = u;
+                i3[n3++] = more.col[k];
+            }
+            if (!stale[u] || u % 14 == 0)
+                continue;
+            n_short++;
+            const int32_t *top = distill_topn(full) + (size_t)u * N;
+            const int ranks[4] = { 1, 2, 4, 5 };
+            for (int r = 0; r < extra; r++) {
+                u3[n3] = u;
+                i3[n3++] = top[ranks[r]];
+            }
+        }
+        ratings_t again;
+        REQUIRE(ratings_init(&again, DATA_USERS, DATA_ITEMS, u3, i3, n3) == 0);
+        free(u3);
+        free(i3);
+        distill_t *f2 = distill_new_reusing(&cfg, &again, &teacher, pool, filt, filter, err,
+                                            sizeof(err));
+        REQUIRE(f2);
+        CHECK_EQ_INT(distill_topn_computed(f2), extra == 2 ? 0 : n_short);
+        distill_free(f2);
+        ratings_close(&again);
+    }
     distill_free(fresh2);
     distill_free(filt);
     ratings_close(&more);
