@@ -270,12 +270,14 @@ static int distill__topn(distill_t *d, distill__rrd_side_t *rs, const mf_t *view
         return -ENOMEM;
     int32_t n = 0, filtered = 0;
     for (int32_t a = 0; a < rs->n_anchor; a++) {
-        int flag = stale ? stale[a] : DISTILL_LIST_KEEP;
-        const int32_t *src = pr->topn + (size_t)a * N;
+        int flag = a >= pr->n_anchor ? DISTILL_LIST_RECOMPUTE
+                   : stale           ? stale[a]
+                                     : DISTILL_LIST_KEEP;
+        const int32_t *src = flag == DISTILL_LIST_RECOMPUTE ? NULL : pr->topn + (size_t)a * N;
         int32_t *dst = rs->topn + (size_t)a * N;
-        if (a < pr->n_anchor && flag == DISTILL_LIST_KEEP) {
+        if (flag == DISTILL_LIST_KEEP) {
             memcpy(dst, src, (size_t)N * sizeof(int32_t));
-        } else if (a < pr->n_anchor && flag == DISTILL_LIST_FILTER) {
+        } else if (flag == DISTILL_LIST_FILTER) {
             /* The same teacher ranks the same way: what the anchor
              * observed since leaves the list, the rest keeps its order. A
              * list more than a tenth of N short of full (over this and
