@@ -952,7 +952,7 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
      * settling rounds go over everything. */
     int bounded = new_events > 0 && r->cfg.round_max_samples > 0 &&
                   x->train->nnz > r->cfg.round_max_samples;
-    out->student_pairs = bounded ? r->cfg.round_max_samples : x->train->nnz;
+    out->student_pairs = x->train->nnz; /* a bounded epoch says its own below */
     for (int e = 0; rc == 0 && e < epochs; e++) {
         distill_stats_t s;
         if (rounds__aborted(r)) {
