@@ -85,6 +85,7 @@ struct distill {
     adam_table_t opt;       /* rows: users, then items */
     int32_t epoch;
     int64_t step;
+    int32_t warm_users, warm_items; /* rows copied by a warm start; -1 without */
 
     int32_t *pair_u;        /* (nnz) training pairs */
     int32_t *pair_i;
@@ -116,6 +117,7 @@ distill_cfg_t distill_cfg_default(void)
     c.batch = 1024;
     c.adam = adam_cfg_default();
     c.init_std = 0.01f;
+    c.init_from_teacher = true;
     c.seed = 0;
     c.use_de = false;
     c.n_experts = 30;
@@ -455,6 +457,7 @@ distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
     if (!d)
         goto oom;
     d->cfg = *cfg;
+    d->warm_users = d->warm_items = -1;
     d->train = train;
     d->teacher = teacher;
     d->pool = pool;
@@ -465,6 +468,14 @@ distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
     if (mf_init(&d->model, train->n_users, train->n_items, c->dim) < 0)
         goto oom;
     mf_init_normal(&d->model, c->init_std, c->seed);
+    if (c->init_from_teacher && teacher) {
+        int rc = mf_add_projection(&d->model, teacher);
+        if (rc < 0) {
+            snprintf(err, errlen, "student init from the teacher: %s", strerror(-rc));
+            distill_free(d);
+            return NULL;
+        }
+    }
     if (adam_table_init(&d->opt, d->model.params, train->n_users + train->n_items, c->dim,
                         &c->adam) < 0)
         goto oom;
@@ -1075,7 +1086,16 @@ int distill_warm_start_rows(distill_t *d, const mf_t *pm, int32_t epochs)
     memcpy(m->ue, pm->ue, (size_t)nu * (size_t)m->dim * sizeof(float));
     memcpy(m->ie, pm->ie, (size_t)ni * (size_t)m->dim * sizeof(float));
     d->epoch = epochs;
+    d->warm_users = nu;
+    d->warm_items = ni;
     return 0;
+}
+
+int distill_fit_new_rows(distill_t *d)
+{
+    if (d->warm_users < 0 || !d->teacher || d->step != 0)
+        return -EINVAL;
+    return mf_add_fit(&d->model, d->teacher, d->warm_users, d->warm_items);
 }
 
 int distill_warm_start(distill_t *d, distill_t *prev)

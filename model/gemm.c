@@ -2,6 +2,12 @@
 #include "gemm.h"
 
 #include <cblas.h>
+#include <errno.h>
+#include <stdlib.h>
+
+/* LAPACK (Fortran calling convention), from OpenBLAS. */
+extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
+                   double *w, double *work, const int *lwork, int *info);
 
 void gemm_setup(void)
 {
@@ -40,4 +46,23 @@ void gemm_naive(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
             c[i * ldc + j] = alpha * (float)acc + prev;
         }
     }
+}
+
+int eigh(double *a, int n, double *w)
+{
+    if (n < 1)
+        return -EINVAL;
+    int info = 0, lwork = -1;
+    double query = 0.0;
+    dsyev_("V", "U", &n, a, &n, w, &query, &lwork, &info);
+    if (info != 0)
+        return -EINVAL;
+    lwork = (int)query;
+    double *work = malloc((size_t)lwork * sizeof(double));
+    if (!work)
+        return -ENOMEM;
+    /* Column j of the column-major result is eigenvector j: row j here. */
+    dsyev_("V", "U", &n, a, &n, w, work, &lwork, &info);
+    free(work);
+    return info == 0 ? 0 : info < 0 ? -EINVAL : -EDOM;
 }

@@ -5,6 +5,7 @@
  * model/ parallelises on its own worker pool, so gemm_setup() pins OpenBLAS
  * to one thread per call; every call is then safe from any worker thread.
  * gemm_naive() is the plain triple loop the BLAS path is tested against.
+ * eigh() is the one LAPACK routine model/ uses (OpenBLAS ships LAPACK).
  */
 #ifndef DERRD_GEMM_H
 #define DERRD_GEMM_H
@@ -25,5 +26,11 @@ void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
 void gemm_naive(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
                 const float *a, int lda, const float *b, int ldb, float beta,
                 float *c, int ldc);
+
+/* Eigendecomposition of the symmetric n x n matrix a (double; row- and
+ * column-major are the same): on return w holds the eigenvalues in ascending
+ * order and row j of a the unit eigenvector of w[j]. LAPACK's dsyev.
+ * Returns 0, -EINVAL (n < 1), -ENOMEM or -EDOM (no convergence). */
+int eigh(double *a, int n, double *w);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "rng.h"
 
 int mf_init(mf_t *mf, int32_t n_users, int32_t n_items, int32_t dim)
@@ -33,6 +34,161 @@ void mf_init_normal(mf_t *mf, float std, uint64_t seed)
     size_t n = ((size_t)mf->n_users + (size_t)mf->n_items) * (size_t)mf->dim;
     for (size_t k = 0; k < n; k++)
         mf->params[k] = std * rng_normal(&rng);
+}
+
+/* x^T x of the (n, d) rows x, in double. Returns 0 or -ENOMEM. */
+static int mf__gram(const float *x, int32_t n, int32_t d, double *g)
+{
+    float *f = malloc((size_t)d * (size_t)d * sizeof(float));
+    if (!f)
+        return -ENOMEM;
+    gemm(true, false, d, d, n, 1.0f, x, d, x, d, 0.0f, f, d);
+    for (size_t k = 0; k < (size_t)d * (size_t)d; k++)
+        g[k] = f[k];
+    free(f);
+    return 0;
+}
+
+/*
+ * With U = Q R (Q orthonormal; R = D^(1/2) E^T from the eigenvectors E and
+ * eigenvalues D of U^T U), S = U V^T = Q N for N = R V^T, so S's singular
+ * values and left vectors (in Q's basis) are those of N: the eigenpairs
+ * (sigma^2, p) of N N^T = R (V^T V) R^T. The rank-k fit is then
+ *   users: Q p sqrt(sigma) = U (E D^(-1/2) p) sqrt(sigma)
+ *   items: N^T p / sqrt(sigma) = V (R^T p) / sqrt(sigma)
+ * two dim x k maps applied with gemm. D^(-1/2) and 1/sqrt(sigma) are taken
+ * as 0 where the teacher is rank-deficient.
+ */
+int mf_add_projection(mf_t *mf, const mf_t *teacher)
+{
+    const mf_t *t = teacher;
+    if (t->n_users != mf->n_users || t->n_items != mf->n_items || t->dim <= 0)
+        return -EINVAL;
+    int32_t d = t->dim, k = mf->dim < t->dim ? mf->dim : t->dim;
+    size_t dd = (size_t)d * (size_t)d;
+    double *gu = malloc(dd * sizeof(double)), *gv = malloc(dd * sizeof(double));
+    double *r = malloc(dd * sizeof(double)), *tmp = malloc(dd * sizeof(double));
+    double *lu = malloc((size_t)d * sizeof(double)), *s2 = malloc((size_t)d * sizeof(double));
+    float *a = calloc((size_t)d * (size_t)mf->dim, sizeof(float));
+    float *b = calloc((size_t)d * (size_t)mf->dim, sizeof(float));
+    int rc = -ENOMEM;
+    if (!gu || !gv || !r || !tmp || !lu || !s2 || !a || !b)
+        goto out;
+    if ((rc = mf__gram(t->ue, t->n_users, d, gu)) < 0 ||
+        (rc = mf__gram(t->ie, t->n_items, d, gv)) < 0 || (rc = eigh(gu, d, lu)) < 0)
+        goto out;
+    /* gu's row j is now e_j; r's row j is sqrt(D_j) e_j. */
+    double lmax = lu[d - 1] > 0.0 ? lu[d - 1] : 0.0;
+    for (int32_t j = 0; j < d; j++) {
+        if (!(lu[j] > 1e-12 * lmax))
+            lu[j] = 0.0;
+        for (int32_t c = 0; c < d; c++)
+            r[(size_t)j * d + c] = sqrt(lu[j]) * gu[(size_t)j * d + c];
+    }
+    /* tmp = R Gv, then gv = tmp R^T = N N^T. */
+    for (int32_t j = 0; j < d; j++)
+        for (int32_t c = 0; c < d; c++) {
+            double acc = 0.0;
+            for (int32_t q = 0; q < d; q++)
+                acc += r[(size_t)j * d + q] * gv[(size_t)q * d + c];
+            tmp[(size_t)j * d + c] = acc;
+        }
+    for (int32_t j = 0; j < d; j++)
+        for (int32_t l = 0; l < d; l++) {
+            double acc = 0.0;
+            for (int32_t c = 0; c < d; c++)
+                acc += tmp[(size_t)j * d + c] * r[(size_t)l * d + c];
+            gv[(size_t)j * d + l] = acc;
+        }
+    if ((rc = eigh(gv, d, s2)) < 0)
+        goto out;
+    double smax = s2[d - 1] > 0.0 ? sqrt(s2[d - 1]) : 0.0;
+    for (int32_t c = 0; c < k; c++) {
+        const double *p = gv + (size_t)(d - 1 - c) * d; /* c-th largest */
+        double sigma = s2[d - 1 - c] > 0.0 ? sqrt(s2[d - 1 - c]) : 0.0;
+        if (!(sigma > 1e-9 * smax))
+            continue;
+        double up = sqrt(sigma), down = 1.0 / sqrt(sigma);
+        for (int32_t j = 0; j < d; j++) {
+            if (lu[j] == 0.0 || p[j] == 0.0)
+                continue;
+            double wa = p[j] / sqrt(lu[j]) * up, wb = p[j] * sqrt(lu[j]) * down;
+            const double *e = gu + (size_t)j * d;
+            for (int32_t q = 0; q < d; q++) {
+                a[(size_t)q * mf->dim + c] += (float)(wa * e[q]);
+                b[(size_t)q * mf->dim + c] += (float)(wb * e[q]);
+            }
+        }
+    }
+    gemm(false, false, mf->n_users, mf->dim, d, 1.0f, t->ue, d, a, mf->dim, 1.0f, mf->ue, mf->dim);
+    gemm(false, false, mf->n_items, mf->dim, d, 1.0f, t->ie, d, b, mf->dim, 1.0f, mf->ie, mf->dim);
+    rc = 0;
+out:
+    free(gu);
+    free(gv);
+    free(r);
+    free(tmp);
+    free(lu);
+    free(s2);
+    free(a);
+    free(b);
+    return rc;
+}
+
+/* new (n_new, k) += tn (n_new, d) A^T, with A = (S^T S)^+ S^T T the least
+ * squares map from the n kept rows t (n, d) to s (n, k). */
+static int mf__fit_side(const float *s, const float *t, int32_t n, int32_t k, int32_t d,
+                        const float *tn, int32_t n_new, float *new_rows)
+{
+    if (n_new <= 0)
+        return 0;
+    size_t kk = (size_t)k * (size_t)k, kd = (size_t)k * (size_t)d;
+    double *g = malloc(kk * sizeof(double)), *w = malloc((size_t)k * sizeof(double));
+    float *h = malloc(kd * sizeof(float)), *at = calloc(kd, sizeof(float));
+    int rc = -ENOMEM;
+    if (!g || !w || !h || !at)
+        goto out;
+    if ((rc = mf__gram(s, n, k, g)) < 0 || (rc = eigh(g, k, w)) < 0)
+        goto out;
+    gemm(true, false, k, d, n, 1.0f, s, k, t, d, 0.0f, h, d); /* S^T T */
+    /* A^T = H^T G^+, G^+ = sum_j e_j e_j^T / w_j over the non-negligible w_j. */
+    double wmax = w[k - 1] > 0.0 ? w[k - 1] : 0.0;
+    for (int32_t j = 0; j < k; j++) {
+        if (!(w[j] > 1e-9 * wmax))
+            continue;
+        const double *e = g + (size_t)j * k;
+        for (int32_t q = 0; q < d; q++) {
+            double he = 0.0; /* (H^T e_j)[q] */
+            for (int32_t c = 0; c < k; c++)
+                he += (double)h[(size_t)c * d + q] * e[c];
+            he /= w[j];
+            for (int32_t c = 0; c < k; c++)
+                at[(size_t)q * k + c] += (float)(he * e[c]);
+        }
+    }
+    gemm(false, false, n_new, k, d, 1.0f, tn, d, at, k, 1.0f, new_rows, k);
+    rc = 0;
+out:
+    free(g);
+    free(w);
+    free(h);
+    free(at);
+    return rc;
+}
+
+int mf_add_fit(mf_t *mf, const mf_t *teacher, int32_t u0, int32_t i0)
+{
+    const mf_t *t = teacher;
+    if (t->n_users != mf->n_users || t->n_items != mf->n_items || t->dim <= 0 || u0 < 0 ||
+        i0 < 0 || u0 > mf->n_users || i0 > mf->n_items)
+        return -EINVAL;
+    int32_t k = mf->dim, d = t->dim;
+    int rc = mf__fit_side(mf->ie, t->ie, i0, k, d, t->ue + (size_t)u0 * d, mf->n_users - u0,
+                          mf->ue + (size_t)u0 * k);
+    if (rc == 0)
+        rc = mf__fit_side(mf->ue, t->ue, u0, k, d, t->ie + (size_t)i0 * d, mf->n_items - i0,
+                          mf->ie + (size_t)i0 * k);
+    return rc;
 }
 
 int mf_init_copy(mf_t *dst, const mf_t *src)

@@ -35,6 +35,28 @@ int mf_init(mf_t *mf, int32_t n_users, int32_t n_items, int32_t dim);
 /* Fills every parameter from N(0, std^2) (the reference uses std 0.01). */
 void mf_init_normal(mf_t *mf, float std, uint64_t seed);
 
+/* Adds to mf's rows the best rank-mf->dim approximation of the teacher's
+ * scores, split evenly between the sides: with S = teacher users x items^T
+ * and S = sum_c sigma_c a_c b_c^T its singular value decomposition, user u
+ * gets sqrt(sigma_c) a_c[u] and item i sqrt(sigma_c) b_c[i] in column c,
+ * for the mf->dim largest sigma_c. Their inner products are then the least
+ * squares fit of S over all user-item pairs of that rank (Eckart-Young).
+ * Computed from the teacher's rows alone (two dim x dim eigenproblems, no
+ * n_users x n_items matrix); columns beyond the teacher's rank get 0.
+ * The teacher must have mf's users and items. Returns 0, -EINVAL, -ENOMEM
+ * or -EDOM (LAPACK did not converge). */
+int mf_add_projection(mf_t *mf, const mf_t *teacher);
+
+/* Adds to the row of each user u >= u0 the least squares fit of the
+ * teacher's scores of u over the items below i0, through mf's rows of those
+ * items: argmin_x sum_{i < i0} (<x, item i> - <teacher u, teacher i>)^2;
+ * and to each item i >= i0 the same through the users below u0. For the
+ * rows a warm start adds: they land in the basis of the rows it kept, where
+ * a new mf_add_projection() would not (an SVD's order and signs are its
+ * own). The teacher must have mf's users and items, and u0, i0 be within
+ * them. Returns 0, -EINVAL, -ENOMEM or -EDOM. */
+int mf_add_fit(mf_t *mf, const mf_t *teacher, int32_t u0, int32_t i0);
+
 /* Deep copy into dst (which must be empty or closed). */
 int mf_init_copy(mf_t *dst, const mf_t *src);
 

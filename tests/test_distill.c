@@ -183,10 +183,12 @@ TEST_SLOW(distill_teacher_and_student_learn, 240)
         fprintf(stderr, "    teacher: bpr %.1f -> %.1f, HR@10 %.3f NDCG@10 %.3f\n",
                 first.loss_bpr, last.loss_bpr, mt.hr[1], mt.ndcg[1]);
 
-    /* (b) a DE-RRD student from a copy of the teacher */
+    /* (b) a DE-RRD student from a copy of the teacher, from the paper's
+     * random start: each loss has to fall on its own. */
     mf_t frozen;
     REQUIRE(mf_init_copy(&frozen, &teacher) == 0);
     distill_cfg_t scfg = test_distill__student_cfg();
+    scfg.init_from_teacher = false;
     char err[256];
     distill_t *s = distill_new(&scfg, &x.train, &frozen, pool, err, sizeof(err));
     if (!s)
@@ -216,6 +218,26 @@ TEST_SLOW(distill_teacher_and_student_learn, 240)
         fprintf(stderr, "    student: bpr %.1f -> %.1f, de %.3g -> %.3g, rrd %.1f -> %.1f, "
                 "HR@10 %.3f\n", sf.loss_bpr, sl.loss_bpr, sf.loss_de, sl.loss_de,
                 sf.loss_rrd, sl.loss_rrd, ms.hr[1]);
+
+    /* (c) started from the teacher's rank-8 fit, the student ranks well
+     * before its first epoch, and its first epoch's losses are below the
+     * random start's. */
+    distill_cfg_t pcfg = test_distill__student_cfg();
+    CHECK(pcfg.init_from_teacher);
+    distill_t *p = distill_new(&pcfg, &x.train, &frozen, pool, err, sizeof(err));
+    REQUIRE(p);
+    metrics_t m0p;
+    REQUIRE(metrics_eval(distill_model(p), &x.split, pool, &m0p) == 0);
+    distill_stats_t pf;
+    REQUIRE(distill_epoch(p, &pf) == 0);
+    printf("    teacher-fit start: HR@10 %.3f before training; first epoch bpr %.1f de %.3g "
+           "rrd %.1f (random start: %.1f %.3g %.1f)\n", m0p.hr[1], pf.loss_bpr, pf.loss_de,
+           pf.loss_rrd, sf.loss_bpr, sf.loss_de, sf.loss_rrd);
+    CHECK(m0p.hr[1] > 0.6);
+    CHECK(pf.loss_bpr < 0.8 * sf.loss_bpr);
+    CHECK(pf.loss_rrd < sf.loss_rrd);
+    distill_free(p);
+
     /* The teacher is borrowed and frozen. */
     CHECK(memcmp(frozen.params, teacher.params,
                  sizeof(float) * (size_t)(DATA_USERS + DATA_ITEMS) * (size_t)teacher.dim) == 0);
@@ -516,7 +538,9 @@ TEST_SLOW(distill_warm_start_grows_and_continues, 240)
     early_teacher.n_users = EARLY;
     early_teacher.ie = teacher.ie;
 
+    /* A model to be warm started starts at random (distill_fit_new_rows). */
     distill_cfg_t cfg = test_distill__student_cfg();
+    cfg.init_from_teacher = false;
     char err[256];
     distill_t *d1 = distill_new(&cfg, &early, &early_teacher, pool, err, sizeof(err));
     REQUIRE(d1);
@@ -537,6 +561,26 @@ TEST_SLOW(distill_warm_start_grows_and_continues, 240)
     /* Rows beyond the early users keep their own initialisation. */
     CHECK(memcmp(m2->ue + EARLY * cfg.dim, distill_model(fresh)->ue + EARLY * cfg.dim,
                  (size_t)(DATA_USERS - EARLY) * (size_t)cfg.dim * sizeof(float)) == 0);
+
+    /* distill_fit_new_rows: the rows the warm start did not copy are fit to
+     * the teacher through those it did; the copied ones stay. */
+    distill_t *dfit = distill_new(&cfg, &x.train, &teacher, pool, err, sizeof(err));
+    REQUIRE(dfit);
+    CHECK(distill_fit_new_rows(dfit) == -EINVAL); /* no warm start yet */
+    REQUIRE(distill_warm_start(dfit, d1) == 0);
+    REQUIRE(distill_fit_new_rows(dfit) == 0);
+    const mf_t *mfit = distill_model(dfit);
+    CHECK(memcmp(mfit->ue, before.ue, (size_t)EARLY * (size_t)cfg.dim * sizeof(float)) == 0);
+    CHECK(memcmp(mfit->ie, before.ie, (size_t)DATA_ITEMS * (size_t)cfg.dim * sizeof(float)) == 0);
+    metrics_t mwarm, mfitted;
+    REQUIRE(metrics_eval(m2, &x.split, pool, &mwarm) == 0);
+    REQUIRE(metrics_eval(mfit, &x.split, pool, &mfitted) == 0);
+    printf("    before training: HR@10 warm %.3f, warm with new rows fit %.3f\n", mwarm.hr[1],
+           mfitted.hr[1]);
+    CHECK(mfitted.hr[1] > mwarm.hr[1] + 0.15);
+    REQUIRE(distill_epoch(dfit, &st) == 0);
+    CHECK(distill_fit_new_rows(dfit) == -EINVAL); /* it has trained */
+    distill_free(dfit);
     distill_free(d1);
 
     /* One epoch on: the warm model is far ahead of a fresh one. */

@@ -52,6 +52,10 @@ static const char *usage_text =
     "                       ndcg10: every metric from the best valid NDCG@10\n"
     "  --eval-every N       evaluate on valid every N epochs (default 1)\n"
     "  --dim N              model dim (default 200 teacher, 20 otherwise)\n"
+    "  --init I             distilled students' start: teacher (default): the\n"
+    "                       best rank-dim fit of the teacher's scores on top of\n"
+    "                       N(0, 0.01^2), about half the epochs; normal: N(0,\n"
+    "                       0.01^2) alone, as the paper\n"
     "  --teacher-dim N      dim of a teacher trained in this run (default 200)\n"
     "  --lr X               Adam learning rate (default 0.001)\n"
     "  --wd X               L2 weight decay (default 0.001)\n"
@@ -239,7 +243,8 @@ int main(int argc, char **argv)
     enum {
         O_DATA = 256, O_METHOD, O_VARIANT, O_TEACHER, O_SAVE, O_SEED, O_THREADS, O_JSON,
         O_MAXEP, O_PATIENCE, O_EVERY, O_DIM, O_TDIM, O_LR, O_WD, O_BATCH, O_LDE, O_LRRD,
-        O_KEEP, O_DESAMPLE, O_QUIET, O_HELP, O_MAXEXP, O_RRDSAMPLE, O_DEEVERY, O_SELECT
+        O_KEEP, O_DESAMPLE, O_QUIET, O_HELP, O_MAXEXP, O_RRDSAMPLE, O_DEEVERY, O_SELECT,
+        O_INIT
     };
     static const struct option opts[] = {
         { "data", required_argument, 0, O_DATA },
@@ -255,6 +260,7 @@ int main(int argc, char **argv)
         { "eval-every", required_argument, 0, O_EVERY },
         { "select", required_argument, 0, O_SELECT },
         { "dim", required_argument, 0, O_DIM },
+        { "init", required_argument, 0, O_INIT },
         { "teacher-dim", required_argument, 0, O_TDIM },
         { "lr", required_argument, 0, O_LR },
         { "wd", required_argument, 0, O_WD },
@@ -293,6 +299,14 @@ int main(int argc, char **argv)
                 cli_die_usage("unknown --select '%s'", optarg);
             break;
         case O_EVERY: fo.eval_every = (int)cli_parse_long("--eval-every", optarg, 1, 1000000); break;
+        case O_INIT:
+            if (!strcmp(optarg, "teacher"))
+                cfg.init_from_teacher = true;
+            else if (!strcmp(optarg, "normal"))
+                cfg.init_from_teacher = false;
+            else
+                cli_die_usage("unknown --init '%s'", optarg);
+            break;
         case O_DIM: dim = (int)cli_parse_long("--dim", optarg, 1, 4096); break;
         case O_TDIM: teacher_dim = (int)cli_parse_long("--teacher-dim", optarg, 1, 4096); break;
         case O_LR: cfg.adam.lr = (float)cli_parse_double("--lr", optarg, 1e-7, 10); break;
@@ -443,6 +457,8 @@ int main(int argc, char **argv)
                    tr.train_seconds, tr.eval_seconds, tr.test.hr[0]);
         printf("\"lr\": %g, \"wd\": %g, \"batch\": %d, ", (double)cfg.adam.lr,
                (double)cfg.adam.wd, cfg.batch);
+        if (cfg.use_de || cfg.use_rrd)
+            printf("\"init\": \"%s\", ", cfg.init_from_teacher ? "teacher" : "normal");
         if (cfg.use_de)
             printf("\"lambda_de\": %g, \"de_every\": %d, \"de_sample\": %g, "
                    "\"de_max_experts\": %d, \"de_keep\": %g, \"de_experts_per_entity\": %.3f, ",
