@@ -43,6 +43,8 @@ if [ "${QUICK:-0}" != 1 ]; then
     run de --method de "${t[@]}"
     run rrd --method rrd "${t[@]}"
     run derrd --method derrd "${t[@]}"
+    # The paper's random start, against derrd's start from the teacher's fit.
+    run derrd-normal --method derrd "${t[@]}" --init normal
     run rrd-item --method rrd "${t[@]}" --rrd-variant item
     run derrd-item --method derrd "${t[@]}" --rrd-variant item
     if [ "${SLOW:-0}" = 1 ]; then
@@ -61,7 +63,7 @@ fi
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-rows = ["teacher", "student", "de", "rrd", "rrd-ref", "derrd", "derrd-tuned", "rrd-item",
+rows = ["teacher", "student", "de", "rrd", "rrd-ref", "derrd", "derrd-normal", "derrd-tuned", "rrd-item",
         "rrd-nosample", "rrd-ir", "derrd-item", "full", "full-ndcg10"]
 keys = ["HR@5", "NDCG@5", "MRR@5", "HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20", "MRR@20"]
 print("| run | " + " | ".join(keys) + " | epochs (last improvement) | s/epoch | valid s/eval"
