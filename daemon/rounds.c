@@ -912,9 +912,12 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     rc = 0;
     if (!reuse || teacher_changed) {
         distill_cfg_t sc = rounds__student_cfg(r);
-        /* A first student starts from the teacher's rank-dim fit; a warm
-         * started one keeps its rows, and fits its new ones to them below. */
-        sc.init_from_teacher = !r->student.d && !r->saved_student.ue;
+        /* The paper's random start, not the teacher's fit that derrd-train
+         * starts from: a stream's teacher is refreshed rarely and ranks far
+         * below the student between refreshes, and students started from
+         * its fit ranked worse all through the stream (bench/RESULTS.md,
+         * "Tried and not adopted"). */
+        sc.init_from_teacher = false;
         /* Between full refreshes, with new events, the lists of users
          * without new data are reused: a fold-in epoch moves the teacher a
          * little, and recomputing every list would make every round, and
@@ -947,11 +950,6 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
             rc = distill_warm_start(sd, r->student.d);
         else if (r->saved_student.ue)
             rc = distill_warm_start_rows(sd, &r->saved_student, r->saved_student_epochs);
-        /* New users and items start where the teacher puts them, seen
-         * through the rows kept: ranked by their first snapshot even if the
-         * epochs below barely reach them. */
-        if (rc == 0 && (r->student.d || r->saved_student.ue))
-            rc = distill_fit_new_rows(sd);
     }
     int epochs = new_events == 0 && r->cfg.settle_epochs > 0 ? r->cfg.settle_epochs
                                                               : r->cfg.student_epochs;

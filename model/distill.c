@@ -85,7 +85,6 @@ struct distill {
     adam_table_t opt;       /* rows: users, then items */
     int32_t epoch;
     int64_t step;
-    int32_t warm_users, warm_items; /* rows copied by a warm start; -1 without */
 
     int32_t *pair_u;        /* (nnz) training pairs */
     int32_t *pair_i;
@@ -457,7 +456,6 @@ distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
     if (!d)
         goto oom;
     d->cfg = *cfg;
-    d->warm_users = d->warm_items = -1;
     d->train = train;
     d->teacher = teacher;
     d->pool = pool;
@@ -1086,16 +1084,7 @@ int distill_warm_start_rows(distill_t *d, const mf_t *pm, int32_t epochs)
     memcpy(m->ue, pm->ue, (size_t)nu * (size_t)m->dim * sizeof(float));
     memcpy(m->ie, pm->ie, (size_t)ni * (size_t)m->dim * sizeof(float));
     d->epoch = epochs;
-    d->warm_users = nu;
-    d->warm_items = ni;
     return 0;
-}
-
-int distill_fit_new_rows(distill_t *d)
-{
-    if (d->warm_users < 0 || !d->teacher || d->step != 0)
-        return -EINVAL;
-    return mf_add_fit(&d->model, d->teacher, d->warm_users, d->warm_items);
 }
 
 int distill_warm_start(distill_t *d, distill_t *prev)

@@ -59,7 +59,9 @@ typedef struct {
     float init_std;      /* N(0, std^2) embedding init */
     bool init_from_teacher; /* with a teacher, add to that init the best
                              * rank-dim fit of its scores (mf_add_projection;
-                             * docs/MODEL.md): about half the epochs */
+                             * docs/MODEL.md): about half the epochs. Not for
+                             * a model to be warm started: its new rows would
+                             * sit in another basis than the copied ones */
     uint64_t seed;
 
     bool use_de;
@@ -148,7 +150,7 @@ void distill_free(distill_t *d);
 
 /* Warm start for streaming rounds: before d's first epoch, copies prev's
  * embedding rows (user and item rows present in both: a row keeps its
- * meaning as tables grow; new rows keep their init), prev's experts
+ * meaning as tables grow; new rows keep their random init), prev's experts
  * and selection networks when both use DE with the same shape, and prev's
  * epoch count, so the Gumbel temperature and the random streams go on where
  * prev stopped. prev's rows are first brought up to date (as distill_model
@@ -160,15 +162,6 @@ int distill_warm_start(distill_t *d, distill_t *prev);
 /* The same from saved rows (a restart): copies m's overlapping rows and sets
  * the epoch count; the experts keep their fresh initialisation. */
 int distill_warm_start_rows(distill_t *d, const mf_t *m, int32_t epochs);
-
-/* After a warm start, before the first epoch: adds to the rows it did not
- * copy (new users and items) the least squares fit of the teacher's scores
- * through the rows it did (mf_add_fit), so that they start in the warm
- * rows' basis near the teacher's view of them rather than at random. (The
- * cold fit of init_from_teacher would put them in a basis of its own: a
- * model to be warm started wants init_from_teacher off.) Returns 0, -EINVAL
- * (no warm start, no teacher, or d has trained), -ENOMEM or -EDOM. */
-int distill_fit_new_rows(distill_t *d);
 
 /* Epochs run so far (including those inherited by distill_warm_start). */
 int32_t distill_epochs(const distill_t *d);

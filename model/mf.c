@@ -135,62 +135,6 @@ out:
     return rc;
 }
 
-/* new (n_new, k) += tn (n_new, d) A^T, with A = (S^T S)^+ S^T T the least
- * squares map from the n kept rows t (n, d) to s (n, k). */
-static int mf__fit_side(const float *s, const float *t, int32_t n, int32_t k, int32_t d,
-                        const float *tn, int32_t n_new, float *new_rows)
-{
-    if (n_new <= 0)
-        return 0;
-    size_t kk = (size_t)k * (size_t)k, kd = (size_t)k * (size_t)d;
-    double *g = malloc(kk * sizeof(double)), *w = malloc((size_t)k * sizeof(double));
-    float *h = malloc(kd * sizeof(float)), *at = calloc(kd, sizeof(float));
-    int rc = -ENOMEM;
-    if (!g || !w || !h || !at)
-        goto out;
-    if ((rc = mf__gram(s, n, k, g)) < 0 || (rc = eigh(g, k, w)) < 0)
-        goto out;
-    gemm(true, false, k, d, n, 1.0f, s, k, t, d, 0.0f, h, d); /* S^T T */
-    /* A^T = H^T G^+, G^+ = sum_j e_j e_j^T / w_j over the non-negligible w_j. */
-    double wmax = w[k - 1] > 0.0 ? w[k - 1] : 0.0;
-    for (int32_t j = 0; j < k; j++) {
-        if (!(w[j] > 1e-9 * wmax))
-            continue;
-        const double *e = g + (size_t)j * k;
-        for (int32_t q = 0; q < d; q++) {
-            double he = 0.0; /* (H^T e_j)[q] */
-            for (int32_t c = 0; c < k; c++)
-                he += (double)h[(size_t)c * d + q] * e[c];
-            he /= w[j];
-            for (int32_t c = 0; c < k; c++)
-                at[(size_t)q * k + c] += (float)(he * e[c]);
-        }
-    }
-    gemm(false, false, n_new, k, d, 1.0f, tn, d, at, k, 1.0f, new_rows, k);
-    rc = 0;
-out:
-    free(g);
-    free(w);
-    free(h);
-    free(at);
-    return rc;
-}
-
-int mf_add_fit(mf_t *mf, const mf_t *teacher, int32_t u0, int32_t i0)
-{
-    const mf_t *t = teacher;
-    if (t->n_users != mf->n_users || t->n_items != mf->n_items || t->dim <= 0 || u0 < 0 ||
-        i0 < 0 || u0 > mf->n_users || i0 > mf->n_items)
-        return -EINVAL;
-    int32_t k = mf->dim, d = t->dim;
-    int rc = mf__fit_side(mf->ie, t->ie, i0, k, d, t->ue + (size_t)u0 * d, mf->n_users - u0,
-                          mf->ue + (size_t)u0 * k);
-    if (rc == 0)
-        rc = mf__fit_side(mf->ue, t->ue, u0, k, d, t->ie + (size_t)i0 * d, mf->n_items - i0,
-                          mf->ie + (size_t)i0 * k);
-    return rc;
-}
-
 int mf_init_copy(mf_t *dst, const mf_t *src)
 {
     int rc = mf_init(dst, src->n_users, src->n_items, src->dim);

@@ -47,16 +47,6 @@ void mf_init_normal(mf_t *mf, float std, uint64_t seed);
  * or -EDOM (LAPACK did not converge). */
 int mf_add_projection(mf_t *mf, const mf_t *teacher);
 
-/* Adds to the row of each user u >= u0 the least squares fit of the
- * teacher's scores of u over the items below i0, through mf's rows of those
- * items: argmin_x sum_{i < i0} (<x, item i> - <teacher u, teacher i>)^2;
- * and to each item i >= i0 the same through the users below u0. For the
- * rows a warm start adds: they land in the basis of the rows it kept, where
- * a new mf_add_projection() would not (an SVD's order and signs are its
- * own). The teacher must have mf's users and items, and u0, i0 be within
- * them. Returns 0, -EINVAL, -ENOMEM or -EDOM. */
-int mf_add_fit(mf_t *mf, const mf_t *teacher, int32_t u0, int32_t i0);
-
 /* Deep copy into dst (which must be empty or closed). */
 int mf_init_copy(mf_t *dst, const mf_t *src);
 

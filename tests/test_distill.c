@@ -538,7 +538,7 @@ TEST_SLOW(distill_warm_start_grows_and_continues, 240)
     early_teacher.n_users = EARLY;
     early_teacher.ie = teacher.ie;
 
-    /* A model to be warm started starts at random (distill_fit_new_rows). */
+    /* A model to be warm started starts at random (distill.h). */
     distill_cfg_t cfg = test_distill__student_cfg();
     cfg.init_from_teacher = false;
     char err[256];
@@ -562,25 +562,6 @@ TEST_SLOW(distill_warm_start_grows_and_continues, 240)
     CHECK(memcmp(m2->ue + EARLY * cfg.dim, distill_model(fresh)->ue + EARLY * cfg.dim,
                  (size_t)(DATA_USERS - EARLY) * (size_t)cfg.dim * sizeof(float)) == 0);
 
-    /* distill_fit_new_rows: the rows the warm start did not copy are fit to
-     * the teacher through those it did; the copied ones stay. */
-    distill_t *dfit = distill_new(&cfg, &x.train, &teacher, pool, err, sizeof(err));
-    REQUIRE(dfit);
-    CHECK(distill_fit_new_rows(dfit) == -EINVAL); /* no warm start yet */
-    REQUIRE(distill_warm_start(dfit, d1) == 0);
-    REQUIRE(distill_fit_new_rows(dfit) == 0);
-    const mf_t *mfit = distill_model(dfit);
-    CHECK(memcmp(mfit->ue, before.ue, (size_t)EARLY * (size_t)cfg.dim * sizeof(float)) == 0);
-    CHECK(memcmp(mfit->ie, before.ie, (size_t)DATA_ITEMS * (size_t)cfg.dim * sizeof(float)) == 0);
-    metrics_t mwarm, mfitted;
-    REQUIRE(metrics_eval(m2, &x.split, pool, &mwarm) == 0);
-    REQUIRE(metrics_eval(mfit, &x.split, pool, &mfitted) == 0);
-    printf("    before training: HR@10 warm %.3f, warm with new rows fit %.3f\n", mwarm.hr[1],
-           mfitted.hr[1]);
-    CHECK(mfitted.hr[1] > mwarm.hr[1] + 0.15);
-    REQUIRE(distill_epoch(dfit, &st) == 0);
-    CHECK(distill_fit_new_rows(dfit) == -EINVAL); /* it has trained */
-    distill_free(dfit);
     distill_free(d1);
 
     /* One epoch on: the warm model is far ahead of a fresh one. */
