@@ -3,6 +3,7 @@
 #include "mf.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,18 @@ static int mf__gram(const float *x, int32_t n, int32_t d, double *g)
     return 0;
 }
 
+/* c = a b, or a b^T with bt, for d x d doubles (small: no BLAS needed). */
+static void mf__dmul(const double *a, const double *b, bool bt, int32_t d, double *c)
+{
+    for (int32_t j = 0; j < d; j++)
+        for (int32_t l = 0; l < d; l++) {
+            double acc = 0.0;
+            for (int32_t q = 0; q < d; q++)
+                acc += a[(size_t)j * d + q] * (bt ? b[(size_t)l * d + q] : b[(size_t)q * d + l]);
+            c[(size_t)j * d + l] = acc;
+        }
+}
+
 /*
  * With U = Q R (Q orthonormal; R = D^(1/2) E^T from the eigenvectors E and
  * eigenvalues D of U^T U), S = U V^T = Q N for N = R V^T, so S's singular
@@ -86,20 +99,8 @@ int mf_add_projection(mf_t *mf, const mf_t *teacher)
             r[(size_t)j * d + c] = sqrt(lu[j]) * gu[(size_t)j * d + c];
     }
     /* tmp = R Gv, then gv = tmp R^T = N N^T. */
-    for (int32_t j = 0; j < d; j++)
-        for (int32_t c = 0; c < d; c++) {
-            double acc = 0.0;
-            for (int32_t q = 0; q < d; q++)
-                acc += r[(size_t)j * d + q] * gv[(size_t)q * d + c];
-            tmp[(size_t)j * d + c] = acc;
-        }
-    for (int32_t j = 0; j < d; j++)
-        for (int32_t l = 0; l < d; l++) {
-            double acc = 0.0;
-            for (int32_t c = 0; c < d; c++)
-                acc += tmp[(size_t)j * d + c] * r[(size_t)l * d + c];
-            gv[(size_t)j * d + l] = acc;
-        }
+    mf__dmul(r, gv, false, d, tmp);
+    mf__dmul(tmp, r, true, d, gv);
     if ((rc = eigh(gv, d, s2)) < 0)
         goto out;
     double smax = s2[d - 1] > 0.0 ? sqrt(s2[d - 1]) : 0.0;
