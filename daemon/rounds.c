@@ -916,7 +916,7 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
          * starts from: a stream's teacher is refreshed rarely and ranks far
          * below the student between refreshes, and students started from
          * its fit ranked worse all through the stream (bench/RESULTS.md,
-         * "Tried and not adopted"). */
+         * "The teacher's fit in the daemon"). */
         sc.init_from_teacher = false;
         /* Between full refreshes, with new events, the lists of users
          * without new data are reused: a fold-in epoch moves the teacher a
