@@ -480,6 +480,12 @@ static distill_cfg_t rounds__student_cfg(const rounds_t *r)
     c.lambda_de = (float)r->cfg.lambda_de;
     c.use_rrd = r->cfg.lambda_rrd > 0;
     c.lambda_rrd = (float)r->cfg.lambda_rrd;
+    /* The paper's random start, not the teacher's fit that derrd-train
+     * starts from: a stream's teacher is refreshed rarely and ranks far
+     * below the student between refreshes, and students started from its
+     * fit ranked worse all through the stream (bench/RESULTS.md, "The
+     * teacher's fit in the daemon"). */
+    c.init_from_teacher = false;
     return c;
 }
 
@@ -912,12 +918,6 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     rc = 0;
     if (!reuse || teacher_changed) {
         distill_cfg_t sc = rounds__student_cfg(r);
-        /* The paper's random start, not the teacher's fit that derrd-train
-         * starts from: a stream's teacher is refreshed rarely and ranks far
-         * below the student between refreshes, and students started from
-         * its fit ranked worse all through the stream (bench/RESULTS.md,
-         * "The teacher's fit in the daemon"). */
-        sc.init_from_teacher = false;
         /* Between full refreshes, with new events, the lists of users
          * without new data are reused: a fold-in epoch moves the teacher a
          * little, and recomputing every list would make every round, and

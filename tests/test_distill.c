@@ -561,7 +561,6 @@ TEST_SLOW(distill_warm_start_grows_and_continues, 240)
     /* Rows beyond the early users keep their own initialisation. */
     CHECK(memcmp(m2->ue + EARLY * cfg.dim, distill_model(fresh)->ue + EARLY * cfg.dim,
                  (size_t)(DATA_USERS - EARLY) * (size_t)cfg.dim * sizeof(float)) == 0);
-
     distill_free(d1);
 
     /* One epoch on: the warm model is far ahead of a fresh one. */

@@ -63,8 +63,8 @@ fi
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-rows = ["teacher", "student", "de", "rrd", "rrd-ref", "derrd", "derrd-normal", "derrd-tuned", "rrd-item",
-        "rrd-nosample", "rrd-ir", "derrd-item", "full", "full-ndcg10"]
+rows = ["teacher", "student", "de", "rrd", "rrd-ref", "derrd", "derrd-normal", "derrd-tuned",
+        "rrd-item", "rrd-nosample", "rrd-ir", "derrd-item", "full", "full-ndcg10"]
 keys = ["HR@5", "NDCG@5", "MRR@5", "HR@10", "NDCG@10", "MRR@10", "HR@20", "NDCG@20", "MRR@20"]
 print("| run | " + " | ".join(keys) + " | epochs (last improvement) | s/epoch | valid s/eval"
       " | set-up s | total s | peak RSS MiB |")
