@@ -42,6 +42,21 @@ static void adam__tables(adam_table_t *t)
         b2k *= b2;
         rrk *= rr;
     }
+    /* Early on the bias correction moves fast, so the momentum sum of a gap
+     * is summed step by step: early[s][k] = sum_{j<=k} lr_{s+j} q^j, in
+     * double, in the order a row's catch-up would sum it (it is spent within
+     * ADAM_EXACT_GAP steps: q^256 < 1e-11). */
+    double qd = (double)cfg->beta1 / sqrt((double)cfg->beta2);
+    for (int s = 0; s < ADAM_EXACT; s++) {
+        float *row = t->early + (size_t)s * (ADAM_EXACT_GAP + 1);
+        double qj = 1.0, A = 0.0;
+        row[0] = 0.0f;
+        for (int j = 1; j <= ADAM_EXACT_GAP; j++) {
+            qj *= qd;
+            A += (double)t->tab[s + j].lr_full * qj;
+            row[j] = (float)A;
+        }
+    }
 }
 
 int adam_table_init(adam_table_t *t, float *params, int32_t rows, int32_t cols,
@@ -59,7 +74,8 @@ int adam_table_init(adam_table_t *t, float *params, int32_t rows, int32_t cols,
     t->last = calloc(rows ? (size_t)rows : 1, sizeof(int64_t));
     t->touched = calloc(rows ? (size_t)rows : 1, 1);
     t->tab = malloc(ADAM_CACHE * sizeof(*t->tab));
-    if (!t->m || !t->v || !t->g || !t->last || !t->touched || !t->tab) {
+    t->early = malloc((size_t)ADAM_EXACT * (ADAM_EXACT_GAP + 1) * sizeof(float));
+    if (!t->m || !t->v || !t->g || !t->last || !t->touched || !t->tab || !t->early) {
         adam_table_close(t);
         return -ENOMEM;
     }
@@ -82,6 +98,7 @@ void adam_table_close(adam_table_t *t)
     free(t->last);
     free(t->touched);
     free(t->tab);
+    free(t->early);
     memset(t, 0, sizeof(*t));
 }
 
@@ -124,17 +141,8 @@ static adam__gap_t adam__gap(const adam_table_t *t, int64_t s, int64_t k)
         g.b1k = 0.0f;
         g.b2k = (float)pow(b2, (double)k);
     }
-    if (s < ADAM_EXACT) {
-        /* Early on the bias correction moves fast: sum the momentum term
-         * step by step (it is spent within ~250 steps: q^250 < 1e-11). */
-        double q = (double)cfg->beta1 / sqrt((double)cfg->beta2), qj = 1.0, A = 0.0;
-        int64_t n = k < 256 ? k : 256;
-        for (int64_t j = 1; j <= n; j++) {
-            qj *= q;
-            A += (double)t->tab[s + j].lr_full * qj;
-        }
-        g.A = (float)A;
-    }
+    if (s < ADAM_EXACT)
+        g.A = t->early[(size_t)s * (ADAM_EXACT_GAP + 1) + (k < ADAM_EXACT_GAP ? k : ADAM_EXACT_GAP)];
     g.B = (float)(B < 1e30 ? B : 1e30); /* keeps B * 0 finite for v = 0 */
     return g;
 }
@@ -204,8 +212,9 @@ FAST_CLONES static void adam__row(adam_table_t *t, const adam__step_t *k, int32_
 void adam_table_update(adam_table_t *t, int64_t step, int part, int nparts)
 {
     adam__step_t k = adam__step_consts(t, step);
-    for (int32_t b = part * 64; b < t->rows; b += nparts * 64) {
-        int32_t e = b + 64 < t->rows ? b + 64 : t->rows;
+    int32_t blk = adam_block(t);
+    for (int32_t b = part * blk; b < t->rows; b += nparts * blk) {
+        int32_t e = b + blk < t->rows ? b + blk : t->rows;
         for (int32_t r = b; r < e; r++)
             if (t->touched[r]) {
                 float *g = t->g + (int64_t)r * t->cols;
@@ -236,7 +245,7 @@ FAST_CLONES int adam_table_gather(adam_table_t *t, const scatter_t *const *lists
         const scatter_t *s = lists[l];
         for (int64_t x = 0; x < s->n; x++) {
             int32_t r = s->v[x].row;
-            if (adam_part(r, nparts) != part)
+            if (adam_part(t, r, nparts) != part)
                 continue;
             if (pt->cnt[r]++ == 0) {
                 if (pt->n_rows == pt->cap_rows) {
@@ -261,8 +270,9 @@ FAST_CLONES int adam_table_gather(adam_table_t *t, const scatter_t *const *lists
      * one count per row of the part. Each row's sum keeps its list order,
      * so the results do not change. */
     int64_t nr = 0;
-    for (int32_t b = part * 64; b < t->rows; b += nparts * 64) {
-        int32_t e = b + 64 < t->rows ? b + 64 : t->rows;
+    int32_t blk = adam_block(t);
+    for (int32_t b = part * blk; b < t->rows; b += nparts * blk) {
+        int32_t e = b + blk < t->rows ? b + blk : t->rows;
         for (int32_t r = b; r < e; r++)
             if (pt->cnt[r])
                 pt->rows[nr++] = r;
@@ -284,7 +294,7 @@ FAST_CLONES int adam_table_gather(adam_table_t *t, const scatter_t *const *lists
         const scatter_t *s = lists[l];
         for (int64_t x = 0; x < s->n; x++) {
             int32_t r = s->v[x].row;
-            if (adam_part(r, nparts) == part)
+            if (adam_part(t, r, nparts) == part)
                 pt->sorted[pt->pos[r]++] = s->v[x];
         }
     }
@@ -292,6 +302,14 @@ FAST_CLONES int adam_table_gather(adam_table_t *t, const scatter_t *const *lists
     for (int64_t q = 0; q < pt->n_rows; q++) {
         int32_t r = pt->rows[q];
         int32_t end = pt->pos[r], begin = end - pt->cnt[r];
+        if (q + 2 < pt->n_rows) {
+            int32_t r2 = pt->rows[q + 2];
+            for (int32_t x = pt->pos[r2] - pt->cnt[r2]; x < pt->pos[r2]; x++) {
+                const char *v = (const char *)pt->sorted[x].vec;
+                for (size_t b = 0; b < (size_t)d * sizeof(float); b += 64)
+                    __builtin_prefetch(v + b);
+            }
+        }
         float *restrict g = pt->grad + q * d;
         memset(g, 0, (size_t)d * sizeof(float));
         for (int32_t x = begin; x < end; x++) {
@@ -317,16 +335,29 @@ void adam_table_apply(adam_table_t *t, int64_t step, int part)
         return;
     adam__part_t *pt = &t->parts[part];
     adam__step_t k = adam__step_consts(t, step);
-    for (int64_t q = 0; q < pt->n_rows; q++)
+    size_t bytes = (size_t)t->cols * sizeof(float);
+    for (int64_t q = 0; q < pt->n_rows; q++) {
+        if (q + 2 < pt->n_rows) {
+            int64_t off = (int64_t)pt->rows[q + 2] * t->cols;
+            const char *pp = (const char *)(t->p + off), *pm = (const char *)(t->m + off),
+                       *pv = (const char *)(t->v + off);
+            for (size_t b = 0; b < bytes; b += 64) {
+                __builtin_prefetch(pp + b, 1);
+                __builtin_prefetch(pm + b, 1);
+                __builtin_prefetch(pv + b, 1);
+            }
+        }
         adam__row(t, &k, pt->rows[q], step, pt->grad + q * t->cols);
+    }
     pt->n_rows = 0;
 }
 
 void adam_table_flush(adam_table_t *t, int64_t step, int part, int nparts)
 {
     adam__step_t k = adam__step_consts(t, step);
-    for (int32_t b = part * 64; b < t->rows; b += nparts * 64) {
-        int32_t e = b + 64 < t->rows ? b + 64 : t->rows;
+    int32_t blk = adam_block(t);
+    for (int32_t b = part * blk; b < t->rows; b += nparts * blk) {
+        int32_t e = b + blk < t->rows ? b + blk : t->rows;
         for (int32_t r = b; r < e; r++)
             adam__row(t, &k, r, step, NULL);
     }

@@ -38,7 +38,7 @@ typedef struct {
 /* lr 1e-3, betas (0.9, 0.999), eps 1e-8, wd 1e-3: the reference's values. */
 adam_cfg_t adam_cfg_default(void);
 
-enum { ADAM_CACHE = 16384, ADAM_MAX_PARTS = 64, ADAM_EXACT = 1024 };
+enum { ADAM_CACHE = 16384, ADAM_MAX_PARTS = 64, ADAM_EXACT = 1024, ADAM_EXACT_GAP = 256 };
 
 /* Internal: per step s the bias-corrected rates, per gap length k the
  * catch-up sums. */
@@ -68,6 +68,8 @@ typedef struct {
     uint8_t *touched;  /* (rows) the row has a gradient for this step */
     adam_cfg_t cfg;
     adam__tab_t *tab;  /* (ADAM_CACHE) constants by step and by gap length */
+    float *early;      /* (ADAM_EXACT, ADAM_EXACT_GAP + 1) the momentum sum of a
+                          gap of k steps after step s, s < ADAM_EXACT */
     adam__part_t parts[ADAM_MAX_PARTS]; /* scratch of adam_table_gather/apply */
 } adam_table_t;
 
@@ -79,11 +81,26 @@ int adam_table_init(adam_table_t *t, float *params, int32_t rows, int32_t cols,
 
 void adam_table_close(adam_table_t *t);
 
-/* Which of nparts threads owns a row: blocks of 64 rows, so that two threads
- * never share a cache line of the per-row arrays. */
-static inline int adam_part(int32_t row, int nparts)
+/* Rows go to threads in blocks: of 64 rows, so that two threads never share
+ * a cache line of the per-row arrays, or of one row when rows are at least
+ * ADAM_WIDE floats. A table of a few wide rows (the experts: 30 rows of
+ * 24,510) would otherwise fall in one block, on one thread; at 4 KB a row,
+ * sharing those cache lines costs nothing. */
+enum { ADAM_WIDE = 1024 };
+
+static inline int32_t adam_block(const adam_table_t *t)
 {
-    return (int)((row >> 6) % nparts);
+    return t->cols >= ADAM_WIDE ? 1 : 64;
+}
+
+/* Which of nparts threads owns a row of t. Every thread asks this of every
+ * scatter entry, so it avoids dividing when it can. */
+static inline int adam_part(const adam_table_t *t, int32_t row, int nparts)
+{
+    uint32_t b = (uint32_t)row >> (t->cols >= ADAM_WIDE ? 0 : 6);
+    if ((nparts & (nparts - 1)) == 0)
+        return (int)(b & (uint32_t)(nparts - 1));
+    return (int)(b % (uint32_t)nparts);
 }
 
 /* The gradient row to accumulate into; marks the row touched. */
@@ -94,7 +111,7 @@ static inline float *adam_table_grad(adam_table_t *t, int32_t row)
 }
 
 /* Step number `step` (1-based) for the touched rows with
- * adam_part(row, nparts) == part: catch up, apply the gradient, clear it. */
+ * adam_part(t, row, nparts) == part: catch up, apply the gradient, clear it. */
 void adam_table_update(adam_table_t *t, int64_t step, int part, int nparts);
 
 /* Scatter-list training is two phases, each run for every part (in

@@ -163,6 +163,15 @@ FAST_CLONES double bpr_forward(const mf_t *mf, const bpr_triple_t *t, int32_t n,
     int32_t d = mf->dim;
     double loss = 0.0;
     for (int32_t s = 0; s < n; s++) {
+        if (s + 4 < n) {
+            /* The rows are random rows of tables larger than the caches. */
+            const char *r[3] = { (const char *)(mf->ue + (int64_t)t[s + 4].u * d),
+                                 (const char *)(mf->ie + (int64_t)t[s + 4].i * d),
+                                 (const char *)(mf->ie + (int64_t)t[s + 4].j * d) };
+            for (int k = 0; k < 3; k++)
+                for (size_t b = 0; b < (size_t)d * sizeof(float); b += 64)
+                    __builtin_prefetch(r[k] + b);
+        }
         const float *pu = mf->ue + (int64_t)t[s].u * d;
         float x = vec_dot(pu, mf->ie + (int64_t)t[s].i * d, d) -
                   vec_dot(pu, mf->ie + (int64_t)t[s].j * d, d);

@@ -291,6 +291,49 @@ TEST(adam_flush_is_idempotent_and_parts_agree)
     adam_table_close(&b);
 }
 
+TEST(adam_wide_rows_are_shared_between_parts)
+{
+    /* A few wide rows (the experts' tables) go to threads row by row, not
+     * all to the first 64-row block's thread; the result is the same as in
+     * one part. */
+    enum { R = 5, C = ADAM_WIDE };
+    static float pa[R * C], pb[R * C];
+    rng_t g;
+    rng_init_stream(&g, 9, RNG_TEST, 0, 0);
+    for (int k = 0; k < R * C; k++)
+        pa[k] = pb[k] = rng_normal(&g);
+    adam_table_t a, b;
+    adam_cfg_t cfg = adam_cfg_default();
+    REQUIRE(adam_table_init(&a, pa, R, C, &cfg) == 0);
+    REQUIRE(adam_table_init(&b, pb, R, C, &cfg) == 0);
+    int owned[2] = { 0, 0 };
+    for (int32_t r = 0; r < R; r++)
+        owned[adam_part(&a, r, 2)]++;
+    CHECK_EQ_INT(owned[0], 3);
+    CHECK_EQ_INT(owned[1], 2);
+    CHECK_EQ_INT(adam_part(&a, 4, 3), 1);
+    for (int64_t s = 1; s <= 30; s++) {
+        for (int32_t r = 0; r < R; r++) {
+            if (rng_float(&g) < 0.4f)
+                continue;
+            float *ga = adam_table_grad(&a, r), *gb = adam_table_grad(&b, r);
+            for (int c = 0; c < C; c++)
+                ga[c] = gb[c] = 0.1f * rng_normal(&g);
+        }
+        adam_table_update(&a, s, 1, 2);
+        adam_table_update(&a, s, 0, 2);
+        adam_table_update(&b, s, 0, 1);
+    }
+    for (int part = 0; part < 3; part++)
+        adam_table_flush(&a, 30, part, 3);
+    adam_table_flush(&b, 30, 0, 1);
+    CHECK(memcmp(pa, pb, sizeof(pa)) == 0);
+    CHECK(memcmp(a.m, b.m, sizeof(pa)) == 0);
+    CHECK(memcmp(a.v, b.v, sizeof(pa)) == 0);
+    adam_table_close(&a);
+    adam_table_close(&b);
+}
+
 TEST(adam_update_scatter_matches_dense_apply)
 {
     /* The fused path (sum a row's scatter entries, then update) against the
