@@ -85,8 +85,10 @@ int metrics_eval(const mf_t *mf, const loo_split_t *split, pool_t *pool,
  * is ten times the L2 cache, so the pass is bound by those reads. The plan
  * holds, for each block of users, the block's pairs sorted by item, so a
  * pass reads the item table once per block, in address order, while the
- * block's user rows stay in cache. The scores and ranks are the same, bit
- * for bit. The plan depends on the candidates only: splits sharing the
+ * block's user rows stay in cache, and each item row is scored against its
+ * block users four at a time (four independent sums keep the vector adder
+ * busy where one waits on its own latency). The scores and ranks are the
+ * same, bit for bit. The plan depends on the candidates only: splits sharing the
  * candidate array (valid and test) share a plan. */
 typedef struct metrics_plan metrics_plan_t;
 

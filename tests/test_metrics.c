@@ -254,8 +254,10 @@ TEST(metrics_plan_matches_direct_evaluation)
     /* The plan regroups the pairs by item; every score and rank must stay
      * the same, bit for bit, for any dim (200: the teacher's; 13: a tail
      * that is not a multiple of 8), with skipped users, candidates outside
-     * the model, and 700 users: two full blocks and a partial one. */
-    enum { NU = 700, NI = 400, NC = 37 };
+     * the model, and 1200 users: two full blocks and a partial one. Each
+     * item has tens of pairs in a block, scored four at a time, and a
+     * remainder. */
+    enum { NU = 1200, NI = 400, NC = 37 };
     int32_t *target = malloc(NU * sizeof(int32_t));
     int32_t *cands = malloc(NU * NC * sizeof(int32_t));
     REQUIRE(target && cands);
