@@ -247,32 +247,51 @@ TEST(adam_untouched_row_keeps_value)
     adam_table_close(&t);
 }
 
+/* Two tables over the same random parameters (pa, pb: R x C), and g seeded
+ * for their gradients. Returns 0 or -ENOMEM. */
+static int test_adam__twins(adam_table_t *a, adam_table_t *b, float *pa, float *pb, int32_t R,
+                            int32_t C, uint64_t seed, rng_t *g)
+{
+    rng_init_stream(g, seed, RNG_TEST, 0, 0);
+    for (int32_t k = 0; k < R * C; k++)
+        pa[k] = pb[k] = rng_normal(g);
+    adam_cfg_t cfg = adam_cfg_default();
+    if (adam_table_init(a, pa, R, C, &cfg) < 0)
+        return -ENOMEM;
+    if (adam_table_init(b, pb, R, C, &cfg) < 0) {
+        adam_table_close(a);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Steps a (updated in `parts` parts, out of order) and b (in one part) with
+ * the same random gradients on a random 60% of the rows. */
+static void test_adam__steps_in_parts(adam_table_t *a, adam_table_t *b, int64_t steps,
+                                      int parts, rng_t *g)
+{
+    for (int64_t s = 1; s <= steps; s++) {
+        for (int32_t r = 0; r < a->rows; r++) {
+            if (rng_float(g) < 0.4f)
+                continue;
+            float *ga = adam_table_grad(a, r), *gb = adam_table_grad(b, r);
+            for (int c = 0; c < a->cols; c++)
+                ga[c] = gb[c] = 0.1f * rng_normal(g);
+        }
+        for (int part = parts - 1; part >= 0; part--)
+            adam_table_update(a, s, part, parts);
+        adam_table_update(b, s, 0, 1);
+    }
+}
+
 TEST(adam_flush_is_idempotent_and_parts_agree)
 {
     enum { R = 150, C = 5 }; /* three 64-row blocks, so the parts differ */
     float pa[R * C], pb[R * C];
     rng_t g;
-    rng_init_stream(&g, 8, RNG_TEST, 0, 0);
-    for (int k = 0; k < R * C; k++)
-        pa[k] = pb[k] = rng_normal(&g);
     adam_table_t a, b;
-    adam_cfg_t cfg = adam_cfg_default();
-    REQUIRE(adam_table_init(&a, pa, R, C, &cfg) == 0);
-    REQUIRE(adam_table_init(&b, pb, R, C, &cfg) == 0);
-    for (int64_t s = 1; s <= 200; s++) {
-        for (int32_t r = 0; r < R; r++) {
-            if (rng_float(&g) < 0.6f)
-                continue;
-            float *ga = adam_table_grad(&a, r), *gb = adam_table_grad(&b, r);
-            for (int c = 0; c < C; c++)
-                ga[c] = gb[c] = 0.1f * rng_normal(&g);
-        }
-        /* One table in three parts, out of order; the other in one. */
-        adam_table_update(&a, s, 2, 3);
-        adam_table_update(&a, s, 0, 3);
-        adam_table_update(&a, s, 1, 3);
-        adam_table_update(&b, s, 0, 1);
-    }
+    REQUIRE(test_adam__twins(&a, &b, pa, pb, R, C, 8, &g) == 0);
+    test_adam__steps_in_parts(&a, &b, 200, 3, &g);
     CHECK(memcmp(pa, pb, sizeof(pa)) == 0);
     adam_table_flush(&a, 200, 0, 1);
     for (int part = 0; part < 4; part++)
@@ -299,31 +318,15 @@ TEST(adam_wide_rows_are_shared_between_parts)
     enum { R = 5, C = ADAM_WIDE };
     static float pa[R * C], pb[R * C];
     rng_t g;
-    rng_init_stream(&g, 9, RNG_TEST, 0, 0);
-    for (int k = 0; k < R * C; k++)
-        pa[k] = pb[k] = rng_normal(&g);
     adam_table_t a, b;
-    adam_cfg_t cfg = adam_cfg_default();
-    REQUIRE(adam_table_init(&a, pa, R, C, &cfg) == 0);
-    REQUIRE(adam_table_init(&b, pb, R, C, &cfg) == 0);
+    REQUIRE(test_adam__twins(&a, &b, pa, pb, R, C, 9, &g) == 0);
     int owned[2] = { 0, 0 };
     for (int32_t r = 0; r < R; r++)
         owned[adam_part(&a, r, 2)]++;
     CHECK_EQ_INT(owned[0], 3);
     CHECK_EQ_INT(owned[1], 2);
     CHECK_EQ_INT(adam_part(&a, 4, 3), 1);
-    for (int64_t s = 1; s <= 30; s++) {
-        for (int32_t r = 0; r < R; r++) {
-            if (rng_float(&g) < 0.4f)
-                continue;
-            float *ga = adam_table_grad(&a, r), *gb = adam_table_grad(&b, r);
-            for (int c = 0; c < C; c++)
-                ga[c] = gb[c] = 0.1f * rng_normal(&g);
-        }
-        adam_table_update(&a, s, 1, 2);
-        adam_table_update(&a, s, 0, 2);
-        adam_table_update(&b, s, 0, 1);
-    }
+    test_adam__steps_in_parts(&a, &b, 30, 2, &g);
     for (int part = 0; part < 3; part++)
         adam_table_flush(&a, 30, part, 3);
     adam_table_flush(&b, 30, 0, 1);
