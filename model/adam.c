@@ -1,6 +1,7 @@
 /* Lazy Adam with closed-form catch-up; see adam.h for why it matches dense. */
 #include "simd.h"
 #include "adam.h"
+#include "bigmem.h"
 
 #include <errno.h>
 #include <math.h>
@@ -68,8 +69,8 @@ int adam_table_init(adam_table_t *t, float *params, int32_t rows, int32_t cols,
     t->rows = rows;
     t->cols = cols;
     t->p = params;
-    t->m = calloc(n ? n : 1, sizeof(float));
-    t->v = calloc(n ? n : 1, sizeof(float));
+    t->m = bigmem_zero_floats(n);
+    t->v = bigmem_zero_floats(n);
     t->g = calloc(n ? n : 1, sizeof(float));
     t->last = calloc(rows ? (size_t)rows : 1, sizeof(int64_t));
     t->touched = calloc(rows ? (size_t)rows : 1, 1);

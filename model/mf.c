@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bigmem.h"
 #include "gemm.h"
 #include "rng.h"
 
@@ -17,7 +18,7 @@ int mf_init(mf_t *mf, int32_t n_users, int32_t n_items, int32_t dim)
     if (n_users < 0 || n_items < 0 || dim <= 0)
         return -EINVAL;
     size_t n = ((size_t)n_users + (size_t)n_items) * (size_t)dim;
-    mf->params = calloc(n ? n : 1, sizeof(float));
+    mf->params = bigmem_zero_floats(n);
     if (!mf->params)
         return -ENOMEM;
     mf->n_users = n_users;

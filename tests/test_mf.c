@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/bigmem.h"
 #include "model/gemm.h"
 #include "model/mf.h"
 #include "model/rng.h"
@@ -147,4 +148,57 @@ TEST(mf_projection_is_the_best_fit)
     free(sts);
     mf_close(&s);
     mf_close(&t);
+}
+
+TEST(bpr_forward_matches_one_triple_at_a_time)
+{
+    /* Every coefficient and the loss are what one vec_dot per score gives,
+     * bit for bit, for an odd count and a dim that is not a multiple of 8. */
+    enum { NT = 7 };
+    const int32_t dims[] = { 200, 13 };
+    for (int q = 0; q < 2; q++) {
+        mf_t mf;
+        REQUIRE(mf_init(&mf, 5, 9, dims[q]) == 0);
+        mf_init_normal(&mf, 1.0f, 3 + (uint64_t)q);
+        bpr_triple_t t[NT];
+        for (int32_t s = 0; s < NT; s++)
+            t[s] = (bpr_triple_t){ s % 5, (2 * s) % 9, (3 * s + 1) % 9 };
+        float coef[NT];
+        double loss = bpr_forward(&mf, t, NT, coef);
+        double want_loss = 0.0;
+        for (int32_t s = 0; s < NT; s++) {
+            const float *pu = mf.ue + (int64_t)t[s].u * mf.dim;
+            float x = vec_dot(pu, mf.ie + (int64_t)t[s].i * mf.dim, mf.dim) -
+                      vec_dot(pu, mf.ie + (int64_t)t[s].j * mf.dim, mf.dim);
+            double y = -(double)x; /* the loss is softplus(-x) */
+            want_loss += y > 0 ? y + log1p(exp(-y)) : log1p(exp(y));
+            float want = (float)(-1.0 / (1.0 + exp((double)x)));
+            CHECK(memcmp(&coef[s], &want, sizeof(want)) == 0);
+        }
+        CHECK(loss == want_loss);
+        mf_close(&mf);
+    }
+}
+
+TEST(bigmem_tables_are_zeroed_and_aligned)
+{
+    /* Below BIGMEM_MIN a plain calloc; from it on, 2 MB aligned (so that the
+     * kernel can back it with huge pages); zeroed either way. */
+    const size_t sizes[] = { 0, 1, 1000, BIGMEM_MIN / sizeof(float) - 1,
+                             BIGMEM_MIN / sizeof(float), 3 * (BIGMEM_MIN / sizeof(float)) + 7 };
+    for (int q = 0; q < 6; q++) {
+        size_t n = sizes[q];
+        float *f = bigmem_zero_floats(n);
+        REQUIRE(f);
+        size_t m = n ? n : 1;
+        size_t nonzero = 0;
+        for (size_t k = 0; k < m; k++)
+            nonzero += f[k] != 0.0f;
+        CHECK(nonzero == 0);
+        if (n * sizeof(float) >= BIGMEM_MIN)
+            CHECK((uintptr_t)f % (2u << 20) == 0);
+        f[m - 1] = 1.0f; /* the whole table is writable */
+        free(f);
+    }
+    CHECK(bigmem_zero_floats(SIZE_MAX / 2) == NULL);
 }
