@@ -2,6 +2,7 @@
 #include "simd.h"
 #include "adam.h"
 #include "bigmem.h"
+#include "vec.h"
 
 #include <errno.h>
 #include <math.h>
@@ -305,11 +306,8 @@ FAST_CLONES int adam_table_gather(adam_table_t *t, const scatter_t *const *lists
         int32_t end = pt->pos[r], begin = end - pt->cnt[r];
         if (q + 2 < pt->n_rows) {
             int32_t r2 = pt->rows[q + 2];
-            for (int32_t x = pt->pos[r2] - pt->cnt[r2]; x < pt->pos[r2]; x++) {
-                const char *v = (const char *)pt->sorted[x].vec;
-                for (size_t b = 0; b < (size_t)d * sizeof(float); b += 64)
-                    __builtin_prefetch(v + b);
-            }
+            for (int32_t x = pt->pos[r2] - pt->cnt[r2]; x < pt->pos[r2]; x++)
+                vec_prefetch(pt->sorted[x].vec, (size_t)d * sizeof(float));
         }
         float *restrict g = pt->grad + q * d;
         memset(g, 0, (size_t)d * sizeof(float));
@@ -340,13 +338,9 @@ void adam_table_apply(adam_table_t *t, int64_t step, int part)
     for (int64_t q = 0; q < pt->n_rows; q++) {
         if (q + 2 < pt->n_rows) {
             int64_t off = (int64_t)pt->rows[q + 2] * t->cols;
-            const char *pp = (const char *)(t->p + off), *pm = (const char *)(t->m + off),
-                       *pv = (const char *)(t->v + off);
-            for (size_t b = 0; b < bytes; b += 64) {
-                __builtin_prefetch(pp + b, 1);
-                __builtin_prefetch(pm + b, 1);
-                __builtin_prefetch(pv + b, 1);
-            }
+            vec_prefetch_w(t->p + off, bytes);
+            vec_prefetch_w(t->m + off, bytes);
+            vec_prefetch_w(t->v + off, bytes);
         }
         adam__row(t, &k, pt->rows[q], step, pt->grad + q * t->cols);
     }

@@ -88,16 +88,21 @@ void adam_table_close(adam_table_t *t);
  * sharing those cache lines costs nothing. */
 enum { ADAM_WIDE = 1024 };
 
+static inline int adam_block_shift(const adam_table_t *t)
+{
+    return t->cols >= ADAM_WIDE ? 0 : 6;
+}
+
 static inline int32_t adam_block(const adam_table_t *t)
 {
-    return t->cols >= ADAM_WIDE ? 1 : 64;
+    return (int32_t)1 << adam_block_shift(t);
 }
 
 /* Which of nparts threads owns a row of t. Every thread asks this of every
  * scatter entry, so it avoids dividing when it can. */
 static inline int adam_part(const adam_table_t *t, int32_t row, int nparts)
 {
-    uint32_t b = (uint32_t)row >> (t->cols >= ADAM_WIDE ? 0 : 6);
+    uint32_t b = (uint32_t)row >> adam_block_shift(t);
     if ((nparts & (nparts - 1)) == 0)
         return (int)(b & (uint32_t)(nparts - 1));
     return (int)(b % (uint32_t)nparts);

@@ -746,12 +746,6 @@ static int distill__de_side(distill_t *d, int side, float temp, distill_stats_t 
     return 0;
 }
 
-static inline void distill__prefetch_row(const float *row, int32_t dim)
-{
-    for (size_t b = 0; b < (size_t)dim * sizeof(float); b += 64)
-        __builtin_prefetch((const char *)row + b);
-}
-
 FAST_CLONES static void distill__rrd_chunk(void *ctx, int task, int worker)
 {
     distill__rrd_job_t *job = ctx;
@@ -778,11 +772,12 @@ FAST_CLONES static void distill__rrd_chunk(void *ctx, int task, int worker)
          * ask for each a few targets ahead of its use. */
         enum { AHEAD = 8 };
         for (int32_t k = 0; k < AHEAD && k < nk + nl; k++)
-            distill__prefetch_row(d->model.params + (int64_t)(rs->target_base + tg[k]) * dim, dim);
+            vec_prefetch(d->model.params + (int64_t)(rs->target_base + tg[k]) * dim,
+                         (size_t)dim * sizeof(float));
         for (int32_t k = 0; k < nk + nl; k++) {
             if (k + AHEAD < nk + nl)
-                distill__prefetch_row(d->model.params +
-                                      (int64_t)(rs->target_base + tg[k + AHEAD]) * dim, dim);
+                vec_prefetch(d->model.params + (int64_t)(rs->target_base + tg[k + AHEAD]) * dim,
+                             (size_t)dim * sizeof(float));
             s[k] = vec_dot(pa, d->model.params + (int64_t)(rs->target_base + tg[k]) * dim, dim);
         }
         loss += rrd_loss(s, nk, s + nk, nl, g, g + nk);

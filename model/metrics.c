@@ -120,11 +120,9 @@ FAST_CLONES static void metrics__chunk(void *ctx, int task, int worker)
          * ask for each row a few candidates ahead of its use. */
         enum { AHEAD = 6 };
         for (int32_t k = 0; k < sp->n_cands; k++) {
-            if (k + AHEAD < sp->n_cands && c[k + AHEAD] >= 0 && c[k + AHEAD] < mf->n_items) {
-                const char *row = (const char *)(mf->ie + (int64_t)c[k + AHEAD] * mf->dim);
-                for (int32_t off = 0; off < mf->dim * 4; off += 64)
-                    __builtin_prefetch(row + off);
-            }
+            if (k + AHEAD < sp->n_cands && c[k + AHEAD] >= 0 && c[k + AHEAD] < mf->n_items)
+                vec_prefetch(mf->ie + (int64_t)c[k + AHEAD] * mf->dim,
+                             (size_t)mf->dim * sizeof(float));
             rank += metrics__score(mf, pu, c[k]) >= st;
         }
         metrics_add_rank(m, rank);

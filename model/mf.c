@@ -166,12 +166,10 @@ FAST_CLONES double bpr_forward(const mf_t *mf, const bpr_triple_t *t, int32_t n,
     for (int32_t s = 0; s < n; s++) {
         if (s + 4 < n) {
             /* The rows are random rows of tables larger than the caches. */
-            const char *r[3] = { (const char *)(mf->ue + (int64_t)t[s + 4].u * d),
-                                 (const char *)(mf->ie + (int64_t)t[s + 4].i * d),
-                                 (const char *)(mf->ie + (int64_t)t[s + 4].j * d) };
-            for (int k = 0; k < 3; k++)
-                for (size_t b = 0; b < (size_t)d * sizeof(float); b += 64)
-                    __builtin_prefetch(r[k] + b);
+            size_t bytes = (size_t)d * sizeof(float);
+            vec_prefetch(mf->ue + (int64_t)t[s + 4].u * d, bytes);
+            vec_prefetch(mf->ie + (int64_t)t[s + 4].i * d, bytes);
+            vec_prefetch(mf->ie + (int64_t)t[s + 4].j * d, bytes);
         }
         const float *pu = mf->ue + (int64_t)t[s].u * d;
         float x = vec_dot(pu, mf->ie + (int64_t)t[s].i * d, d) -

@@ -5,6 +5,7 @@
 #ifndef DERRD_VEC_H
 #define DERRD_VEC_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* <a, b> with eight running sums, so the compiler can vectorise without
@@ -20,6 +21,21 @@ static inline float vec_dot(const float *a, const float *b, int32_t d)
     for (; k < d; k++)
         acc[k & 7] += a[k] * b[k];
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* Asks for the cache lines of bytes at p (a row about to be read at random
+ * from a table larger than the caches); vec_prefetch_w for a row about to be
+ * written. */
+static inline void vec_prefetch(const void *p, size_t bytes)
+{
+    for (size_t b = 0; b < bytes; b += 64)
+        __builtin_prefetch((const char *)p + b);
+}
+
+static inline void vec_prefetch_w(void *p, size_t bytes)
+{
+    for (size_t b = 0; b < bytes; b += 64)
+        __builtin_prefetch((char *)p + b, 1);
 }
 
 /* <a[j], b> for j < 4, each bit for bit vec_dot(a[j], b, d) (lane l of
