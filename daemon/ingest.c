@@ -17,6 +17,7 @@
 #define INGEST_BUDGET 4096
 #define INGEST_LAG_TICK_MS 10
 #define INGEST_LAG_WINDOW_MS 10000
+#define INGEST_STALL_WARN_MS 100 /* a stall this long gets a log line */
 
 #define HDR_REASON "derrd.reason"
 #define HDR_TOPIC "derrd.source.topic"
@@ -54,7 +55,7 @@ struct ingest {
     uint64_t lag_window_ns;  /* start of the current stall window */
     double lag_window_ms;    /* longest stall in it so far */
     ingest_stats_t stats;
-    log_ratelimit_t rl_invalid, rl_kafka;
+    log_ratelimit_t rl_invalid, rl_kafka, rl_stall;
 };
 
 /* ---- positions ------------------------------------------------------------------ */
@@ -270,6 +271,10 @@ static void ingest__lag_cb(uv_timer_t *h)
             in->stats.loop_lag_max_ms = late;
         if (late > in->lag_window_ms)
             in->lag_window_ms = late;
+        uint64_t dropped;
+        if (late >= INGEST_STALL_WARN_MS && log_ratelimit_ok(&in->rl_stall, 10000, &dropped))
+            log_warn("ingest: the event loop stalled %.0f ms (%" PRIu64 " more such stalls since "
+                     "the last such line)", late, dropped);
     }
     /* The recent figure: the longest stall of the last full window. */
     if (now - in->lag_window_ns >= (uint64_t)INGEST_LAG_WINDOW_MS * 1000000) {
