@@ -55,6 +55,7 @@ typedef struct {
     int n_part_lag;
     int brokers_up;          /* connections up (kafka_consumer_brokers_up), -1 unknown */
     double loop_lag_max_ms;  /* longest loop stall seen */
+    double loop_lag_own_max_ms; /* longest, less the loop thread's wait for a CPU */
     double loop_lag_recent_ms; /* longest in the last complete 10 s window */
     int fatal;               /* a fatal Kafka error happened */
 } ingest_stats_t;

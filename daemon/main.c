@@ -144,12 +144,14 @@ static void daemon__summary(daemon_t *d, const ingest_stats_t *is)
     if (d->rounds)
         rounds_freshness(d->rounds, &p50, &p99, &fresh);
     log_notice("summary: events=%llu seconds=%.3f rate=%.0f interactions=%lld "
-               "peak_rss_kib=%ld state_kib=%llu loop_stall_max_ms=%.1f invalid=%llu "
+               "peak_rss_kib=%ld state_kib=%llu loop_stall_max_ms=%.1f "
+               "loop_stall_own_max_ms=%.1f invalid=%llu "
                "dead_lettered=%llu checkpoints=%llu rounds=%llu published=%llu "
                "fresh_users=%lld fresh_p50_ms=%.0f fresh_p99_ms=%.0f",
                (unsigned long long)handled, secs, secs > 0 ? (double)handled / secs : 0.0,
                (long long)ts.interactions, daemon__peak_rss_kib(),
                (unsigned long long)(ts.state_bytes / 1024), is->loop_lag_max_ms,
+               is->loop_lag_own_max_ms,
                (unsigned long long)is->invalid, (unsigned long long)is->dead_lettered,
                (unsigned long long)ts.checkpoints, (unsigned long long)ts.rounds,
                (unsigned long long)ts.published, (long long)fresh, p50, p99);
@@ -405,14 +407,15 @@ static void daemon__stats_cb(uv_timer_t *h)
     double secs = (double)(now - d->last_stats_ms) / 1000.0;
     log_info("ingest: consumed %llu (%.0f/s), invalid %llu, dead-lettered %llu, staged %zu%s, "
              "lag %lld; state: %lld interactions, %lld users, %lld items, duplicates %llu; "
-             "checkpoint %llu (failures %llu); loop stall max %.1f ms",
+             "checkpoint %llu (failures %llu); loop stall max %.1f ms (%.1f ms its own)",
              (unsigned long long)is.consumed,
              secs > 0 ? (double)(is.consumed - d->last_consumed) / secs : 0.0,
              (unsigned long long)is.invalid, (unsigned long long)is.dead_lettered, is.staged,
              is.paused ? " (paused)" : "", (long long)is.lag, (long long)ts.interactions,
              (long long)ts.users, (long long)ts.items, (unsigned long long)ts.duplicates,
              (unsigned long long)ts.checkpoint_seq,
-             (unsigned long long)ts.checkpoint_failures, is.loop_lag_max_ms);
+             (unsigned long long)ts.checkpoint_failures, is.loop_lag_max_ms,
+             is.loop_lag_own_max_ms);
     d->last_consumed = is.consumed;
     d->last_stats_ms = now;
 }

@@ -125,6 +125,10 @@ char *status_metrics(const status_t *s, const status_in_t *in)
           is->loop_lag_recent_ms / 1000.0);
     GAUGE("loop_lag_max_seconds", "Longest event-loop stall since start.",
           is->loop_lag_max_ms / 1000.0);
+    GAUGE("loop_lag_own_max_seconds",
+          "Longest event-loop stall since start, less the time the loop thread waited for a "
+          "CPU (the loop's own work and blocking).",
+          is->loop_lag_own_max_ms / 1000.0);
 
     /* state and checkpoints */
     GAUGE("interactions", "Interactions in the state.", ts->interactions);

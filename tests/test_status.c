@@ -36,6 +36,7 @@ static void status_test_fill(ingest_stats_t *is, trainer_stats_t *ts)
     is->brokers_up = 1;
     is->loop_lag_recent_ms = 12.5;
     is->loop_lag_max_ms = 40;
+    is->loop_lag_own_max_ms = 7.5;
     ts->interactions = 12345678;
     ts->rounds = 3;
     ts->teacher_refreshes = 1;
@@ -72,6 +73,7 @@ TEST(status_metrics_values)
     CHECK(status_test_line(m, "derrd_consumer_lag{partition=\"0\"} 2"));
     CHECK(status_test_line(m, "derrd_consumer_lag{partition=\"3\"} -1"));
     CHECK(status_test_line(m, "derrd_loop_lag_seconds 0.0125"));
+    CHECK(status_test_line(m, "derrd_loop_lag_own_max_seconds 0.0075"));
     CHECK(status_test_line(m, "derrd_teacher_refreshes_total 1"));
     /* cumulative buckets, +Inf = count */
     CHECK(status_test_line(m, "derrd_round_duration_seconds_bucket{le=\"0.1\"} 1"));

@@ -8,7 +8,11 @@
 # rounds off unless ROUNDS=1 (a round's epochs run over all interactions, so
 # at these rates rounds fall behind the stream: docs/ROUNDS.md). Every 5 s:
 # derrd's RSS, interactions, lag and loop stall. Then:
-#   - the loop's longest stall (derrd_loop_lag_max_seconds) is under 100 ms;
+#   - the loop's longest stall of its own (derrd_loop_lag_own_max_seconds:
+#     the stall less the time the loop thread waited for a CPU, which on two
+#     cores shared with the broker and the producer is the machine's doing)
+#     is under 100 ms. derrd runs at debug level, so a failure shows its
+#     stall lines beside the checkpoints' times;
 #   - the group's committed offsets reach the log end within 120 s after the
 #     replay (lag 0);
 #   - RSS is bounded apart from data growth: once the stream stops, IDLE s
@@ -26,12 +30,11 @@ IDLE=${IDLE:-30}
 work=$(mktemp -d /tmp/derrd-load.XXXXXX)
 run=$(date +%s%N)
 topic=load-$run group=load-$run
-pid= replay_pid= watch_pid=
+pid= replay_pid=
 say() { echo "load: $*" >&2; }
 cleanup() {
     [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
     [ -n "$replay_pid" ] && kill "$replay_pid" 2>/dev/null || true
-    [ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null || true
     if [ "${keep:-0}" = 1 ]; then say "logs kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -49,9 +52,6 @@ pid=$!
 for _ in $(seq 1 100); do grep -q "status page" "$work/derrd.log" && break; sleep 0.1; done
 scrape || fail "no /metrics"
 rss0=$(rss_kib)
-echo 0 >"$work/machine_stall"
-python3 tests/stallwatch.py "$work/machine_stall" &
-watch_pid=$!
 # More events than SECONDS can take; the replay is stopped at SECONDS.
 nice -n 10 "$BUILD/derrd-replay" --brokers "$B" --topic "$topic" --synthetic 500000000 --users 50000 \
     --items 20000 --rate "$RATE" >"$work/replay.json" 2>"$work/replay.log" &
@@ -87,26 +87,23 @@ sleep "$IDLE" # nothing new arrives (with ROUNDS=1, rounds settle)
 sample
 rss2=$(rss_kib)
 scrape
-stall=$(awk '$1 == "derrd_loop_lag_max_seconds" { printf "%.1f", $2 * 1000 }' "$work/metrics")
-kill "$watch_pid" 2>/dev/null || true
-wait "$watch_pid" 2>/dev/null || true
-watch_pid=
-machine=$(cat "$work/machine_stall")
-limit=$(awk -v m="$machine" 'BEGIN { printf "%.1f", m + 100 }')
+ms() { awk -v n="$1" '$1 == n { printf "%.1f", $2 * 1000 }' "$work/metrics"; }
+stall=$(ms derrd_loop_lag_max_seconds) own=$(ms derrd_loop_lag_own_max_seconds)
+[ -n "$stall" ] && [ -n "$own" ] || fail "no loop stall figures in /metrics"
 kill -TERM "$pid"
 rc=0
 wait "$pid" || rc=$?
 pid=
 [ "$rc" = 0 ] || fail "derrd exited $rc on SIGTERM"
-awk -v s="$stall" -v l="$limit" 'BEGIN { exit !(s < l) }' ||
-    fail "longest loop stall $stall ms (limit $limit ms; the machine's own longest stall" \
-        "$machine ms): $(grep -E 'stalled|checkpoint' "$work/derrd.log" | tail -8)"
+awk -v s="$own" 'BEGIN { exit !(s < 100) }' ||
+    fail "the loop's own longest stall $own ms (limit 100 ms; longest stall $stall ms):" \
+        "$(grep -E 'stalled|checkpoint' "$work/derrd.log" | tail -8)"
 awk -v a="$rss1" -v b="$rss2" 'BEGIN { exit !(b <= a * 1.05) }' ||
     fail "RSS grew from $((rss1 / 1024)) to $((rss2 / 1024)) MiB over $IDLE s of unchanged data"
 say "ok (rounds $([ "$ROUNDS" = 1 ] && echo on || echo off), rate ${RATE/#0/unlimited}):" \
     "$produced events in ${SECONDS_RUN} s ($((produced / SECONDS_RUN))/s), $inter interactions;" \
-    "lag 0 ${drain_s} s after the replay; longest loop stall $stall ms (the machine's" \
-    "$machine ms); RSS $((rss0 / 1024)) MiB" \
+    "lag 0 ${drain_s} s after the replay; longest loop stall $stall ms ($own ms its own);" \
+    "RSS $((rss0 / 1024)) MiB" \
     "at start, $((rss1 / 1024)) MiB at the end of the stream" \
     "($(awk -v a="$rss0" -v b="$rss1" -v n="$inter" 'BEGIN { printf "%.0f", (b - a) * 1024 / (n > 0 ? n : 1) }') B per interaction)," \
     "$((rss2 / 1024)) MiB after $IDLE s idle"
