@@ -11,7 +11,8 @@
 # default); "full-ndcg10" repeats the full run with --select ndcg10.
 # Env: THREADS (default: all CPUs), SEED (default 0), QUICK=1 (teacher and
 # student only), SLOW=1 (also the slow variants: RRD with the reference's
-# per-step terms, nosample, the authors' IR-RRD; about half an hour more).
+# per-step terms, nosample, the authors' IR-RRD; 5 minutes more on the
+# machine of bench/RESULTS.md's latest table, about 20 on slower ones).
 # "derrd-tuned" and "full-tuned" are DE-RRD with the lambdas selected on the
 # valid split (bench/RESULTS.md, "Tuning from the teacher's fit").
 set -euo pipefail

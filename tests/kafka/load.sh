@@ -87,7 +87,7 @@ sleep "$IDLE" # nothing new arrives (with ROUNDS=1, rounds settle)
 sample
 rss2=$(rss_kib)
 scrape
-ms() { awk -v n="$1" '$1 == n { printf "%.1f", $2 * 1000 }' "$work/metrics"; }
+ms() { metric "$1" | awk '{ printf "%.1f", $1 * 1000 }'; }
 stall=$(ms derrd_loop_lag_max_seconds) own=$(ms derrd_loop_lag_own_max_seconds)
 [ -n "$stall" ] && [ -n "$own" ] || fail "no loop stall figures in /metrics"
 kill -TERM "$pid"
