@@ -27,7 +27,6 @@ enum {
     CKPT_ITEMS = 3,        /* item id table */
     CKPT_INTERACTIONS = 4, /* (user row, item row) set */
     CKPT_OFFSETS = 5,      /* next Kafka offset per topic partition */
-    CKPT_DEADLETTER = 6,   /* dead-letter topic end offsets at write time */
     CKPT_MODELS = 16,      /* first id for model sections */
 };
 
