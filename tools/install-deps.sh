@@ -3,7 +3,8 @@
 #   tools/install-deps.sh               install (apt-get, as root or via sudo)
 #   tools/install-deps.sh --if-missing  do nothing when every header is there
 #   tools/install-deps.sh --if-missing-tests  the same, counting what the tests
-#                                       need too (chromium, python3, promtool)
+#                                       need too (chromium, python3, Java,
+#                                       Maven, promtool)
 #   tools/install-deps.sh --if-missing-fuzz   the same, counting what make fuzz
 #                                       needs too (clang, libFuzzer)
 set -euo pipefail
@@ -13,8 +14,9 @@ set -euo pipefail
 packages=(build-essential pkg-config curl libopenblas-dev libzstd-dev librdkafka-dev
           libuv1-dev libjansson-dev libmicrohttpd-dev systemd)
 # The tests: chromium loads the status page (tests/service.sh), python3 runs
-# small test helpers (a notify socket, JSON checks).
-packages+=(chromium python3)
+# small test helpers (a notify socket, JSON checks), Java 17 runs the Kafka
+# broker whose jars Maven fetches (tests/kafka/broker.sh).
+packages+=(chromium python3 openjdk-17-jre-headless maven)
 # make fuzz (tests/fuzz/): clang, and libFuzzer's runtime for it
 # (libclang_rt.fuzzer-x86_64.a), which Debian 12 ships in libclang-rt-14-dev.
 packages+=(clang libclang-rt-14-dev)
@@ -46,6 +48,8 @@ missing_tests() {
     missing && return 0
     command -v chromium >/dev/null || return 0
     command -v python3 >/dev/null || return 0
+    command -v java >/dev/null || return 0
+    command -v mvn >/dev/null || return 0
     [ -x "$promtool" ] || return 0
     return 1
 }
