@@ -46,7 +46,8 @@ int fsutil_write_atomic(const char *path, const fsutil_part_t *parts, int n,
     fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         rc = -errno;
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        snprintf(err, errlen, "%s: cannot create its temporary file %s: %s", path, tmp,
+                 strerror(errno));
         goto done;
     }
     if (fchmod(fd, 0644) < 0) {
@@ -96,6 +97,29 @@ fail:
     unlink(tmp);
 done:
     free(tmp);
+    free(dircopy);
+    return rc;
+}
+
+int fsutil_check_writable(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: is a directory", path);
+        return -EISDIR;
+    }
+    char *dircopy = strdup(path);
+    if (!dircopy) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -ENOMEM;
+    }
+    const char *dir = dirname(dircopy);
+    int rc = 0;
+    if (access(dir, W_OK | X_OK) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: cannot write in its directory %s: %s", path, dir,
+                 strerror(errno));
+    }
     free(dircopy);
     return rc;
 }

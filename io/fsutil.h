@@ -19,6 +19,12 @@ typedef struct {
 int fsutil_write_atomic(const char *path, const fsutil_part_t *parts, int n,
                         char *err, size_t errlen);
 
+/* Whether fsutil_write_atomic(path) can create its file: path is not a
+ * directory, and its directory exists and is writable. For tools that
+ * would otherwise learn it only after minutes of work. Returns 0 or a
+ * negative errno, with a reason naming path in err. */
+int fsutil_check_writable(const char *path, char *err, size_t errlen);
+
 /* Reads a whole file into a malloc'd buffer (*out, *len; caller frees).
  * Files over max_len are refused with -EFBIG. Returns 0 or a negative errno,
  * with a reason in err. */

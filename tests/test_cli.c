@@ -244,6 +244,11 @@ TEST(cli_usage_errors_exit_2)
         { "--teacher with student", { "--data", dir, "--method", "student", "--teacher",
                                       "t.emb", "--max-epochs", "1", NULL }, "--teacher goes with",
           1 },
+        { "--save in a missing directory", { "--data", dir, "--method", "student", "--save",
+                                              "/nonexistent/t.emb", "--max-epochs", "1", NULL },
+          "cannot write in its directory /nonexistent", 1 },
+        { "--save to a directory", { "--data", dir, "--method", "student", "--save", dir,
+                                     "--max-epochs", "1", NULL }, "is a directory", 1 },
         { "stray argument", { "--data", dir, "--method", "student", "extra", "--max-epochs", "1",
                               NULL }, "unexpected argument 'extra'", 1 },
         /* getopt's own message, followed by the whole usage text. */

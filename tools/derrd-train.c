@@ -17,6 +17,7 @@
 
 #include "io/dataset.h"
 #include "io/embfile.h"
+#include "io/fsutil.h"
 #include "model/distill.h"
 #include "model/gemm.h"
 #include "model/metrics.h"
@@ -62,7 +63,8 @@ static const char *usage_text =
     "  --batch N            mini-batch size (default 1024)\n"
     "  --lambda-de X        DE weight (default 0.01)\n"
     "  --lambda-rrd X       RRD weight (default 0.001)\n"
-    "  --quiet              no per-epoch progress\n"
+    "  --quiet              nothing on stderr but errors: no progress, no summary\n"
+    "                       (with --json, stdout's JSON line is the whole output)\n"
     "  --help               this text\n"
     "\n"
     "Cost knobs (docs/MODEL.md); the reference code is --de-max-experts 0\n"
@@ -222,7 +224,8 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
 
 static void print_result(const char *label, const fit_result_t *r)
 {
-    fprintf(stderr, "%s: %d epochs (best %d), %.1fs training (%.3fs/epoch), %.1fs validation\n",
+    fprintf(stderr, "%s: %d epochs (the best is epoch %d, counting from 0), %.1fs training "
+            "(%.3fs/epoch), %.1fs validation\n",
             label, r->epochs, r->best_epoch, r->train_seconds,
             r->epochs ? r->train_seconds / r->epochs : 0.0, r->eval_seconds);
     fprintf(stderr, "%s: test  HR@5 %.4f NDCG@5 %.4f HR@10 %.4f NDCG@10 %.4f HR@20 %.4f "
@@ -353,6 +356,8 @@ int main(int argc, char **argv)
     fo.progress = !quiet && isatty(2);
 
     char err[512];
+    if (save && fsutil_check_writable(save, err, sizeof(err)) < 0)
+        cli_die_usage("--save %s", err);
     int status = 1;
     dataset_t ds = { 0 };
     ratings_t train = { 0 };
