@@ -429,6 +429,13 @@ static int daemon__dump_state(const options_t *o)
 {
     state_t st;
     char err[512];
+    struct stat sd;
+    int e = stat(o->state_dir, &sd) < 0 ? errno : S_ISDIR(sd.st_mode) ? 0 : ENOTDIR;
+    if (e) {
+        /* A mistyped directory is an error, not an empty state. */
+        fprintf(stderr, "derrd: --state-dir %s: %s\n", o->state_dir, strerror(e));
+        return 1;
+    }
     if (state_init(&st, o->topic)) {
         fprintf(stderr, "derrd: out of memory\n");
         return 1;
