@@ -11,7 +11,7 @@
 #   make bench-ingest   Kafka ingest rate vs a bare consumer (bench/RESULTS.md)
 #   make bench-serving  snapshot recommend cost, student vs dim 200, and sizes
 #   make bench-stream   streaming accuracy and freshness on CiteULike (slow)
-#   make check-layers   the one-way layer rules of docs/DESIGN.md
+#   make check-layers   the one-way layer rules (README.md, "Layout")
 #   make deps       install the Debian packages the build and tests need
 #   make demo       install, build, run derrd on embedded Kafka with a replayed dataset
 

@@ -347,7 +347,10 @@ void options_print_help(FILE *out)
         }
         char head[64];
         snprintf(head, sizeof(head), "--%s %s", d->name,
-                 options__is_text(d) ? "TEXT" : d->type == OPT_BOOL ? "[BOOL]" : "N");
+                 options__is_text(d)       ? "TEXT"
+                 : d->type == OPT_BOOL     ? "[BOOL]"
+                 : d->type == OPT_DOUBLE   ? "X"
+                                           : "N");
         fprintf(out, "  %-34s %s (default: %s%s%s%s)\n", head, d->doc,
                 options__is_text(d) ? "\"" : "", d->def, options__is_text(d) ? "\"" : "",
                 d->live ? "; SIGHUP applies" : "");

@@ -1,6 +1,6 @@
 /*
  * event: the codec for interaction events, the Kafka message values of
- * docs/DESIGN.md section 3. Two encodings, auto-detected per message:
+ * docs/INGEST.md, "Event format". Two encodings, auto-detected per message:
  *
  *   JSON  {"user": "<id>", "item": "<id>", "ts": <unix ms, optional>}
  *         {"user": "<id>", "op": "forget"}          (erasure of a user)

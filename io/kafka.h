@@ -4,7 +4,7 @@
  * librdkafka's in-process mock cluster, behind types that carry no rdkafka
  * header, so daemon/ and tools/ never include it.
  *
- * Delivery contract (docs/DESIGN.md section 4): the consumer never stores an
+ * Delivery contract (docs/INGEST.md, "Guarantees, and why"): the consumer never stores an
  * offset by itself. The owner calls kafka_consumer_commit() with the
  * positions its durable state covers; auto-commit then keeps committing
  * those stored positions on its interval, on revoke and on close.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-way layer rules (docs/DESIGN.md, "Layers"), checked by grep.
+# The one-way layer rules (README.md, "Layout"), checked by grep.
 # Exits 1 and names each violation.
 set -u
 cd "$(dirname "$0")/.."

@@ -443,7 +443,6 @@ if [ -n "$heldout" ]; then
             [ -n "$rank" ] && awk -v r="$rank" -v n="$n_items" 'BEGIN { printf " (top %.1f%%)", 100 * r / n }')"
     fi
 fi
-say "  yourself: curl -s -o s.dsnap ${url}v1/snapshot && $BUILD/derrd-snap recommend s.dsnap --user $user"
 
 # ---- keep serving, or stop --------------------------------------------------------------
 run_for=$DEMO_SECONDS
@@ -451,6 +450,8 @@ if [ -z "$run_for" ]; then
     if [ "$tty" = 1 ]; then run_for=forever; else run_for=0; fi
 fi
 if [ "$run_for" != 0 ]; then
+    # Only while derrd still serves can the reader try it.
+    say "  yourself: curl -s -o s.dsnap ${url}v1/snapshot && $BUILD/derrd-snap recommend s.dsnap --user $user"
     stage=serving
     say ""
     banner
