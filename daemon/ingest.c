@@ -23,11 +23,20 @@
 #define HDR_TOPIC "derrd.source.topic"
 #define HDR_PARTITION "derrd.source.partition"
 #define HDR_OFFSET "derrd.source.offset"
+#define HDR_TRUNCATED "derrd.truncated"
+
+/* A dead letter keeps at most this much of the invalid message's value and
+ * key: any broker's message size limit takes it, while a message as large
+ * as the source topic allows might not fit the dead-letter topic. The
+ * headers say where the whole message is. */
+#define INGEST_DL_MAX_VALUE 65536
+#define INGEST_DL_MAX_KEY 1024
 
 struct ingest {
     uv_loop_t *loop;
     uv_poll_t poll;
     uv_timer_t backstop, lag_timer;
+    uv_timer_t fail_timer; /* reports a failure from outside librdkafka's frames */
     uv_idle_t more;
     int open_handles;
     int pipefd[2];
@@ -96,12 +105,26 @@ static int ingest__dl_seen(const ingest_t *in, int32_t partition, int64_t offset
 
 /* ---- hand-off --------------------------------------------------------------------- */
 
-static void ingest__fail(ingest_t *in, const char *what)
+static void ingest__fail_cb(uv_timer_t *h)
 {
-    log_err("ingest: %s; stopping", what);
-    in->stats.fatal = 1;
+    ingest_t *in = h->data;
     if (in->fatal)
         in->fatal(in->ud);
+}
+
+/* Ingestion stops at once: no message is handled after this one, so no
+ * later offset covers what failed. The owner hears of it on the next loop
+ * turn: its shutdown destroys the Kafka clients, which must not happen
+ * inside their own callbacks (the consumer would wait forever for the
+ * message being handled). */
+static void ingest__fail(ingest_t *in, const char *what)
+{
+    if (in->stats.fatal)
+        return;
+    log_err("ingest: %s; stopping", what);
+    in->stats.fatal = 1;
+    if (in->open_handles > 0)
+        uv_timer_start(&in->fail_timer, ingest__fail_cb, 0, 0);
 }
 
 static void ingest__flow(ingest_t *in)
@@ -145,43 +168,59 @@ static void ingest__release(ingest_t *in)
 
 /* ---- messages ---------------------------------------------------------------------- */
 
-static void ingest__dead_letter(ingest_t *in, const kafka_msg_t *m, const char *why)
+/* Returns 0 once the dead letter is queued (or was sent before a crash),
+ * -1 when it cannot be: then ingestion has failed, and the message must not
+ * be staged, so that its offset is never covered. */
+static int ingest__dead_letter(ingest_t *in, const kafka_msg_t *m, const char *why)
 {
     if (ingest__dl_seen(in, m->partition, m->offset)) {
         in->stats.dead_letter_skipped++; /* sent before a crash */
-        return;
+        return 0;
     }
-    char part[16], off[24];
+    char part[16], off[24], cut[64];
     snprintf(part, sizeof(part), "%" PRId32, m->partition);
     snprintf(off, sizeof(off), "%" PRId64, m->offset);
+    size_t vlen = m->value_len < INGEST_DL_MAX_VALUE ? m->value_len : INGEST_DL_MAX_VALUE;
+    size_t klen = m->key_len < INGEST_DL_MAX_KEY ? m->key_len : INGEST_DL_MAX_KEY;
     kafka_header_t h[] = {
         { HDR_REASON, why, strlen(why) },
         { HDR_TOPIC, in->topic, strlen(in->topic) },
         { HDR_PARTITION, part, strlen(part) },
         { HDR_OFFSET, off, strlen(off) },
+        { HDR_TRUNCATED, cut, 0 },
     };
+    int nh = 4;
+    if (vlen < m->value_len || klen < m->key_len) {
+        /* "value V key K": the original sizes in bytes. */
+        h[nh++].len = (size_t)snprintf(cut, sizeof(cut), "value %zu key %zu", m->value_len,
+                                       m->key_len);
+        in->stats.dead_letter_truncated++;
+    }
     for (int tries = 0;; tries++) {
-        int rc = kafka_producer_send(in->dlq, in->dlq_topic, -1, m->key, m->key_len, m->value,
-                                     m->value_len, h, 4, in->open);
+        int rc = kafka_producer_send(in->dlq, in->dlq_topic, -1, m->key, klen, m->value, vlen,
+                                     h, nh, in->open);
         if (rc == 0)
             break;
         if (rc != -ENOBUFS || tries == 100) {
-            /* Not handed over means its offset is never covered: the event
-             * is read again after a restart, so it is not lost. */
-            ingest__fail(in, "cannot queue a dead letter");
-            return;
+            char what[160];
+            snprintf(what, sizeof(what), "cannot queue a dead letter of %zu bytes: %s%s",
+                     vlen + klen, strerror(-rc),
+                     rc == -EMSGSIZE ? " (kafka.message.max.bytes is below it)" : "");
+            ingest__fail(in, what);
+            return -1;
         }
         /* The local queue is full (a long broker outage): serve reports
          * for a moment. Rare, bounded, and only for invalid events. */
         kafka_producer_poll(in->dlq, 10);
     }
     in->open->dlq_pending++;
+    return 0;
 }
 
 static void ingest__on_msg(void *ud, const kafka_msg_t *m)
 {
     ingest_t *in = ud;
-    if (!in->open)
+    if (!in->open || in->stats.fatal)
         return;
     int64_t *next = ingest__next(in, m->partition);
     if (!next) {
@@ -214,8 +253,8 @@ static void ingest__on_msg(void *ud, const kafka_msg_t *m)
             log_warn("ingest: invalid event at %s [%" PRId32 "] offset %" PRId64 ": %s%s "
                      "(%" PRIu64 " more since the last such line)", m->topic, m->partition,
                      m->offset, why, in->dlq ? "; dead-lettered" : "", dropped);
-        if (in->dlq)
-            ingest__dead_letter(in, m, why);
+        if (in->dlq && ingest__dead_letter(in, m, why) < 0)
+            return;
         rc = staging_batch_add(in->open, STAGED_SKIP, m->partition, m->offset, NULL, 0, NULL,
                                0);
     }
@@ -230,7 +269,7 @@ static void ingest__more_cb(uv_idle_t *h);
 
 static void ingest__drain(ingest_t *in)
 {
-    if (in->stopping)
+    if (in->stopping || in->stats.fatal)
         return;
     in->stats.wakeups++;
     int n = kafka_consumer_drain(in->consumer, INGEST_BUDGET, ingest__on_msg, in);
@@ -499,9 +538,11 @@ int ingest_start(ingest_t **out, struct uv_loop_s *loop, const ingest_cfg_t *cfg
     uv_poll_init(loop, &in->poll, in->pipefd[0]);
     uv_timer_init(loop, &in->backstop);
     uv_timer_init(loop, &in->lag_timer);
+    uv_timer_init(loop, &in->fail_timer);
     uv_idle_init(loop, &in->more);
-    in->poll.data = in->backstop.data = in->lag_timer.data = in->more.data = in;
-    in->open_handles = 4;
+    in->poll.data = in->backstop.data = in->lag_timer.data = in->fail_timer.data = in;
+    in->more.data = in;
+    in->open_handles = 5;
     uv_poll_start(&in->poll, UV_READABLE, ingest__poll_cb);
     uv_timer_start(&in->backstop, ingest__backstop_cb, (uint64_t)in->backstop_ms,
                    (uint64_t)in->backstop_ms);
@@ -605,5 +646,6 @@ void ingest_close(ingest_t *in, const kafka_pos_t *pos, int n, int timeout_ms)
     uv_close((uv_handle_t *)&in->poll, ingest__closed_cb);
     uv_close((uv_handle_t *)&in->backstop, ingest__closed_cb);
     uv_close((uv_handle_t *)&in->lag_timer, ingest__closed_cb);
+    uv_close((uv_handle_t *)&in->fail_timer, ingest__closed_cb);
     uv_close((uv_handle_t *)&in->more, ingest__closed_cb);
 }

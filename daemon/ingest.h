@@ -44,6 +44,7 @@ typedef struct {
     uint64_t invalid;        /* refused by the codec */
     uint64_t dead_lettered;  /* acknowledged by the dead-letter topic */
     uint64_t dead_letter_retries, dead_letter_skipped; /* resent; already there */
+    uint64_t dead_letter_truncated; /* sent cut to the dead-letter size limit */
     uint64_t redelivered;    /* messages below the position, ignored */
     uint64_t kafka_errors, pauses;
     uint64_t wakeups;

@@ -109,6 +109,9 @@ char *status_metrics(const status_t *s, const status_in_t *in)
     COUNTER("events_invalid_total", "Messages the codec refused.", is->invalid);
     COUNTER("events_dead_lettered_total",
             "Invalid messages acknowledged by the dead-letter topic.", is->dead_lettered);
+    COUNTER("events_dead_letter_truncated_total",
+            "Invalid messages dead-lettered cut to 64 KiB of value and 1 KiB of key.",
+            is->dead_letter_truncated);
     COUNTER("events_redelivered_total", "Messages read again below the position and ignored.",
             is->redelivered);
     COUNTER("kafka_errors_total", "Errors reported by the Kafka client.", is->kafka_errors);

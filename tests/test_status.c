@@ -29,6 +29,7 @@ static void status_test_fill(ingest_stats_t *is, trainer_stats_t *ts)
     is->consumed = 12345;
     is->invalid = 7;
     is->dead_lettered = 6;
+    is->dead_letter_truncated = 2;
     is->lag = 5;
     is->n_part_lag = 2;
     is->part_lag[0] = (kafka_lag_t){ 0, 2 };
@@ -70,6 +71,7 @@ TEST(status_metrics_values)
     CHECK(status_test_line(m, "derrd_events_consumed_total 12345"));
     CHECK(status_test_line(m, "derrd_interactions 12345678")); /* every digit */
     CHECK(status_test_line(m, "derrd_events_dead_lettered_total 6"));
+    CHECK(status_test_line(m, "derrd_events_dead_letter_truncated_total 2"));
     CHECK(status_test_line(m, "derrd_consumer_lag{partition=\"0\"} 2"));
     CHECK(status_test_line(m, "derrd_consumer_lag{partition=\"3\"} -1"));
     CHECK(status_test_line(m, "derrd_loop_lag_seconds 0.0125"));

@@ -7,7 +7,10 @@
 # address it logs, produces 20,000 text events plus duplicates and malformed
 # ones to it with derrd-replay from another process, and lets derrd stop by
 # itself once it has applied them all (--exit-after-events). The checkpoint
-# must then hold exactly the distinct valid pairs produced.
+# must then hold exactly the distinct valid pairs produced, and the
+# dead-letter topic every malformed one, including a 300,000-byte message
+# (over a producer's default message.max.bytes when copied whole) cut to
+# 64 KiB with a derrd.truncated header.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -17,9 +20,10 @@ cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 fail() { echo "embedded: FAIL: $*" >&2; [ -f "$work/derrd.log" ] && tail -5 "$work/derrd.log" >&2; exit 1; }
 
-valid=20000 malformed=200 dups=1000
+valid=20000 malformed=200 dups=1000 big=300000
 "$BUILD/derrd" --embedded-kafka --topic demo --state-dir "$work/state" --http-port 0 \
-    --exit-after-events $((valid + malformed + dups)) --stats-interval-ms 0 \
+    --dead-letter-topic demo-dlq --exit-after-events $((valid + malformed + dups + 2)) \
+    --stats-interval-ms 0 \
     >"$work/derrd.log" 2>&1 &
 pid=$!
 B=
@@ -33,6 +37,29 @@ done
 "$BUILD/derrd-replay" --brokers "$B" --topic demo --synthetic $valid --format text \
     --malformed 0.01 --duplicates 0.05 --expect-out "$work/expect.tsv" \
     >"$work/replay.json" 2>"$work/replay.log" || fail "derrd-replay: $(cat "$work/replay.log")"
+head -c $big /dev/zero | tr '\0' x | "$BUILD/kcheck" produce -b "$B" -t demo \
+    -X message.max.bytes=10000000 >/dev/null 2>"$work/big.log" ||
+    fail "kcheck produce of the $big-byte message: $(cat "$work/big.log")"
+# While derrd waits for its last event, the mock cluster still runs: the
+# dead-letter topic must come to hold every malformed message, the big one
+# cut to 64 KiB and saying so.
+n=0
+for _ in $(seq 1 300); do
+    "$BUILD/kcheck" dump -b "$B" -t demo-dlq >"$work/dlq.dump" 2>/dev/null || true
+    n=$(wc -l <"$work/dlq.dump")
+    [ "$n" -ge $((malformed + 1)) ] && break
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited early"
+    sleep 0.1
+done
+[ "$n" = $((malformed + 1)) ] || fail "the dead-letter topic holds $n messages, not $((malformed + 1))"
+awk -F'\t' -v big=$big 'length($3) == 65536 && $0 ~ "\tderrd.truncated=value " big " key 0" { n++ }
+    END { exit n == 1 ? 0 : 1 }' "$work/dlq.dump" ||
+    fail "no dead letter of the $big-byte message cut to 65536 bytes with its derrd.truncated header"
+# The last event: derrd stops after it.
+printf 'last\tone\n' | "$BUILD/kcheck" produce -b "$B" -t demo >/dev/null 2>&1 ||
+    fail "kcheck produce of the last event"
+printf 'last\tone\n' >>"$work/expect.tsv"
+LC_ALL=C sort -o "$work/expect.tsv" "$work/expect.tsv"
 rc=0
 timeout 120 tail --pid="$pid" -f /dev/null || fail "derrd did not stop within 120 s"
 wait "$pid" || rc=$?
@@ -41,4 +68,34 @@ pid=
 "$BUILD/derrd" --dump-state --state-dir "$work/state" --topic demo 2>/dev/null |
     LC_ALL=C sort >"$work/got.tsv"
 cmp -s "$work/expect.tsv" "$work/got.tsv" || fail "stored pairs differ from the produced set"
-echo "embedded: ok ($(wc -l <"$work/got.tsv") interactions through the mock cluster)"
+grep -q "invalid=$((malformed + 1)) dead_lettered=$((malformed + 1)) " "$work/derrd.log" ||
+    fail "derrd's summary: $(grep -o 'invalid=[0-9]* dead_lettered=[0-9]*' "$work/derrd.log")"
+echo "embedded: ok ($(wc -l <"$work/got.tsv") interactions through the mock cluster," \
+    "$((malformed + 1)) dead letters, one of them cut from $big bytes)"
+
+# A dead letter the producer cannot take at all (its message.max.bytes set
+# below the 64 KiB copy): derrd stops with the reason and exit status 1,
+# promptly; it once hung here, shutting the consumer down from inside its
+# own callback.
+"$BUILD/derrd" --embedded-kafka --topic demo2 --state-dir "$work/state2" --http-port 0 \
+    --dead-letter-topic demo2-dlq --kafka.message.max.bytes 30000 --stats-interval-ms 0 \
+    >"$work/derrd2.log" 2>&1 &
+pid=$!
+B=
+for _ in $(seq 1 100); do
+    B=$(sed -n 's/.*embedded Kafka.* at \([^;]*\);.*/\1/p' "$work/derrd2.log")
+    [ -n "$B" ] && break
+    kill -0 "$pid" 2>/dev/null || fail "derrd exited early"
+    sleep 0.1
+done
+[ -n "$B" ] || fail "no bootstrap address in the log"
+head -c 100000 /dev/zero | tr '\0' x | "$BUILD/kcheck" produce -b "$B" -t demo2 \
+    -X message.max.bytes=10000000 >/dev/null 2>&1 || fail "kcheck produce of the 100,000-byte message"
+timeout 30 tail --pid="$pid" -f /dev/null || fail "derrd did not stop within 30 s of an unsendable dead letter"
+rc=0
+wait "$pid" || rc=$?
+pid=
+[ "$rc" = 1 ] || fail "derrd exited $rc after an unsendable dead letter, not 1"
+grep -q "cannot queue a dead letter of 65536 bytes: Message too long (kafka.message.max.bytes is below it); stopping" \
+    "$work/derrd2.log" || fail "no reason logged for the unsendable dead letter"
+echo "embedded: ok (an unsendable dead letter stops derrd with exit 1 and the reason)"
