@@ -734,7 +734,8 @@ static int rounds__publish(rounds_t *r, const state_t *st, const mf_t *m,
     out->snapshot_version = version;
     /* Freshness of the users this snapshot publishes for the first time. */
     uint64_t done_ms = log_wall_ms();
-    int64_t from = r->published_users, to = nu < r->arrival_cap ? nu : r->arrival_cap;
+    int64_t to = nu < r->arrival_cap ? nu : r->arrival_cap;
+    int64_t from = r->published_users < 0 ? 0 : r->published_users;
     double *lat = malloc((size_t)(to > from ? to - from : 1) * sizeof(double));
     int64_t n = 0;
     for (int64_t k = from; lat && k < to; k++)
@@ -782,15 +783,17 @@ static int rounds__teacher(rounds_t *r, rounds_data_t *x, int64_t nnz, uint64_t 
 {
     *changed = 0;
     uint64_t now = log_wall_ms();
+    /* A refresh time ahead of the clock (the clock was set back, or a
+     * checkpoint says so) counts as just now, not as ages ago. */
+    uint64_t since = now > r->teacher_ms ? now - r->teacher_ms : 0;
     int full = !r->teacher.d && !r->saved_teacher.ue;
-    full |= r->cfg.teacher_refresh_ms > 0 &&
-            now - r->teacher_ms >= (uint64_t)r->cfg.teacher_refresh_ms;
+    full |= r->cfg.teacher_refresh_ms > 0 && since >= (uint64_t)r->cfg.teacher_refresh_ms;
     /* Growth alone refreshes at most every teacher_refresh_min_ms: a young,
      * fast-growing stream would otherwise retrain the teacher every round
      * and keep new users waiting for their first snapshot. */
     full |= r->teacher_inter > 0 &&
             (double)nnz >= (1.0 + r->cfg.teacher_refresh_growth) * (double)r->teacher_inter &&
-            now - r->teacher_ms >= (uint64_t)r->cfg.teacher_refresh_min_ms;
+            since >= (uint64_t)r->cfg.teacher_refresh_min_ms;
     int settling = new_events == 0 && r->since_teacher_best < r->cfg.settle_patience;
     const mf_t *prev = r->teacher.d ? distill_model(r->teacher.d) : &r->saved_teacher;
     int grew = prev->n_users != x->train->n_users || prev->n_items != x->train->n_items;
@@ -1174,6 +1177,18 @@ int rounds_load(rounds_t *r, const checkpoint_t *ck, char *err, size_t errlen)
     uint64_t pub = cursor_u64(&c);
     if (c.err) {
         snprintf(err, errlen, "rounds section truncated");
+        return -EBADMSG;
+    }
+    /* The checksums say the file is what was written, not that it was
+     * written by derrd: values later code indexes or counts with are
+     * checked. (Versions are wall-clock ms, far below 2^62.) */
+    double hr;
+    memcpy(&hr, &bits, sizeof(hr));
+    if (pub > INT32_MAX || tinter > INT64_MAX || sv >= (1ull << 62) || tv >= (1ull << 62) ||
+        !(isnan(hr) || (hr >= 0.0 && hr <= 1.0))) {
+        snprintf(err, errlen, "rounds section: a value out of range (users published %" PRIu64
+                 ", interactions %" PRIu64 ", versions %" PRIu64 "/%" PRIu64 ", HR@10 %g)",
+                 pub, tinter, sv, tv, hr);
         return -EBADMSG;
     }
     mf_t t = { 0 }, s = { 0 };

@@ -258,7 +258,7 @@ static int state__from_checkpoint(state_t *st, const checkpoint_t *ck, char *err
             STATE_BAD("interactions: user row %" PRIu64 " has pairs but no id", u);
         for (uint32_t k = 0; k < n; k++) {
             uint32_t i = cursor_u32(&c);
-            if ((int64_t)i >= item_rows)
+            if ((int64_t)i >= item_rows || !idmap_key(st->items, (int64_t)i, &klen))
                 STATE_BAD("interactions: item row %u of user row %" PRIu64 " has no id", i, u);
             rc = iset_add(st->inter, (int64_t)u, i);
             if (rc < 0)

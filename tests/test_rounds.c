@@ -229,6 +229,63 @@ TEST_SLOW(rounds_publish_warm_start_and_gate, 240)
     test_rounds__rm(dir);
 }
 
+/* A checkpoint's rounds section is untrusted input: values that later code
+ * would index or count with are refused, with the reason, before anything
+ * is taken from the section. */
+TEST(rounds_load_refuses_out_of_range_values)
+{
+    char dir[] = "/tmp/derrd-rounds-bad.XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    char snapdir[600], err[512], path[700];
+    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
+    REQUIRE(mkdir(snapdir, 0755) == 0);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    double nan = NAN, inf = INFINITY, above = 1.5, fine = 0.25;
+    uint64_t b_nan, b_inf, b_above, b_fine;
+    memcpy(&b_nan, &nan, 8);
+    memcpy(&b_inf, &inf, 8);
+    memcpy(&b_above, &above, 8);
+    memcpy(&b_fine, &fine, 8);
+    /* round, teacher version, snapshot version, teacher ms, teacher
+     * interactions, last published HR@10 (bits), users published */
+    struct {
+        uint64_t f[7];
+        int ok;
+    } cases[] = {
+        { { 3, 2, 1795824426589ull, 1795824426000ull, 1000, b_fine, 40 }, 1 },
+        { { 3, 2, 1795824426589ull, 1795824426000ull, 1000, b_nan, 0 }, 1 },
+        { { 3, 2, 1, 0, 1000, b_nan, (uint64_t)(int64_t)-4096 }, 0 }, /* users published < 0 */
+        { { 3, 2, 1, 0, 1000, b_nan, (uint64_t)INT32_MAX + 1 }, 0 },
+        { { 3, 2, 1, 0, 1000, b_inf, 0 }, 0 },
+        { { 3, 2, 1, 0, 1000, b_above, 0 }, 0 },
+        { { 3, 2, UINT64_MAX, 0, 1000, b_nan, 0 }, 0 },  /* the next version would wrap */
+        { { 3, 2, 1, 0, UINT64_MAX, b_nan, 0 }, 0 },     /* negative interactions */
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        checkpoint_writer_t *w = checkpoint_writer_new();
+        REQUIRE(w);
+        buf_t *b = checkpoint_writer_section(w, CKPT_MODELS);
+        for (int j = 0; j < 7; j++)
+            buf_put_u64(b, cases[k].f[j]);
+        REQUIRE(checkpoint_writer_commit(w, dir, k + 1, 1, 5, err, sizeof(err)) == 0);
+        checkpoint_writer_free(w);
+        checkpoint_path(dir, k + 1, path, sizeof(path));
+        checkpoint_t *ck;
+        REQUIRE(checkpoint_open(path, &ck, err, sizeof(err)) == 0);
+        rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+        REQUIRE(r);
+        err[0] = 0;
+        int rc = rounds_load(r, ck, err, sizeof(err));
+        int good = cases[k].ok ? rc == 0 : rc == -EBADMSG && strstr(err, "out of range");
+        if (!good)
+            test_fail(__FILE__, __LINE__, "case %zu: rounds_load returned %d, \"%s\"", k, rc,
+                      err);
+        checkpoint_free(ck);
+        rounds_free(r);
+    }
+    test_rounds__rm(dir);
+}
+
 /* Events applied between a round's epochs (the trainer's hook): the round
  * trains and publishes the data of its start, its snapshot says so, the
  * users who changed meanwhile stay flagged stale, and the next round takes
