@@ -45,13 +45,15 @@ void staging_batch_free(staging_batch_t *b);
 int staging_batch_add(staging_batch_t *b, staged_op_t op, int32_t partition, int64_t offset,
                       const char *user, size_t user_len, const char *item, size_t item_len);
 
+/* The event's ids in the batch's arena; NULL for an event without ids (a
+ * SKIP), whose batch may have no arena at all. */
 static inline const char *staging_event_user(const staging_batch_t *b, const staged_event_t *e)
 {
-    return b->arena + e->str;
+    return b->arena ? b->arena + e->str : NULL;
 }
 static inline const char *staging_event_item(const staging_batch_t *b, const staged_event_t *e)
 {
-    return b->arena + e->str + e->user_len;
+    return b->arena ? b->arena + e->str + e->user_len : NULL;
 }
 
 typedef struct staging staging_t;

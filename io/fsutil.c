@@ -129,7 +129,10 @@ int fsutil_read_all(const char *path, size_t max_len, unsigned char **out,
 {
     *out = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO put where a file belongs would otherwise
+     * wait for a writer; it is refused below as not a regular file (on
+     * which O_NONBLOCK changes nothing). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         int e = errno;
         snprintf(err, errlen, "%s: %s", path, strerror(e));

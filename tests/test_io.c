@@ -904,6 +904,12 @@ TEST(io_fsutil_read_all)
     /* A directory. */
     CHECK_EQ_INT(fsutil_read_all(dir, 10, &buf, &len, err, sizeof(err)), -EINVAL);
     CHECK(buf == NULL && strstr(err, "not a regular file"));
+    /* A FIFO where a file belongs: refused at once, not waited on for a
+     * writer (the test's timeout would catch a wait). */
+    io_test_path(path, sizeof(path), dir, "fifo");
+    REQUIRE(mkfifo(path, 0600) == 0);
+    CHECK_EQ_INT(fsutil_read_all(path, 10, &buf, &len, err, sizeof(err)), -EINVAL);
+    CHECK(buf == NULL && strstr(err, "not a regular file"));
     /* Missing. */
     io_test_path(path, sizeof(path), dir, "missing");
     CHECK_EQ_INT(fsutil_read_all(path, 10, &buf, &len, err, sizeof(err)), -ENOENT);
