@@ -16,18 +16,41 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "io/checkpoint.h"
 #include "io/log.h"
 
-#define STATE_HASH_SEED 0x64657272645f6964ULL
+/* Hash seeds unknown outside this process, so that ids and pairs sent as
+ * events cannot be crafted to share probe chains (rows, and everything
+ * derrd writes, do not depend on them). */
+static void state__seeds(uint64_t seeds[3])
+{
+    if (getrandom(seeds, 3 * sizeof(uint64_t), GRND_NONBLOCK) == (ssize_t)(3 * sizeof(uint64_t)))
+        return;
+    /* No entropy yet (early boot): the clock and an address, better than
+     * a constant. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t x = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30 ^ (uint64_t)(uintptr_t)seeds;
+    for (int k = 0; k < 3; k++) {
+        x += 0x9e3779b97f4a7c15ULL;
+        uint64_t z = x;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        seeds[k] = z ^ (z >> 31);
+    }
+}
 
 int state_init(state_t *st, const char *topic)
 {
     *st = (state_t){ 0 };
-    st->users = idmap_new(STATE_HASH_SEED);
-    st->items = idmap_new(STATE_HASH_SEED ^ 1);
-    st->inter = iset_new();
+    uint64_t seeds[3];
+    state__seeds(seeds);
+    st->users = idmap_new(seeds[0]);
+    st->items = idmap_new(seeds[1]);
+    st->inter = iset_new(seeds[2]);
     st->topic = strdup(topic);
     if (!st->users || !st->items || !st->inter || !st->topic) {
         state_close(st);

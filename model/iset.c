@@ -23,6 +23,7 @@ struct iset {
     iset_user_t *users; /* (users_cap) */
     int64_t n_users, users_cap;
     size_t item_bytes;  /* heap of the per-user arrays */
+    uint64_t seed;      /* keys the slot hash: rows come from outside */
 };
 
 static inline uint64_t iset__key(int64_t u, int64_t i)
@@ -30,19 +31,26 @@ static inline uint64_t iset__key(int64_t u, int64_t i)
     return (uint64_t)u << 32 | (uint64_t)i;
 }
 
-static inline uint64_t iset__slot(uint64_t key, uint64_t mask)
+/* MurmurHash3's 64-bit finaliser over the seeded key: with a seed the
+ * sender of the events does not know, the pairs it makes rows for cannot
+ * be chosen to share a probe chain. */
+static inline uint64_t iset__slot(const iset_t *s, uint64_t key, uint64_t mask)
 {
+    key ^= s->seed;
     key ^= key >> 33;
     key *= 0xff51afd7ed558ccdULL;
+    key ^= key >> 33;
+    key *= 0xc4ceb9fe1a85ec53ULL;
     key ^= key >> 33;
     return key & mask;
 }
 
-iset_t *iset_new(void)
+iset_t *iset_new(uint64_t seed)
 {
     iset_t *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    s->seed = seed;
     s->cap = 1024;
     s->keys = malloc(s->cap * sizeof(*s->keys));
     if (!s->keys) {
@@ -75,7 +83,7 @@ static int iset__grow(iset_t *s)
         uint64_t key = s->keys[k];
         if (key == ISET_EMPTY)
             continue;
-        uint64_t t = iset__slot(key, mask);
+        uint64_t t = iset__slot(s, key, mask);
         while (keys[t] != ISET_EMPTY)
             t = (t + 1) & mask;
         keys[t] = key;
@@ -89,7 +97,7 @@ static int iset__grow(iset_t *s)
 /* The slot holding key, or the empty slot where it would go. */
 static uint64_t iset__find(const iset_t *s, uint64_t key)
 {
-    uint64_t mask = s->cap - 1, t = iset__slot(key, mask);
+    uint64_t mask = s->cap - 1, t = iset__slot(s, key, mask);
     while (s->keys[t] != ISET_EMPTY && s->keys[t] != key)
         t = (t + 1) & mask;
     return t;
@@ -165,7 +173,7 @@ static void iset__delete(iset_t *s, uint64_t key)
     if (s->keys[gap] != key)
         return;
     for (uint64_t t = (gap + 1) & mask; s->keys[t] != ISET_EMPTY; t = (t + 1) & mask) {
-        uint64_t home = iset__slot(s->keys[t], mask);
+        uint64_t home = iset__slot(s, s->keys[t], mask);
         if (((t - home) & mask) >= ((t - gap) & mask)) {
             s->keys[gap] = s->keys[t];
             gap = t;

@@ -15,8 +15,10 @@
 
 typedef struct iset iset_t;
 
-/* A new empty set, NULL on out of memory. */
-iset_t *iset_new(void);
+/* A new empty set, NULL on out of memory. seed keys the slot hash (pick it
+ * at random where the rows come from untrusted input); nothing the set
+ * returns depends on it. */
+iset_t *iset_new(uint64_t seed);
 void iset_free(iset_t *s);
 
 /* Adds (u, i). Returns 1 when added, 0 when already present, -EINVAL for a

@@ -586,7 +586,7 @@ TEST(idmap_memory_grows_with_keys)
 
 TEST(iset_add_has_and_duplicates)
 {
-    iset_t *s = iset_new();
+    iset_t *s = iset_new(0x5eed);
     REQUIRE(s);
     CHECK_EQ_INT(iset_count(s), 0);
     CHECK_EQ_INT(iset_users(s), 0);
@@ -615,7 +615,7 @@ TEST(iset_add_has_and_duplicates)
 
 TEST(iset_items_in_arrival_order)
 {
-    iset_t *s = iset_new();
+    iset_t *s = iset_new(0x5eed);
     REQUIRE(s);
     const int64_t seq[] = { 5, 1, 9, 1, 7, 5, 0, 100000 };
     const int32_t want[] = { 5, 1, 9, 7, 0, 100000 };
@@ -656,7 +656,7 @@ TEST(iset_items_in_arrival_order)
 
 TEST(iset_forget_user_removes_only_that_user)
 {
-    iset_t *s = iset_new();
+    iset_t *s = iset_new(0x5eed);
     REQUIRE(s);
     for (int u = 0; u < 10; u++)
         for (int i = 0; i < 20; i++)
@@ -715,7 +715,7 @@ TEST(iset_forget_user_removes_only_that_user)
 
 TEST(iset_rejects_invalid_rows)
 {
-    iset_t *s = iset_new();
+    iset_t *s = iset_new(0x5eed);
     REQUIRE(s);
     const int64_t badv[] = { -1, INT32_MIN, INT32_MAX, (int64_t)INT32_MAX + 1,
                              (int64_t)UINT32_MAX, INT64_MAX, INT64_MIN };
@@ -749,7 +749,7 @@ TEST(iset_random_ops_against_reference)
     enum { U = 2000, I = 5000, OPS = 300000 };
     rng_t rng;
     rng_init_stream(&rng, 4, RNG_TEST, 0x15e7, 0);
-    iset_t *s = iset_new();
+    iset_t *s = iset_new(0x5eed);
     unsigned char *bits = calloc((size_t)U * I / 8 + 1, 1);
     int32_t **list = calloc(U, sizeof(*list));
     int32_t *len = calloc(U, sizeof(*len)), *cap = calloc(U, sizeof(*cap));
@@ -841,7 +841,7 @@ TEST(iset_random_ops_against_reference)
 
 TEST(iset_memory_grows)
 {
-    iset_t *s = iset_new();
+    iset_t *s = iset_new(0x5eed);
     REQUIRE(s);
     size_t m0 = iset_memory(s);
     CHECK(m0 > 0);
