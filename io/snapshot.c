@@ -51,6 +51,12 @@
 #define SNAP_MAX_SECTIONS 32
 #define SNAP_ALIGN 64
 #define SNAP_MAX_RAW ((uint64_t)1 << 36) /* 64 GiB: a sanity bound, not a goal */
+/* The payload may be at most 64 times the frame, plus 64 MiB: a trained
+ * model's floats compress about 1.2 times, so a real snapshot is far
+ * inside, while a crafted frame of zeros (zstd reaches 30,000 times) can
+ * make a reader allocate at most 64 times the file it was given. */
+#define SNAP_MAX_EXPAND 64
+#define SNAP_EXPAND_SLACK ((uint64_t)1 << 26)
 #define SNAP_MAX_DIM 4096
 #define SNAP_MAX_ROWS INT32_MAX
 #define SNAP_ZSTD_MAGIC 0xFD2FB528u
@@ -306,11 +312,12 @@ typedef struct {
 } snapshot__piece_t;
 
 /* Compresses the payload (the concatenation of pieces) into one frame and
- * writes header + frame to path atomically. */
+ * writes header + frame to path atomically; with bounded, refuses a payload
+ * that expands more than readers take. */
 static int snapshot__emit(const char *path, uint64_t version, uint64_t created_ms,
                           const snapshot__piece_t *piece, int npiece,
-                          const snapshot__section_t *sec, int nsec, int level, char *err,
-                          size_t errlen)
+                          const snapshot__section_t *sec, int nsec, int level, int bounded,
+                          char *err, size_t errlen)
 {
     uint64_t raw_len = 0;
     for (int k = 0; k < npiece; k++)
@@ -365,6 +372,14 @@ static int snapshot__emit(const char *path, uint64_t version, uint64_t created_m
     if (ZSTD_isError(zr)) {
         rc = -EIO;
         snprintf(err, errlen, "%s: zstd: %s", path, ZSTD_getErrorName(zr));
+        goto done;
+    }
+    if (bounded && raw_len > (uint64_t)ob.pos * SNAP_MAX_EXPAND + SNAP_EXPAND_SLACK) {
+        /* Not a model derrd trains (their floats hardly compress): do not
+         * write what every reader would refuse. */
+        rc = -EINVAL;
+        snprintf(err, errlen, "%s: the payload compresses %.0f times, over the %d readers take",
+                 path, (double)raw_len / (double)ob.pos, SNAP_MAX_EXPAND);
         goto done;
     }
     memcpy(h, SNAP_MAGIC, 8);
@@ -427,7 +442,8 @@ int snapshot_write(const char *path, const snapshot_desc_t *d, int level, char *
         { snapshot__zeros, sec[4].off - (sec[3].off + sec[3].len) },
         { d->item_emb, sec[4].len },
     };
-    rc = snapshot__emit(path, d->version, d->created_ms, piece, 5, sec, 5, level, err, errlen);
+    rc = snapshot__emit(path, d->version, d->created_ms, piece, 5, sec, 5, level, 1, err,
+                        errlen);
 done:
     buf_close(&head);
     return rc;
@@ -438,7 +454,8 @@ int snapshot__write_raw(const char *path, uint64_t version, uint64_t created_ms,
                         int nsec, int level, char *err, size_t errlen)
 {
     const snapshot__piece_t piece = { payload, len };
-    return snapshot__emit(path, version, created_ms, &piece, 1, sec, nsec, level, err, errlen);
+    return snapshot__emit(path, version, created_ms, &piece, 1, sec, nsec, level, 0, err,
+                          errlen);
 }
 
 /* ---- the directory: versions, latest, pruning ---------------------------- */
@@ -936,6 +953,10 @@ static int snapshot__open_bytes(const char *path, const unsigned char *f, size_t
     if (raw_len > SNAP_MAX_RAW)
         SNAP_BAD("%s: payload of %" PRIu64 " bytes, over the limit of %" PRIu64, path, raw_len,
                  SNAP_MAX_RAW);
+    if (raw_len > clen * SNAP_MAX_EXPAND + SNAP_EXPAND_SLACK)
+        SNAP_BAD("%s: payload of %" PRIu64 " bytes from a %" PRIu64 "-byte frame, over %d times "
+                 "it plus 64 MiB (a decompression bomb?)", path, raw_len, clen,
+                 SNAP_MAX_EXPAND);
     if (crc32c_update(0, f + hlen, (size_t)clen) != buf_load_u32(f + 60))
         SNAP_BAD("%s: compressed payload checksum mismatch", path);
 

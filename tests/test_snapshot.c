@@ -433,6 +433,53 @@ TEST(snapshot_matches_documented_layout)
     snap_test_in_dir(snap_test_layout);
 }
 
+/* A real decompression bomb: a valid snapshot plus an unknown section of
+ * 128 MiB of zeros, every checksum right, in a file of a few KB. The
+ * reader refuses it from the header alone; snapshot_write() would refuse
+ * to write such a payload. */
+static void snap_test_bomb(const char *dir)
+{
+    char good[512], path[512], err[512];
+    snprintf(good, sizeof(good), "%s/g.dsnap", dir);
+    snprintf(path, sizeof(path), "%s/bomb.dsnap", dir);
+    snap_test_fix_t f;
+    REQUIRE(snap_test_fix_init(&f, 4, 6, 4, 8, 0, 0) == 0);
+    REQUIRE(snapshot_write(good, &f.d, 3, err, sizeof(err)) == 0);
+    snapshot_t *s = NULL;
+    REQUIRE(snapshot_open(good, &s, err, sizeof(err)) == 0);
+    size_t plen;
+    const unsigned char *p = snapshot__payload(s, &plen);
+    const size_t zeros = (size_t)128 << 20;
+    unsigned char *big = calloc(plen + zeros, 1);
+    REQUIRE(big);
+    memcpy(big, p, plen);
+    unsigned char *file = NULL;
+    size_t len = 0;
+    REQUIRE(fsutil_read_all(good, 1 << 20, &file, &len, err, sizeof(err)) == 0);
+    snapshot__section_t sec[6];
+    for (int k = 0; k < 5; k++) {
+        const unsigned char *e = file + 64 + 24 * k;
+        sec[k] = (snapshot__section_t){ buf_load_u32(e), buf_load_u64(e + 8),
+                                        buf_load_u64(e + 16) };
+    }
+    sec[5] = (snapshot__section_t){ 6, plen, zeros };
+    CHECK_EQ_INT(snapshot__write_raw(path, f.d.version, f.d.created_ms, big, plen + zeros, sec,
+                                     6, 19, err, sizeof(err)), 0);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && st.st_size < (1 << 20));
+    printf("    %zu payload bytes in a %lld-byte file\n", plen + zeros, (long long)st.st_size);
+    CHECK(snap_test_refused(path, "decompression bomb", "bomb"));
+    free(big);
+    free(file);
+    snapshot_free(s);
+    snap_test_fix_close(&f);
+}
+
+TEST(snapshot_refuses_a_decompression_bomb)
+{
+    snap_test_in_dir(snap_test_bomb);
+}
+
 /* ---- publish --------------------------------------------------------------- */
 
 /* How many student-*.dsnap files dir holds, and whether version v is one. */
@@ -993,7 +1040,7 @@ static void snap_test_headers(const char *dir)
     const uint64_t last_off = buf_load_u64(file + last + 8);
     unsigned char *b = malloc(len);
     REQUIRE(b);
-    for (int c = 0; c < 11; c++) {
+    for (int c = 0; c < 12; c++) {
         memcpy(b, file, len);
         const char *want = NULL;
         switch (c) {
@@ -1004,11 +1051,17 @@ static void snap_test_headers(const char *dir)
         case 4: snap_test_patch_header(b, 20, 33, 0); want = "33 sections"; break;
         case 5: snap_test_patch_header(b, 40, 1ull << 37, 1); want = "over the limit"; break;
         case 6: snap_test_patch_header(b, 40, raw + 1, 1); want = "sections end at"; break;
-        case 7: /* A 32 GiB payload, consistent with the table: refused on the
-                 * frame's own content size, before any allocation. */
+        case 7: /* A 32 MiB payload, consistent with the table and within the
+                 * expansion bound: refused on the frame's own content size,
+                 * before any allocation. */
+            snap_test_patch_header(b, 40, 1ull << 25, 1);
+            snap_test_patch_header(b, last + 16, (1ull << 25) - last_off, 1);
+            want = "zstd frame holds";
+            break;
+        case 11: /* A 32 GiB payload from a frame of a few hundred bytes. */
             snap_test_patch_header(b, 40, 1ull << 35, 1);
             snap_test_patch_header(b, last + 16, (1ull << 35) - last_off, 1);
-            want = "zstd frame holds";
+            want = "decompression bomb";
             break;
         case 8: snap_test_patch_header(b, 48, len - hlen - 1, 1); want = "truncated?"; break;
         case 9: snap_test_patch_header(b, 64 + 4, 1, 0); want = "section 1: unknown flags";
