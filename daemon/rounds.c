@@ -19,6 +19,10 @@
 #include "model/ratings.h"
 #include "model/rng.h"
 
+/* The largest teacher dim a --teacher-file may bring (the snapshot format's
+ * own limit for the student). */
+#define ROUNDS_MAX_TEACHER_DIM 4096
+
 /* Checkpoint sections of the rounds (io/checkpoint.h: 16 and up). */
 enum { SEC_ROUNDS = CKPT_MODELS, SEC_TEACHER = CKPT_MODELS + 1, SEC_STUDENT = CKPT_MODELS + 2 };
 
@@ -531,6 +535,14 @@ static int rounds__load_teacher_file(rounds_t *r, const state_t *st, char *err, 
         rc = 1; /* refused before and unchanged: do not log it again */
     else if (rc == 0)
         rc = embfile_read(r->cfg.teacher_file, &ef, err, errlen);
+    if (rc == 0 && ef.dim > ROUNDS_MAX_TEACHER_DIM) {
+        /* The file's tables may be tiny, the state's are not: a dim the
+         * file can afford could need terabytes over the state's rows. */
+        snprintf(err, errlen, "teacher file %s: dim %u, over the %d a teacher may have",
+                 r->cfg.teacher_file, ef.dim, ROUNDS_MAX_TEACHER_DIM);
+        free(ef.rows);
+        rc = -EINVAL;
+    }
     if (rc != 0) {
         /* Keep the teacher loaded before, grown to the tables with zero
          * rows for new ids. */

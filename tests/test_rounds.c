@@ -18,6 +18,7 @@
 #include "daemon/staging.h"
 #include "daemon/state.h"
 #include "io/checkpoint.h"
+#include "io/embfile.h"
 #include "io/snapshot.h"
 #include "model/rng.h"
 #include "test.h"
@@ -283,6 +284,36 @@ TEST(rounds_load_refuses_out_of_range_values)
         checkpoint_free(ck);
         rounds_free(r);
     }
+    test_rounds__rm(dir);
+}
+
+/* A --teacher-file with a dim its few rows can afford but the state's rows
+ * cannot (here 5,000 over 100 users): refused with the reason before
+ * anything is allocated for the state's tables. */
+TEST(rounds_refuse_a_teacher_file_over_the_dim_limit)
+{
+    char dir[] = "/tmp/derrd-rounds-tdim.XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    char snapdir[600], tpath[600], err[512];
+    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
+    snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
+    REQUIRE(mkdir(snapdir, 0755) == 0);
+    float row[5000] = { 0 };
+    REQUIRE(embfile_write(tpath, 5000, 1, 0, row, err, sizeof(err)) == 0);
+    state_t st;
+    REQUIRE(state_init(&st, "events") == 0);
+    test_rounds__feed(&st, 0, 100, 5);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.teacher_file = tpath;
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    rounds_result_t res;
+    err[0] = 0;
+    int rc = rounds_run(r, &st, 500, &res, err, sizeof(err));
+    if (!(rc == -EINVAL && strstr(err, "dim 5000, over the 4096")))
+        test_fail(__FILE__, __LINE__, "rounds_run returned %d, \"%s\"", rc, err);
+    rounds_free(r);
+    state_close(&st);
     test_rounds__rm(dir);
 }
 
