@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "io/checkpoint.h"
+#include "io/event.h"
 #include "io/log.h"
 
 /* Hash seeds unknown outside this process, so that ids and pairs sent as
@@ -231,6 +232,12 @@ static int state__get_ids(const checkpoint_t *ck, uint32_t id, idmap_t *m, const
         const char *key = cursor_str16(&c, &klen);
         if (c.err)
             STATE_BAD("%s: row %" PRIu64 " runs past the section", what, r);
+        /* Every id held follows the events' rules, whatever file it came
+         * from: one with a TAB or a newline would break --dump-state's
+         * lines, and snapshots' readers. */
+        char why[128];
+        if (klen && event_id_check("id", key, klen, why, sizeof(why)) < 0)
+            STATE_BAD("%s: row %" PRIu64 ": %s", what, r, why);
         int added = 0;
         int64_t got = klen ? idmap_intern(m, key, klen, &added) : idmap_add_hole(m);
         if (got == -ENOMEM)
@@ -243,7 +250,7 @@ static int state__get_ids(const checkpoint_t *ck, uint32_t id, idmap_t *m, const
     return 0;
 }
 
-static int state__from_checkpoint(state_t *st, const checkpoint_t *ck, char *err, size_t errlen)
+int state_from_checkpoint(state_t *st, const checkpoint_t *ck, char *err, size_t errlen)
 {
     const unsigned char *data;
     size_t len;
@@ -343,7 +350,7 @@ int state_load(state_t *st, const char *dir, state_extra_load_fn extra, void *ud
             state_t fresh;
             rc = state_init(&fresh, st->topic);
             if (rc == 0) {
-                rc = state__from_checkpoint(&fresh, ck, why, sizeof(why));
+                rc = state_from_checkpoint(&fresh, ck, why, sizeof(why));
                 if (rc == 0) {
                     state_close(st);
                     *st = fresh;

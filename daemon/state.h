@@ -55,6 +55,12 @@ typedef int (*state_extra_load_fn)(void *ud, const checkpoint_t *ck, char *err, 
 int state_save(state_t *st, const char *dir, int keep, state_extra_save_fn extra, void *ud,
                char *err, size_t errlen);
 
+/* Fills an empty st (just state_init'ed) from a verified checkpoint's
+ * sections, checking every count, row and offset in them. Returns 0,
+ * -EBADMSG with the reason in err, or -ENOMEM; on failure st holds a part
+ * and is only fit for state_close(). */
+int state_from_checkpoint(state_t *st, const checkpoint_t *ck, char *err, size_t errlen);
+
 /* Replaces st with the newest valid checkpoint in dir; corrupt or torn ones
  * are logged and skipped. Returns 1 when one was loaded, 0 when dir has
  * none (st stays empty), or a negative errno (with the reason in err) when

@@ -78,9 +78,7 @@ bad:
     return EVENT__BAD_UTF8;
 }
 
-/* Validates the id s[0..n) and copies it, NUL-terminated, into dst. */
-static int event__id_set(const char *field, const char *s, size_t n, char *dst,
-                         uint16_t *dst_len, char *err, size_t errlen)
+int event_id_check(const char *field, const char *s, size_t n, char *err, size_t errlen)
 {
     if (n == 0)
         return event__fail(err, errlen, "%s: empty", field);
@@ -94,6 +92,16 @@ static int event__id_set(const char *field, const char *s, size_t n, char *dst,
         return event__fail(err, errlen, "%s: control character 0x%02x at byte %zu", field,
                            (unsigned char)s[at], at);
     }
+    return 0;
+}
+
+/* Validates the id s[0..n) and copies it, NUL-terminated, into dst. */
+static int event__id_set(const char *field, const char *s, size_t n, char *dst,
+                         uint16_t *dst_len, char *err, size_t errlen)
+{
+    int rc = event_id_check(field, s, n, err, errlen);
+    if (rc < 0)
+        return rc;
     memcpy(dst, s, n);
     dst[n] = '\0';
     *dst_len = (uint16_t)n;

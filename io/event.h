@@ -62,6 +62,13 @@ typedef struct {
  * On failure *ev holds no event (op 0, empty ids). */
 int event_decode(const void *buf, size_t len, event_t *ev, char *err, size_t errlen);
 
+/* Whether s[0..n) is an id events may carry: 1 to EVENT_ID_MAX bytes of
+ * strict UTF-8 without ASCII control characters (docs/INGEST.md). Returns
+ * 0, or -EBADMSG with the reason after "field: " in err. For ids that come
+ * from elsewhere than an event (a checkpoint), so that every id derrd
+ * holds follows the same rules. */
+int event_id_check(const char *field, const char *s, size_t n, char *err, size_t errlen);
+
 /* Encodes *ev as compact JSON (event_encode_json: keys user, item, ts or
  * user, op, ts; ts only when has_ts) or as text without a trailing newline
  * (event_encode_text) into buf. The ids are user[0..user_len) and

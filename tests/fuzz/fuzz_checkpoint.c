@@ -11,15 +11,21 @@
  * is found by id with its own bytes (a copy: the input is not kept), that
  * an id not in the table is -ENOENT, and that the view outlives the input.
  * Of one that is refused: -EBADMSG, a reason naming the input, no handle.
+ *
+ * A checkpoint that opens then goes through the daemon's state decoding
+ * (daemon/state.c), which must accept it or refuse it with a reason, never
+ * crash; an accepted state must dump exactly its interaction count.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/state.h"
 #include "io/buf.h"
 #include "io/checkpoint.h"
 #include "io/crc32c.h"
+#include "model/iset.h"
 #include "tests/fuzz/fuzzutil.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -92,6 +98,27 @@ static void fuzz_ckpt_open(const unsigned char *data, size_t size)
         FUZZ_CHECK(checkpoint_section(ck, max_id + 1, &p, &len) == -ENOENT);
         FUZZ_CHECK(p == NULL && len == 0);
     }
+    /* The state's decoding, under the seeds' topic. */
+    state_t st;
+    FUZZ_CHECK(state_init(&st, "events") == 0);
+    err[0] = '\0';
+    rc = state_from_checkpoint(&st, ck, err, sizeof(err));
+    FUZZ_CHECK(rc == 0 || rc == -EBADMSG || rc == -ENOMEM);
+    FUZZ_CHECK(rc == 0 || (err[0] && memchr(err, 0, sizeof(err))));
+    if (rc == 0) {
+        char *text = NULL;
+        size_t tlen = 0;
+        FILE *out = open_memstream(&text, &tlen);
+        FUZZ_CHECK(out != NULL);
+        FUZZ_CHECK(state_dump(&st, out) == 0);
+        fclose(out);
+        int64_t lines = 0;
+        for (size_t k = 0; k < tlen; k++)
+            lines += text[k] == '\n';
+        FUZZ_CHECK(lines == iset_count(st.inter));
+        free(text);
+    }
+    state_close(&st);
     checkpoint_free(ck);
 }
 
