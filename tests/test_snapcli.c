@@ -1,5 +1,5 @@
 /*
- * Tests of `derrd-snap from-emb` and `derrd-snap bench`, run as a
+ * Tests of `derrd-snap from-emb`, `bench` and the escaping of ids, run as a
  * subprocess: an embedding file becomes a snapshot with decimal row ids and
  * the same floats; bench measures every snapshot given for the users they
  * share and reports ratios to the first; refusals exit 1 or 2.
@@ -154,6 +154,38 @@ static void snapcli_test_from_emb_body(const char *dir)
 TEST(snapcli_from_emb)
 {
     test_in_tmpdir("snapcli", snapcli_test_from_emb_body);
+}
+
+/* Ids are opaque bytes: recommend and info escape the ones that would break
+ * a line's fields or reach the terminal raw. */
+static void snapcli_test_escape_body(const char *dir)
+{
+    float ue[2] = { 1, 0 }, ie[4] = { 1, 0, 0.5f, 0 };
+    const char *uid[1] = { "u" }, *iid[2] = { "a\tb\nc", "x\\y\x1b[31m" };
+    uint16_t ulen[1] = { 1 }, ilen[2] = { 5, 8 };
+    snapshot_desc_t d = { .version = 1, .created_ms = 1, .dim = 2, .n_users = 1, .n_items = 2,
+                          .user_emb = ue, .item_emb = ie, .user_ids = uid, .user_id_len = ulen,
+                          .item_ids = iid, .item_id_len = ilen, .topic = "t\x1b",
+                          .quality = { NAN, NAN, NAN, NAN, 0 } };
+    char path[600], err[512];
+    snprintf(path, sizeof(path), "%s/esc.dsnap", dir);
+    REQUIRE(snapshot_write(path, &d, 3, err, sizeof(err)) == 0);
+    test_run_t r;
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "recommend", path, "--user", "u", "-k", "2");
+    CHECK_EQ_INT(r.status, 0);
+    if (!strstr(r.out, "1\ta\\tb\\nc\t") || !strstr(r.out, "2\tx\\\\y\\x1b[31m\t"))
+        test_fail(__FILE__, __LINE__, "recommend output: %s", r.out);
+    test_run_close(&r);
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "info", path);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK(strstr(r.out, "topic            t\\x1b\n") != NULL);
+    CHECK(strchr(r.out, 0x1b) == NULL);
+    test_run_close(&r);
+}
+
+TEST(snapcli_recommend_escapes_ids)
+{
+    test_in_tmpdir("snapcli", snapcli_test_escape_body);
 }
 
 /* ---- bench --------------------------------------------------------------- */

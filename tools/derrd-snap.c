@@ -75,7 +75,9 @@ static const char *recommend_usage =
     "usage: derrd-snap recommend FILE|DIR --user ID [-k N] [--exclude ID,ID...]\n"
     "\n"
     "Prints the N highest-scoring items for user ID (score = dot product), one\n"
-    "per line: rank (from 1), item id, score, tab-separated. Unknown user: exit 1.\n"
+    "per line: rank (from 1), item id, score, tab-separated. Ids are opaque bytes:\n"
+    "backslash, tab, newline and other control bytes in one are written as \\\\,\n"
+    "\\t, \\n and \\xhh, so every line keeps three fields. Unknown user: exit 1.\n"
     "\n"
     "  --user ID          external user id\n"
     "  -k, --k N          how many items (default 10)\n"
@@ -174,6 +176,26 @@ static void json_str(const char *s, size_t n)
             putchar(ch);
     }
     putchar('"');
+}
+
+/* Writes bytes for a line of text: backslash, tab and newline as \\ \t \n,
+ * other bytes below 0x20 and 0x7f as \xhh (ids are opaque bytes; neither
+ * the framing nor the terminal may be at their mercy). */
+static void text_bytes(const char *s, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        unsigned char ch = (unsigned char)s[k];
+        if (ch == '\\')
+            fputs("\\\\", stdout);
+        else if (ch == '\t')
+            fputs("\\t", stdout);
+        else if (ch == '\n')
+            fputs("\\n", stdout);
+        else if (ch < 0x20 || ch == 0x7f)
+            printf("\\x%02x", ch);
+        else
+            putchar(ch);
+    }
 }
 
 static void json_num(double v)
@@ -281,7 +303,12 @@ static int cmd_info(int argc, char **argv)
         printf("dim              %d\n", d->dim);
         printf("users            %" PRId64 " (%" PRId64 " erased)\n", d->n_users, eu);
         printf("items            %" PRId64 " (%" PRId64 " without id)\n", d->n_items, ei);
-        printf("topic            %s\n", d->topic[0] ? d->topic : "(none)");
+        fputs("topic            ", stdout);
+        if (d->topic[0])
+            text_bytes(d->topic, strlen(d->topic));
+        else
+            fputs("(none)", stdout);
+        putchar('\n');
         printf("offsets          %d partition%s", d->n_pos, d->n_pos == 1 ? "" : "s");
         for (int32_t k = 0; k < d->n_pos; k++)
             printf("%s%d:%" PRId64, k ? " " : ": ", d->pos[k].partition, d->pos[k].offset);
@@ -373,7 +400,7 @@ static int cmd_recommend(int argc, char **argv)
     }
     for (int r = 0; r < n; r++) {
         printf("%d\t", r + 1);
-        fwrite(d->item_ids[items[r]], 1, d->item_id_len[items[r]], stdout);
+        text_bytes(d->item_ids[items[r]], d->item_id_len[items[r]]);
         printf("\t%.9g\n", (double)scores[r]);
     }
     status = 0;
