@@ -6,15 +6,72 @@
 
 #include <math.h>
 
+/* Widest score spread the shifted float path takes (exponents down to -80). */
+#define RRD_SHIFT_SPREAD 80.0f
+
+/* log(e^a + e^b), either may be -inf. */
+static double rrd__logaddexp(double a, double b)
+{
+    double hi = a > b ? a : b, lo = a > b ? b : a;
+    if (hi == -INFINITY)
+        return -INFINITY;
+    return hi + log1p(exp(lo - hi));
+}
+
+/* The same loss and gradient wholly in the log domain, for scores spread
+ * too widely for one common shift. With lse_k = log(S_k + U), where
+ * S_k = sum_{j>=k} e^(s_j) and U = sum e^(u_l):
+ *   loss = -sum_k (s_k - lse_k),
+ *   d/ds_k = -1 + e^(s_k) P_k,  d/du_l = e^(u_l) P_(K-1),
+ *   P_k = sum_{k'<=k} e^(-lse_k'),
+ * and every exponent taken is at most log K (s_k <= lse_k' for k' <= k,
+ * u_l <= lse_k). lse_k - s_k >= 0 waits in g_int between the passes. */
+static double rrd__loss_wide(const float *s_int, int32_t K, const float *s_un, int32_t L,
+                             float *g_int, float *g_un)
+{
+    double um = -INFINITY, U = 0.0;
+    for (int32_t l = 0; l < L; l++)
+        um = s_un[l] > um ? s_un[l] : um;
+    for (int32_t l = 0; l < L; l++)
+        U += exp((double)s_un[l] - um);
+    double logU = L > 0 ? um + log(U) : -INFINITY;
+    double loss = 0.0, logS = -INFINITY;
+    for (int32_t k = K - 1; k >= 0; k--) {
+        logS = rrd__logaddexp(logS, (double)s_int[k]);
+        double lse = rrd__logaddexp(logS, logU);
+        loss -= (double)s_int[k] - lse;
+        g_int[k] = (float)(lse - (double)s_int[k]);
+    }
+    double logP = -INFINITY;
+    for (int32_t k = 0; k < K; k++) {
+        logP = rrd__logaddexp(logP, -((double)s_int[k] + (double)g_int[k]));
+        g_int[k] = (float)(-1.0 + exp((double)s_int[k] + logP));
+    }
+    for (int32_t l = 0; l < L; l++)
+        g_un[l] = (float)exp((double)s_un[l] + logP);
+    return loss;
+}
+
 FAST_CLONES double rrd_loss(const float *s_int, int32_t K, const float *s_un, int32_t L,
                 float *g_int, float *g_un)
 {
     /* Shift by the largest score; S_k = sum_{j>=k} e^(s_j - mx), U = sum e^(u_l - mx). */
-    float mx = -INFINITY;
-    for (int32_t k = 0; k < K; k++)
+    float mx = -INFINITY, mn = INFINITY;
+    for (int32_t k = 0; k < K; k++) {
         mx = s_int[k] > mx ? s_int[k] : mx;
-    for (int32_t l = 0; l < L; l++)
+        mn = s_int[k] < mn ? s_int[k] : mn;
+    }
+    for (int32_t l = 0; l < L; l++) {
         mx = s_un[l] > mx ? s_un[l] : mx;
+        mn = s_un[l] < mn ? s_un[l] : mn;
+    }
+    /* One common shift works while every exponent stays above float's
+     * range (fast_expf_neg gives 0 below -87, and 1/(S + U) is stored as a
+     * float): scores spread wider than that take the log-domain path. A
+     * well-scaled model's spread is about 10, so the usual path and its
+     * results are untouched. */
+    if (mx - mn > RRD_SHIFT_SPREAD)
+        return rrd__loss_wide(s_int, K, s_un, L, g_int, g_un);
     /* exp of the uninteresting scores, kept in g_un until the gradient
      * replaces them: L can be every unobserved item (RRD_NOSAMPLE). */
     for (int32_t l = 0; l < L; l++)

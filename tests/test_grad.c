@@ -570,6 +570,45 @@ TEST(grad_rrd_matches_finite_differences)
     }
 }
 
+/* Scores spread wider than one common shift allows (a teacher on another
+ * scale, a diverging student): the loss and its gradient stay finite and
+ * right, against the formula in double and its finite differences. Before
+ * the log-domain path, a spread of 88 gave a zero loss with the gradient's
+ * sign wrong, and 89 NaN. */
+TEST(grad_rrd_wide_score_spread)
+{
+    enum { K = 6, L = 9 };
+    rng_t g;
+    rng_init_stream(&g, 43, RNG_TEST, 0, 0);
+    const float spreads[] = { 85.0f, 90.0f, 200.0f, 600.0f };
+    for (int q = 0; q < 4; q++)
+        for (int rep = 0; rep < 10; rep++) {
+            float s[K + L], gr[K + L];
+            for (int k = 0; k < K + L; k++)
+                s[k] = (rng_float(&g) - 0.5f) * spreads[q];
+            s[rep % (K + L)] = 0.5f * spreads[q]; /* the spread reached */
+            s[(rep + 3) % (K + L)] = -0.5f * spreads[q];
+            double loss = rrd_loss(s, K, s + K, L, gr, gr + K);
+            double naive = rrd_loss_naive(s, K, s + K, L);
+            CHECK(isfinite(loss));
+            CHECK_NEAR(loss, naive, 1e-6 * fabs(naive) + 1e-6);
+            const double eps = 1e-2;
+            int bad = 0;
+            for (int k = 0; k < K + L; k++) {
+                float p0 = s[k], pp = (float)(p0 + eps), pm = (float)(p0 - eps);
+                s[k] = pp;
+                double lp = rrd_loss_naive(s, K, s + K, L);
+                s[k] = pm;
+                double lm = rrd_loss_naive(s, K, s + K, L);
+                s[k] = p0;
+                bad += !isfinite(gr[k]) ||
+                       test_grad__compare("rrd wide", k, gr[k], (lp - lm) / ((double)pp - pm),
+                                          1e-3);
+            }
+            CHECK_EQ_INT(bad, 0);
+        }
+}
+
 TEST(grad_rrd_edge_sizes)
 {
     /* K = 1, L = 0: the only item is trivially first; loss and gradient 0. */
