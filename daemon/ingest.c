@@ -473,6 +473,8 @@ int ingest_start(ingest_t **out, struct uv_loop_s *loop, const ingest_cfg_t *cfg
                  const state_t *st, char *err, size_t errlen)
 {
     *out = NULL;
+    if (errlen > 0)
+        err[0] = '\0'; /* the failure path below tells "no reason yet" by it */
     ingest_t *in = calloc(1, sizeof(*in));
     if (!in) {
         snprintf(err, errlen, "out of memory");

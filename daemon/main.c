@@ -114,8 +114,8 @@ static void daemon__close_cb(uv_handle_t *h) { (void)h; }
 /* A stop asked for before the loop runs (while a checkpoint loads, say) is
  * remembered and honoured as soon as the loop starts, instead of killing the
  * process with the signal's default action. */
-static volatile sig_atomic_t daemon__early_stop;
-static void daemon__early_signal(int signum) { daemon__early_stop = signum; }
+static atomic_int daemon__early_stop; /* lock-free: safe in a handler, on any thread */
+static void daemon__early_signal(int signum) { atomic_store(&daemon__early_stop, signum); }
 
 /* Peak resident set size in KiB, from /proc (0 when unknown). */
 static long daemon__peak_rss_kib(void)
@@ -164,6 +164,10 @@ static void daemon__shutdown(daemon_t *d, int exit_code)
     d->stopping = 1;
     d->exit_code = exit_code;
     log_notice("shutting down");
+    /* Not ready from here on (the last snapshot stays served), and a
+     * running round stops at its next epoch while ingestion winds down. */
+    atomic_store(&d->ready, 0);
+    atomic_store(&d->abort_round, 1);
     /* First: what follows blocks the loop (the trainer's last checkpoint),
      * and after STOPPING=1 systemd stops the watchdog and gives
      * TimeoutStopSec= instead. */
@@ -177,8 +181,11 @@ static void daemon__shutdown(daemon_t *d, int exit_code)
     if (d->ingest) {
         ingest_stop(d->ingest, timeout);
         ingest_stats(d->ingest, &is);
+        /* A SIGTERM handled before ingestion's failure report still ends
+         * in failure. */
+        if (is.fatal && d->exit_code == 0)
+            d->exit_code = 1;
     }
-    atomic_store(&d->abort_round, 1);
     if (d->trainer) {
         if (trainer_stop(d->trainer) != 0 && d->exit_code == 0)
             d->exit_code = 1;
@@ -193,10 +200,15 @@ static void daemon__shutdown(daemon_t *d, int exit_code)
     uv_close((uv_handle_t *)&d->sigterm, daemon__close_cb);
     uv_close((uv_handle_t *)&d->sigint, daemon__close_cb);
     uv_close((uv_handle_t *)&d->sighup, daemon__close_cb);
+    /* Closing its handles gives each signal its default action back, which
+     * would end the process on a second SIGTERM or a reload during the
+     * rest of the shutdown: the final checkpoint is written, so ignore them. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
     uv_close((uv_handle_t *)&d->stats_timer, daemon__close_cb);
     uv_close((uv_handle_t *)&d->metrics_timer, daemon__close_cb);
     uv_close((uv_handle_t *)&d->wd_timer, daemon__close_cb);
-    atomic_store(&d->ready, 0);
     http_stop(d->http); /* after the trainer: the last snapshot stays served until here */
     d->http = NULL;
 }
@@ -916,9 +928,9 @@ int main(int argc, char **argv)
                                (uint64_t)d.opt.stats_interval_ms);
             log_notice("derrd %s running: topic %s, group %s, state %s", DERRD_VERSION,
                        d.opt.topic, d.opt.group, d.opt.state_dir);
-            if (daemon__early_stop)
-                daemon__signal_cb(daemon__early_stop == SIGTERM ? &d.sigterm : &d.sigint,
-                                  daemon__early_stop);
+            int early = atomic_load(&daemon__early_stop);
+            if (early)
+                daemon__signal_cb(early == SIGTERM ? &d.sigterm : &d.sigint, early);
         }
     }
     uv_run(&d.loop, UV_RUN_DEFAULT);

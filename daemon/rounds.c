@@ -57,7 +57,7 @@ struct rounds {
     double last_published_hr10; /* NaN until the first publish */
     double best_ndcg10, best_teacher_ndcg10; /* settling: best held-out NDCG@10 so far */
     int since_best, since_teacher_best;
-    void (*between)(void *ud);  /* rounds_set_between_epochs() */
+    int (*between)(void *ud);   /* rounds_set_between_epochs() */
     void *between_ud;
     snapshot_pos_t *start_pos;  /* (n_start_pos) the state's positions when the round began */
     int n_start_pos, start_pos_cap;
@@ -150,7 +150,7 @@ rounds_t *rounds_new(const rounds_cfg_t *cfg, char *err, size_t errlen)
     return r;
 }
 
-void rounds_set_between_epochs(rounds_t *r, void (*fn)(void *ud), void *ud)
+void rounds_set_between_epochs(rounds_t *r, int (*fn)(void *ud), void *ud)
 {
     r->between = fn;
     r->between_ud = ud;
@@ -460,8 +460,8 @@ static int rounds__aborted(const rounds_t *r)
 {
     if (r->cfg.wd)
         notify_wd_beat(r->cfg.wd, NOTIFY_WD_TRAINER);
-    if (r->between)
-        r->between(r->between_ud);
+    if (r->between && r->between(r->between_ud))
+        return 1;
     return r->cfg.abort && atomic_load(r->cfg.abort);
 }
 

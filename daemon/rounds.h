@@ -96,8 +96,9 @@ typedef struct {
  * holds ingestion up. It may change the state a round reads (rows and
  * interactions added or erased) but not free it; the round trained on the
  * data as it was at its start, and its snapshot says so (its Kafka
- * positions are those of the start). NULL: nothing runs. */
-void rounds_set_between_epochs(rounds_t *r, void (*fn)(void *ud), void *ud);
+ * positions are those of the start). A non-zero return abandons the round
+ * (-ECANCELED), as a shutdown does. NULL: nothing runs. */
+void rounds_set_between_epochs(rounds_t *r, int (*fn)(void *ud), void *ud);
 
 /* Applies new live settings; they count from the next round. */
 void rounds_set_live(rounds_t *r, const rounds_live_t *live);

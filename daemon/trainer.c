@@ -148,19 +148,24 @@ static int trainer__apply(trainer_t *t, staging_batch_t *list)
 
 /* Between a round's epochs: apply what arrived meanwhile (no checkpoint:
  * the one after the round covers it), so staging never fills behind a long
- * round and ingestion goes on. */
-static void trainer__between_epochs(void *ud)
+ * round and ingestion goes on. A failure to apply abandons the round, and
+ * nothing more is applied: the positions must not move past an event that
+ * was not, and no checkpoint may follow (the thread stops on between_rc). */
+static int trainer__between_epochs(void *ud)
 {
     trainer_t *t = ud;
+    if (t->between_rc)
+        return 1;
     staging_batch_t *list = staging_take(t->stg, 0);
     if (!list)
-        return;
+        return 0;
     int rc = trainer__apply(t, list);
     if (rc != 0) {
-        t->between_rc = rc; /* the thread's loop stops on it after the round */
-        return;
+        t->between_rc = rc;
+        return 1;
     }
     t->cfg.notify(t->cfg.ud); /* queue space freed */
+    return 0;
 }
 
 /* Runs a round when one is due; then checkpoints at once, so the models and
@@ -212,6 +217,11 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
             t->hist[t->n_hist++ % TRAINER_HISTORY] = (trainer_round_t){ log_wall_ms(), res };
     }
     pthread_mutex_unlock(&t->mu);
+    if (rc == -ECANCELED && t->between_rc) {
+        log_err("round %llu abandoned: applying the events that arrived during it failed: %s",
+                (unsigned long long)res.round, strerror(-t->between_rc));
+        return;
+    }
     if (rc == -ECANCELED) {
         log_notice("round %llu abandoned: shutting down", (unsigned long long)res.round);
         return;
@@ -253,6 +263,8 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
         log_info("snapshot %llu published; %lld users new in it, first event to publish p50 "
                  "%.0f ms, p99 %.0f ms", (unsigned long long)res.snapshot_version,
                  (long long)res.fresh_users, res.fresh_p50_ms, res.fresh_p99_ms);
+    if (t->between_rc)
+        return; /* no checkpoint over events that failed to apply */
     t->st.dirty = 1;
     if (trainer__checkpoint(t) == 0)
         t->cfg.notify(t->cfg.ud);
@@ -289,7 +301,8 @@ static void *trainer__main(void *arg)
         }
         if (t->cfg.wd)
             notify_wd_beat(t->cfg.wd, NOTIFY_WD_TRAINER);
-        trainer__maybe_round(t, &next);
+        if (!atomic_load(&t->stop)) /* no new round once a shutdown is asked */
+            trainer__maybe_round(t, &next);
         if (t->cfg.wd)
             notify_wd_beat(t->cfg.wd, NOTIFY_WD_TRAINER);
         if ((rc = t->between_rc) != 0)
@@ -310,11 +323,13 @@ static void *trainer__main(void *arg)
             trainer__publish(t); /* durable already; let the loop commit it */
     }
     if (rc) {
+        /* Any failure to apply stops the daemon: the trainer would
+         * otherwise be gone while the loop read on into a queue nobody
+         * drains, with nothing checkpointed or committed again. */
         pthread_mutex_lock(&t->mu);
-        t->stats.fatal = rc == -ENOMEM;
+        t->stats.fatal = 1;
         pthread_mutex_unlock(&t->mu);
-        if (rc == -ENOMEM)
-            log_err("trainer: out of memory applying events; stopping");
+        log_err("trainer: applying events failed (%s); stopping", strerror(-rc));
     }
     t->final_rc = rc;
     t->cfg.notify(t->cfg.ud);

@@ -17,6 +17,7 @@
 #include "daemon/rounds.h"
 #include "daemon/staging.h"
 #include "daemon/state.h"
+#include "daemon/trainer.h"
 #include "io/checkpoint.h"
 #include "io/embfile.h"
 #include "io/snapshot.h"
@@ -317,6 +318,87 @@ TEST(rounds_refuse_a_teacher_file_over_the_dim_limit)
     test_rounds__rm(dir);
 }
 
+/* The trainer applies events between a round's epochs. When one of them
+ * fails to apply (here an empty id, which state_apply refuses as it would
+ * run out of memory), the round is abandoned, nothing after it is applied,
+ * no checkpoint follows, and the trainer stops as fatal: before, later
+ * batches were applied, and the round's checkpoint covered (and the loop
+ * committed) offsets past the event that never was. */
+static staging_batch_t *test_rounds__batch(int64_t off0, int n, int bad_at)
+{
+    staging_batch_t *b = staging_batch_new();
+    for (int k = 0; b && k < n; k++) {
+        char us[16], is[16];
+        int ul = snprintf(us, sizeof(us), "u%d", (int)((off0 + k) % 3000));
+        int il = snprintf(is, sizeof(is), "i%d", (int)((off0 * 7 + k * 13) % 2000));
+        if (staging_batch_add(b, STAGED_ADD, 0, off0 + k, us, k == bad_at ? 0 : (size_t)ul, is,
+                              (size_t)il) < 0) {
+            staging_batch_free(b);
+            return NULL;
+        }
+    }
+    return b;
+}
+
+static void test_rounds__noop(void *ud) { (void)ud; }
+
+TEST_SLOW(trainer_apply_failure_during_a_round_checkpoints_nothing_past_it, 120)
+{
+    char dir[] = "/tmp/derrd-between-fail.XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    char snapdir[600], err[512];
+    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
+    REQUIRE(mkdir(snapdir, 0755) == 0);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.threads = 1;
+    cfg.student_epochs = 100000; /* a round that is still running when the batches come */
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    state_t st;
+    REQUIRE(state_init(&st, "events") == 0);
+    staging_t *stg = staging_new();
+    REQUIRE(stg);
+    trainer_cfg_t tc = { .state_dir = dir, .checkpoint_ms = 600000, .keep = 3,
+                         .notify = test_rounds__noop, .rounds = r, .round_min_events = 1000,
+                         .round_interval_ms = 600000 };
+    trainer_t *t;
+    REQUIRE(trainer_start(&t, &st, stg, &tc) == 0);
+    staging_push(stg, test_rounds__batch(0, 20000, -1));
+    /* Once the batch is applied the trainer is in the round (it is due),
+     * so what comes next reaches it between epochs. */
+    trainer_stats_t ts;
+    for (int k = 0; k < 600; k++) {
+        trainer_stats(t, &ts);
+        if (ts.applied + ts.duplicates >= 20000)
+            break;
+        usleep(100 * 1000);
+    }
+    CHECK(ts.applied + ts.duplicates >= 20000);
+    staging_push(stg, test_rounds__batch(20000, 10, 5)); /* offset 20005 fails */
+    staging_push(stg, test_rounds__batch(20010, 10, -1));
+    for (int k = 0; k < 600; k++) {
+        trainer_stats(t, &ts);
+        if (ts.fatal)
+            break;
+        usleep(100 * 1000);
+    }
+    CHECK(ts.fatal);
+    CHECK_EQ_INT(ts.rounds, 0);
+    kafka_pos_t *pos = NULL;
+    int n = trainer_take_durable(t, &pos);
+    for (int k = 0; k < n; k++)
+        if (pos[k].offset > 20005)
+            test_fail(__FILE__, __LINE__, "durable position %lld past the failed event 20005",
+                      (long long)pos[k].offset);
+    free(pos);
+    CHECK(trainer_stop(t) != 0);
+    trainer_free(t);
+    rounds_free(r);
+    staging_free(stg);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
+
 /* Events applied between a round's epochs (the trainer's hook): the round
  * trains and publishes the data of its start, its snapshot says so, the
  * users who changed meanwhile stay flagged stale, and the next round takes
@@ -327,18 +409,19 @@ typedef struct {
     int calls, fed;
 } test_rounds_between_t;
 
-static void test_rounds__between(void *ud)
+static int test_rounds__between(void *ud)
 {
     test_rounds_between_t *b = ud;
     b->calls++;
     if (b->fed)
-        return;
+        return 0;
     b->fed = 1;
     int64_t rows = idmap_rows(b->st->users);
     test_rounds__feed(b->st, T_USERS, T_USERS + 40, 9); /* 40 new users */
     for (int64_t u = rows; u < idmap_rows(b->st->users); u++)
         rounds_note_changed(b->r, u);
     rounds_note_changed(b->r, 3); /* and an old one changed */
+    return 0;
 }
 
 /* --round-max-samples: rounds with new events train the student on the
