@@ -98,6 +98,18 @@ static void rounds__release(rounds_t *r, ratings_t *m)
         rounds__matrix_free(m);
 }
 
+/* 1 when every parameter of m is finite. A diverged model (NaN or infinite
+ * values; metrics read NaN scores as the worst) must never be published,
+ * checkpointed, or trained on from. */
+static int rounds__finite(const mf_t *m)
+{
+    size_t n = ((size_t)m->n_users + (size_t)m->n_items) * (size_t)m->dim;
+    for (size_t k = 0; k < n; k++)
+        if (!isfinite(m->params[k]))
+            return 0;
+    return 1;
+}
+
 /* Replaces a model (teacher or student) by (d, train), freeing the old one. */
 static void rounds__replace(rounds_t *r, rounds_model_t *slot, distill_t *d, ratings_t *train)
 {
@@ -924,6 +936,15 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         if ((rc = rounds__teacher(r, x, nnz, new_events, out, &teacher_changed, err, errlen)) < 0)
             goto fail;
         teacher = distill_model(r->teacher.d);
+        if (!rounds__finite(teacher)) {
+            /* Dropped: the next round trains a teacher afresh. */
+            rounds__replace(r, &r->teacher, NULL, NULL);
+            mf_close(&r->saved_teacher);
+            snprintf(err, errlen, "the teacher diverged (values not finite after training); "
+                     "it is dropped and trained afresh next round");
+            rc = -EDOM;
+            goto fail;
+        }
     }
     out->teacher_seconds = (double)(log_now_ms() - tt) / 1000.0;
 
@@ -986,10 +1007,28 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
             rc = distill_epoch(sd, &s);
         }
     }
+    if (rc == 0 && !rounds__finite(distill_model(sd)))
+        rc = -EDOM;
+    if (rc == -EDOM) {
+        /* Never kept: a round trained in place (an idle one) spoiled the
+         * last student itself, so the next starts from the one last
+         * published, or afresh. */
+        if (sd == r->student.d) {
+            int32_t ep = distill_epochs(sd);
+            rounds__replace(r, &r->student, NULL, NULL);
+            sd = NULL;
+            mf_close(&r->saved_student);
+            if (r->published.ue && mf_init_copy(&r->saved_student, &r->published) == 0)
+                r->saved_student_epochs = ep;
+        }
+        snprintf(err, errlen, "the student diverged (values not finite after training); the "
+                 "last good student stays");
+        rc = -EDOM;
+    }
     if (rc) {
         if (sd != r->student.d)
             distill_free(sd);
-        if (rc != -ECANCELED)
+        if (rc != -ECANCELED && rc != -EDOM)
             snprintf(err, errlen, "student training: %s", strerror(-rc));
         goto fail;
     }

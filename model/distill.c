@@ -730,8 +730,10 @@ static int distill__de_side(distill_t *d, int side, float temp, distill_stats_t 
     int64_t pairs = 0;
     double loss = de_forward_backward(&sd->ex, &b, sd->work, d->pool, sd->opt_ex.g, sd->used,
                                       adam_table_grad(&sd->opt_sel, 0), sd->ds, &pairs);
-    if (isnan(loss))
+    if (pairs < 0)
         return -ENOMEM;
+    if (!isfinite(loss))
+        return -EDOM; /* the student or the experts diverged */
     for (int32_t e = 0; e < M; e++)
         if (sd->used[e])
             sd->opt_ex.touched[e] = 1;
@@ -740,7 +742,7 @@ static int distill__de_side(distill_t *d, int side, float temp, distill_stats_t 
             return -ENOMEM;
     /* The weights hold lambda_de and the sampling factors; without lambda
      * this estimates the reference's unweighted DE sum. */
-    stats->loss_de += loss / (double)c->lambda_de;
+    stats->loss_de += c->lambda_de > 0.0f ? loss / (double)c->lambda_de : 0.0;
     stats->de_entities += sd->n;
     stats->de_pairs += pairs;
     return 0;
@@ -1041,9 +1043,11 @@ int distill_epoch_on(distill_t *d, const int32_t *pos, int64_t nnz, distill_stat
         distill__uniques(d, n);
         scatter_clear(&d->sc_de);
         if (c->use_de && d->step % c->de_every == 0) {
-            for (int side = 0; side < 2; side++)
-                if (distill__de_side(d, side, temp, stats) < 0)
-                    return -ENOMEM;
+            for (int side = 0; side < 2; side++) {
+                int rc = distill__de_side(d, side, temp, stats);
+                if (rc < 0)
+                    return rc; /* -ENOMEM, or -EDOM: diverged */
+            }
         }
         int nrrd[2] = { 0, 0 };
         if (c->use_rrd) {

@@ -166,7 +166,10 @@ int distill_warm_start_rows(distill_t *d, const mf_t *m, int32_t epochs);
 /* Epochs run so far (including those inherited by distill_warm_start). */
 int32_t distill_epochs(const distill_t *d);
 
-/* Runs one epoch. Returns 0, or -ENOMEM. */
+/* Runs one epoch. Returns 0, -ENOMEM, or -EDOM when the Distillation
+ * Experts' loss is not finite (the model diverged). A diverging BPR or RRD
+ * part is not detected here: check the epoch's losses (isfinite) or the
+ * model. */
 int distill_epoch(distill_t *d, distill_stats_t *stats);
 
 /* One epoch over a sample of the training pairs instead of all of them: pos
@@ -176,7 +179,7 @@ int distill_epoch(distill_t *d, distill_stats_t *stats);
  * the cost follows n, not the size of train (apart from RRD_IR's item
  * side). Counts as one epoch (the Gumbel temperature moves on). With every
  * position in ascending order it is distill_epoch(), bit for bit.
- * Returns 0, -EINVAL (n or a position out of range), or -ENOMEM. */
+ * Returns 0, -EINVAL (n or a position out of range), -ENOMEM or -EDOM. */
 int distill_epoch_on(distill_t *d, const int32_t *pos, int64_t n, distill_stats_t *stats);
 
 /* Brings every row up to date with the last step and returns the model,

@@ -471,6 +471,15 @@ static void de__expert_backward(void *ctx, int task, int worker)
          w->dX + (size_t)p0 * ds, ds);
 }
 
+/* Out of memory: NAN, and *evaluated = -1 so that the caller can tell it
+ * from a loss that is NaN because the inputs were. */
+static double de__oom(int64_t *evaluated)
+{
+    if (evaluated)
+        *evaluated = -1;
+    return NAN;
+}
+
 double de_forward_backward(const experts_t *de, const de_batch_t *b,
                            de_work_t *w, pool_t *pool, float *grad_ex,
                            uint8_t *ex_used, float *grad_sel, float *ds_out,
@@ -483,7 +492,7 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
         return 0.0;
     de__check_shape(w, de);
     if (M > 256 || de__reserve_n(w, de, n) < 0)
-        return NAN;
+        return de__oom(evaluated);
     de__job_t job = { de, b, w, grad_ex, DE_CHUNK };
     int nchunks = (n + DE_CHUNK - 1) / DE_CHUNK;
     pool_run(pool, nchunks, de__select, &job);
@@ -501,12 +510,12 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
     int64_t P = w->exp_off[M];
     if (de__reserve_p(w, de, P) < 0 || de__reserve_workers(w, de, pool_threads(pool)) < 0 ||
         de__plan_tasks(w, de) < 0)
-        return NAN;
+        return de__oom(evaluated);
     memset(w->ent_off, 0, ((size_t)n + 1) * sizeof(int32_t));
     /* Fill pair_ent by expert, and count pairs per entity. */
     int32_t *cursor = malloc((size_t)M * sizeof(int32_t));
     if (!cursor)
-        return NAN;
+        return de__oom(evaluated);
     memcpy(cursor, w->exp_off, (size_t)M * sizeof(int32_t));
     for (int32_t k = 0; k < n; k++) {
         const float *wk = w->w + (size_t)k * M;
@@ -523,7 +532,7 @@ double de_forward_backward(const experts_t *de, const de_batch_t *b,
     /* ent_pair lists each entity's pairs in expert order. */
     int32_t *ecur = malloc(((size_t)n + 1) * sizeof(int32_t));
     if (!ecur)
-        return NAN;
+        return de__oom(evaluated);
     memcpy(ecur, w->ent_off, (size_t)n * sizeof(int32_t));
     for (int64_t pr = 0; pr < P; pr++)
         w->ent_pair[ecur[w->pair_ent[pr]]++] = (int32_t)pr;

@@ -65,8 +65,9 @@ typedef struct de_work de_work_t;
 de_work_t *de_work_new(void);
 void de_work_free(de_work_t *w);
 
-/* Forward and backward for one batch. Returns the loss (or NAN when out of
- * memory). Adds the gradient of the experts into grad_ex (M, ex_size),
+/* Forward and backward for one batch. Returns the loss, or NAN with
+ * *evaluated = -1 when out of memory (a NaN loss otherwise means NaN or
+ * infinite inputs: a diverged model). Adds the gradient of the experts into grad_ex (M, ex_size),
  * setting ex_used[e] = 1 for every expert that got one, and of the selection
  * net into grad_sel (sel_size). Writes dloss/ds into ds (n, ds).
  * *evaluated receives the number of (entity, expert) pairs evaluated. */

@@ -123,7 +123,7 @@ FAST_CLONES static void metrics__chunk(void *ctx, int task, int worker)
             if (k + AHEAD < sp->n_cands && c[k + AHEAD] >= 0 && c[k + AHEAD] < mf->n_items)
                 vec_prefetch(mf->ie + (int64_t)c[k + AHEAD] * mf->dim,
                              (size_t)mf->dim * sizeof(float));
-            rank += metrics__score(mf, pu, c[k]) >= st;
+            rank += !(metrics__score(mf, pu, c[k]) < st);
         }
         metrics_add_rank(m, rank);
     }
@@ -236,7 +236,7 @@ FAST_CLONES static void metrics__block(void *ctx, int task, int worker)
         if (it < 0 || it >= mf->n_items) {
             for (; q < q1; q++)
                 if (on[pl->lu[q]])
-                    rank[pl->lu[q]] += 0.0f >= st[pl->lu[q]];
+                    rank[pl->lu[q]] += !(0.0f < st[pl->lu[q]]);
             continue;
         }
         const float *row = mf->ie + (int64_t)it * d;
@@ -252,12 +252,12 @@ FAST_CLONES static void metrics__block(void *ctx, int task, int worker)
                 float s[4];
                 vec_dot4(a, row, d, s);
                 for (int j = 0; j < 4; j++)
-                    rank[who[j]] += s[j] >= st[who[j]];
+                    rank[who[j]] += !(s[j] < st[who[j]]);
                 n = 0;
             }
         }
         for (int j = 0; j < n; j++)
-            rank[who[j]] += vec_dot(a[j], row, d) >= st[who[j]];
+            rank[who[j]] += !(vec_dot(a[j], row, d) < st[who[j]]);
     }
     metrics_t *m = &job->part[task];
     for (int32_t u = u0; u < u1; u++)

@@ -4,7 +4,9 @@
  * For each user, the held-out target item is ranked among the user's sampled
  * candidates; rank = the number of candidates that score at least as high as
  * the target (ties count against the model, so an untrained model that scores
- * everything equally gets the worst rank, not the best). HR@K, NDCG@K and
+ * everything equally gets the worst rank, not the best; so do NaN scores,
+ * the target's or a candidate's, so that a diverged model scores 0, never
+ * 1). HR@K, NDCG@K and
  * MRR@K for K = 5, 10, 20 are averaged over the users that have a target.
  */
 #ifndef DERRD_METRICS_H

@@ -367,6 +367,38 @@ TEST(cli_teacher_file_refused)
     test_in_tmpdir("cli", cli_teacher_file_refused_in);
 }
 
+/* A run that diverges stops with exit 1 and says so, instead of training
+ * on: a teacher whose values (1e20) overflow the DE loss. Before, this read
+ * "out of memory", and a NaN model ranked first in every metric. */
+static void cli_diverged_in(const char *dir)
+{
+    int32_t nu, ni;
+    REQUIRE(cli_test_tiny(dir, &nu, &ni) == 0);
+    enum { DIM = 8 };
+    size_t n = ((size_t)nu + (size_t)ni) * DIM;
+    float *rows = malloc(n * sizeof(float));
+    REQUIRE(rows);
+    for (size_t k = 0; k < n; k++)
+        rows[k] = (k % 3 ? 1e20f : -1e20f);
+    char path[4200], err[512];
+    snprintf(path, sizeof(path), "%s/huge.emb", dir);
+    REQUIRE(embfile_write(path, DIM, (uint32_t)nu, (uint32_t)ni, rows, err, sizeof(err)) == 0);
+    free(rows);
+    test_run_t r;
+    const char *args[] = { "--data", dir, "--method", "de", "--teacher", path, "--init", "normal",
+                           "--de-every", "1", "--max-epochs", "3", "--quiet", NULL };
+    if (cli_test_run(&r, dir, args) == 0) {
+        if (r.status != 1 || !strstr(r.err, "de diverged in epoch 0"))
+            test_fail(__FILE__, __LINE__, "exit %d, stderr %s", r.status, r.err);
+    }
+    test_run_close(&r);
+}
+
+TEST(cli_divergence_stops_with_a_reason)
+{
+    test_in_tmpdir("cli", cli_diverged_in);
+}
+
 /* ---- tiny successful runs ------------------------------------------------ */
 
 static void cli_train_student_json_in(const char *dir)

@@ -192,6 +192,51 @@ TEST(metrics_eval_untrained_model_is_worst)
     mf_close(&mf);
 }
 
+/* A diverged model scores 0, never 1: NaN in the user's row (so the
+ * target's score) or in every candidate's row ranks the target last, on
+ * the direct path and through a plan. Before, NaN compared false with
+ * everything and put every target first: HR 1. */
+TEST(metrics_eval_nan_scores_are_worst)
+{
+    enum { NU = 6, NI = 60, NC = 20 };
+    int32_t target[NU], cands[NU * NC];
+    for (int32_t u = 0; u < NU; u++) {
+        target[u] = u;
+        for (int k = 0; k < NC; k++)
+            cands[u * NC + k] = NU + k;
+    }
+    loo_split_t split = { NU, NC, target, cands };
+    pool_t *pool = pool_new(2);
+    REQUIRE(pool);
+    metrics_plan_t *plan = metrics_plan_new(&split);
+    REQUIRE(plan);
+    for (int variant = 0; variant < 3; variant++) {
+        mf_t mf;
+        REQUIRE(mf_init(&mf, NU, NI, 4) == 0);
+        for (int64_t k = 0; k < (int64_t)(NU + NI) * 4; k++)
+            mf.params[k] = 0.01f * (float)(k % 7);
+        if (variant == 0) /* every user row NaN */
+            for (int64_t k = 0; k < (int64_t)NU * 4; k++)
+                mf.ue[k] = NAN;
+        else if (variant == 1) /* every item row NaN */
+            for (int64_t k = 0; k < (int64_t)NI * 4; k++)
+                mf.ie[k] = NAN;
+        else /* the candidates' rows only */
+            for (int64_t k = (int64_t)NU * 4; k < (int64_t)NI * 4; k++)
+                mf.ie[k] = NAN;
+        metrics_t m, mp;
+        REQUIRE(metrics_eval(&mf, &split, pool, &m) == 0);
+        REQUIRE(metrics_eval_plan(&mf, &split, plan, pool, &mp) == 0);
+        for (int k = 0; k < 3; k++)
+            if (m.hr[k] != 0.0 || mp.hr[k] != 0.0 || m.ndcg[k] != 0.0 || mp.ndcg[k] != 0.0)
+                test_fail(__FILE__, __LINE__, "variant %d, K index %d: HR %g / %g, NDCG %g / %g",
+                          variant, k, m.hr[k], mp.hr[k], m.ndcg[k], mp.ndcg[k]);
+        mf_close(&mf);
+    }
+    metrics_plan_free(plan);
+    pool_free(pool);
+}
+
 TEST(metrics_eval_random_matches_direct_ranking)
 {
     /* 600 users span several chunks; ranks computed here with the same

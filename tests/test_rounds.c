@@ -288,6 +288,59 @@ TEST(rounds_load_refuses_out_of_range_values)
     test_rounds__rm(dir);
 }
 
+/* A student that diverges (here against a teacher file of values near
+ * 1e20, finite but overflowing the DE loss) fails its round with the
+ * reason; nothing of it is published or kept. */
+TEST(rounds_refuse_a_diverged_student)
+{
+    char dir[] = "/tmp/derrd-rounds-div.XXXXXX";
+    REQUIRE(mkdtemp(dir));
+    char snapdir[600], tpath[600], err[512];
+    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
+    snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
+    REQUIRE(mkdir(snapdir, 0755) == 0);
+    /* Decimal ids, so that row k of the teacher file is the id "k". */
+    enum { NU = 100, NI = 60, TD = 24 };
+    state_t st;
+    REQUIRE(state_init(&st, "events") == 0);
+    staging_batch_t *b = staging_batch_new();
+    REQUIRE(b);
+    for (int u = 0; u < NU; u++)
+        for (int i = 0; i < 5; i++) {
+            char us[24], is[24];
+            int ul = snprintf(us, sizeof(us), "%d", u);
+            int il = snprintf(is, sizeof(is), "%d", (u * 3 + i * 7) % NI);
+            REQUIRE(staging_batch_add(b, STAGED_ADD, 1, u * 5 + i, us, (size_t)ul, is,
+                                      (size_t)il) == 0);
+        }
+    REQUIRE(state_apply(&st, b) == 0);
+    staging_batch_free(b);
+    size_t n = (size_t)(NU + NI) * TD;
+    float *rows = malloc(n * sizeof(float));
+    REQUIRE(rows);
+    for (size_t k = 0; k < n; k++)
+        rows[k] = k % 2 ? 1e20f : -1e20f;
+    REQUIRE(embfile_write(tpath, TD, NU, NI, rows, err, sizeof(err)) == 0);
+    free(rows);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.teacher_file = tpath;
+    cfg.student_epochs = 20; /* DE runs every fifth step */
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    rounds_result_t res;
+    err[0] = 0;
+    int rc = rounds_run(r, &st, 1000, &res, err, sizeof(err));
+    if (!(rc == -EDOM && strstr(err, "the student diverged")))
+        test_fail(__FILE__, __LINE__, "rounds_run returned %d, \"%s\"", rc, err);
+    CHECK(!res.published);
+    snapshot_t *s = NULL;
+    CHECK(snapshot_open(snapdir, &s, err, sizeof(err)) == -ENOENT);
+    snapshot_free(s);
+    rounds_free(r);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
+
 /* A --teacher-file with a dim its few rows can afford but the state's rows
  * cannot (here 5,000 over 100 users): refused with the reason before
  * anything is allocated for the state's tables. */

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,8 +160,18 @@ static void fit(const distill_cfg_t *cfg, const ratings_t *train, const mf_t *te
     for (int e = 0; e < o->max_epochs; e++) {
         distill_stats_t st;
         double ta = cli_now_s();
-        if (distill_epoch(d, &st) < 0) {
-            fprintf(stderr, "derrd-train: out of memory in epoch %d\n", e);
+        int erc = distill_epoch(d, &st);
+        if (erc < 0 && erc != -EDOM) {
+            fprintf(stderr, "derrd-train: epoch %d: %s\n", e, strerror(-erc));
+            exit(1);
+        }
+        if (erc == -EDOM || !isfinite(st.loss_bpr) || !isfinite(st.loss_de) ||
+            !isfinite(st.loss_rrd) || !isfinite(st.loss_rrd_item)) {
+            /* NaN ranks last, so early stopping would not pick it, but
+             * going on trains nothing: say so and stop. */
+            fprintf(stderr, "derrd-train: %s diverged in epoch %d (a loss is not finite: bpr "
+                    "%g, de %g, rrd %g); try a lower --lr or lambdas\n", o->label, e,
+                    st.loss_bpr, st.loss_de, st.loss_rrd);
             exit(1);
         }
         const mf_t *m = distill_model(d);
