@@ -114,8 +114,9 @@ static const option_def_t option_defs[] = {
     { NULL, OPT_SECTION, 0, 0, 0, NULL, "Evaluation and the quality gate", 0 },
     { "eval-permille", OPT_INT, O(eval_permille), 0, 1000, "250",
       "users (per 1000) whose latest interaction is held out for evaluation", 0 },
-    { "eval-candidates", OPT_INT, O(eval_candidates), 1, 100000, "99",
-      "sampled unobserved items each held-out item is ranked against", 0 },
+    { "eval-candidates", OPT_INT, O(eval_candidates), 20, 100000, "99",
+      "sampled unobserved items each held-out item is ranked against (at least 20: with "
+      "fewer, HR@10 is 1 for any model)", 0 },
     { "gate-margin", OPT_DOUBLE, O(gate_margin), 0, 1, "0.02",
       "do not publish when held-out HR@10 is this much (or two standard errors, when "
       "larger) below the last published", OPT_LIVE },

@@ -424,8 +424,18 @@ static int rounds__data(rounds_t *r, const state_t *st, rounds_data_t *x)
                 if (!iset_has(st->inter, x->eval_user[e], pick))
                     i = pick;
             }
-            /* A user who has nearly every item: repeat a known-unseen one. */
-            x->cands[(int64_t)e * nc + c] = i >= 0 ? i : (c ? x->cands[(int64_t)e * nc] : 0);
+            /* A user who has nearly every item: the next unseen item from a
+             * random start, never a seen one (the held-out target is among
+             * those); with none at all, -1, which ranks as a score of 0. */
+            if (i < 0) {
+                int32_t start = (int32_t)rng_below(&g, (uint32_t)n_items);
+                for (int32_t k = 0; k < n_items && i < 0; k++) {
+                    int32_t pick = (start + k) % n_items;
+                    if (!iset_has(st->inter, x->eval_user[e], pick))
+                        i = pick;
+                }
+            }
+            x->cands[(int64_t)e * nc + c] = i;
         }
     }
     rc = 0;

@@ -139,7 +139,7 @@ static adam__gap_t adam__gap(const adam_table_t *t, int64_t s, int64_t k)
         double rrk = pow(rr, (double)k), sum_q = q / (1.0 - q);
         double sum_r = rr * (rrk - 1.0) / (rr - 1.0);
         g.A = (float)(lr1 * sum_q);
-        B = lrm * (sum_r - sum_q) * cfg->wd;
+        B = cfg->wd > 0.0f ? lrm * (sum_r - sum_q) * cfg->wd : 0.0; /* rr^k is inf by now */
         g.b1k = 0.0f;
         g.b2k = (float)pow(b2, (double)k);
     }

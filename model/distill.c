@@ -419,6 +419,14 @@ distill_t *distill_new_reusing(const distill_cfg_t *cfg, const ratings_t *train,
         snprintf(err, errlen, "dim, batch and lr must be positive, wd not negative");
         return NULL;
     }
+    /* Rows and training pairs are indexed in 32 bits (epoch orders, scatter
+     * lists, samples). */
+    if (train->nnz > INT32_MAX || (int64_t)train->n_users + train->n_items > INT32_MAX) {
+        snprintf(err, errlen, "%lld interactions over %lld rows: over the 2^31 - 1 of each "
+                 "this build trains on", (long long)train->nnz,
+                 (long long)train->n_users + train->n_items);
+        return NULL;
+    }
     if ((c->use_de || c->use_rrd) && !teacher) {
         snprintf(err, errlen, "DE and RRD need a teacher");
         return NULL;
@@ -647,6 +655,8 @@ static void distill__bpr_chunk(void *ctx, int task, int worker)
         do
             j = (int32_t)rng_below(&rng, (uint32_t)r->n_items);
         while (ratings_has(r, u, j) && ratings_count(r, u) < r->n_items);
+        if (ratings_count(r, u) >= r->n_items)
+            j = d->pair_i[k]; /* no unobserved item: (u, i, i) moves nothing */
         d->batch[s].u = u;
         d->batch[s].i = d->pair_i[k];
         d->batch[s].j = j;

@@ -76,8 +76,12 @@ float rng_normal(rng_t *rng)
 FAST_CLONES void rng_gumbel_fill(rng_t *rng, float *out, int n)
 {
     for (int i = 0; i < n; i++) {
-        /* u in (0, 1): never exactly 0 or 1, so both logs stay finite. */
-        out[i] = ((float)(rng_next(rng) >> 40) + 0.5f) * 0x1.0p-24f;
+        /* u in (0, 1): never exactly 0 or 1, so both logs stay finite. The
+         * top draw, 2^24 - 1 + 0.5, rounds to 2^24 in float: it takes the
+         * largest float below 1 instead (before, u = 1 gave g = 88 where
+         * the largest true draw is 16.6). */
+        float u = ((float)(rng_next(rng) >> 40) + 0.5f) * 0x1.0p-24f;
+        out[i] = u < 0x1.fffffep-1f ? u : 0x1.fffffep-1f;
     }
     for (int i = 0; i < n; i++)
         out[i] = -fast_logf(-fast_logf(out[i]));
