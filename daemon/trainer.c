@@ -20,6 +20,7 @@ struct trainer {
     uint64_t since_round;   /* events applied since the last round */
     uint64_t last_round_ms; /* monotonic */
     int between_rc;         /* trainer__apply failed between epochs */
+    int starved;            /* the last round found too little data; new events clear it */
 
     pthread_mutex_t mu; /* guards the fields below */
     kafka_pos_t *durable;
@@ -139,6 +140,7 @@ static int trainer__apply(trainer_t *t, staging_batch_t *list)
                                                b->ev[k].user_len));
         t->since_round += t->st.applied + t->st.duplicates + t->st.forgotten + t->st.skipped -
                           before;
+        t->starved = 0;
         staging_batch_free(b);
         n++;
     }
@@ -190,8 +192,10 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
     log_debug("round starting: %llu new events", (unsigned long long)new_events_round);
     int rc = rounds_run(r, &t->st, new_events_round, &res, err, sizeof(err));
     t->last_round_ms = log_now_ms();
-    if (rc == 1)
-        return; /* too little data yet */
+    if (rc == 1) {
+        t->starved = 1; /* too little data yet: wait for more */
+        return;
+    }
     /* A failed round keeps its count: the next one rebuilds from the state
      * instead of reusing the last round's data. Events applied during the
      * round (between its epochs) count for the next one. */
@@ -285,6 +289,11 @@ static void *trainer__main(void *arg)
             t->last_round_ms + (uint64_t)t->cfg.round_interval_ms < wake)
             wake = t->last_round_ms + (uint64_t)t->cfg.round_interval_ms;
         if (t->cfg.rounds && t->since_round == 0 && rounds_want_idle(t->cfg.rounds))
+            wake = now;
+        /* A round due by its event count starts now, not when the next
+         * batch or checkpoint comes (after a burst, none may come soon). */
+        if (t->cfg.rounds && t->since_round >= (uint64_t)t->cfg.round_min_events &&
+            !t->starved)
             wake = now;
         int wait = wake > now ? (int)(wake - now) : 0;
         if (t->cfg.wd)

@@ -537,6 +537,26 @@ TEST(grad_experts_pruning_is_accurate)
 
 /* ---- RRD ----------------------------------------------------------------- */
 
+/* Checks the gradient gr of rrd_loss at s (K interesting, then L
+ * uninteresting scores) against central differences of the formula, step
+ * eps; returns how many coordinates are off (each reported) or not finite. */
+static int test_grad__rrd_fd(const char *what, float *s, int K, int L, const float *gr,
+                             double eps, double atol)
+{
+    int bad = 0;
+    for (int k = 0; k < K + L; k++) {
+        float p0 = s[k], pp = (float)(p0 + eps), pm = (float)(p0 - eps);
+        s[k] = pp;
+        double lp = rrd_loss_naive(s, K, s + K, L);
+        s[k] = pm;
+        double lm = rrd_loss_naive(s, K, s + K, L);
+        s[k] = p0;
+        bad += !isfinite(gr[k]) ||
+               test_grad__compare(what, k, gr[k], (lp - lm) / ((double)pp - pm), atol);
+    }
+    return bad;
+}
+
 TEST(grad_rrd_matches_finite_differences)
 {
     enum { K = 5, L = 7 };
@@ -550,18 +570,7 @@ TEST(grad_rrd_matches_finite_differences)
         double naive = rrd_loss_naive(s, K, s + K, L);
         CHECK(isfinite(loss));
         CHECK_NEAR(loss, naive, 1e-6 * fabs(naive) + 1e-9);
-        const double eps = 1e-3;
-        int bad = 0;
-        for (int k = 0; k < K + L; k++) {
-            float p0 = s[k], pp = (float)(p0 + eps), pm = (float)(p0 - eps);
-            s[k] = pp;
-            double lp = rrd_loss_naive(s, K, s + K, L);
-            s[k] = pm;
-            double lm = rrd_loss_naive(s, K, s + K, L);
-            s[k] = p0;
-            bad += test_grad__compare("rrd", k, gr[k], (lp - lm) / ((double)pp - pm), 1e-4);
-        }
-        CHECK_EQ_INT(bad, 0);
+        CHECK_EQ_INT(test_grad__rrd_fd("rrd", s, K, L, gr, 1e-3, 1e-4), 0);
         /* The loss is invariant to a common shift, so the gradient sums to 0. */
         double sum = 0.0;
         for (int k = 0; k < K + L; k++)
@@ -592,20 +601,7 @@ TEST(grad_rrd_wide_score_spread)
             double naive = rrd_loss_naive(s, K, s + K, L);
             CHECK(isfinite(loss));
             CHECK_NEAR(loss, naive, 1e-6 * fabs(naive) + 1e-6);
-            const double eps = 1e-2;
-            int bad = 0;
-            for (int k = 0; k < K + L; k++) {
-                float p0 = s[k], pp = (float)(p0 + eps), pm = (float)(p0 - eps);
-                s[k] = pp;
-                double lp = rrd_loss_naive(s, K, s + K, L);
-                s[k] = pm;
-                double lm = rrd_loss_naive(s, K, s + K, L);
-                s[k] = p0;
-                bad += !isfinite(gr[k]) ||
-                       test_grad__compare("rrd wide", k, gr[k], (lp - lm) / ((double)pp - pm),
-                                          1e-3);
-            }
-            CHECK_EQ_INT(bad, 0);
+            CHECK_EQ_INT(test_grad__rrd_fd("rrd wide", s, K, L, gr, 1e-2, 1e-3), 0);
         }
 }
 

@@ -160,6 +160,17 @@ TEST(metrics_eval_hand_built)
     mf_close(&mf);
 }
 
+/* User u's target is item u; every user's candidates are items nu ..
+ * nu + nc - 1. */
+static void metrics_test_shared_cands(int32_t nu, int32_t nc, int32_t *target, int32_t *cands)
+{
+    for (int32_t u = 0; u < nu; u++) {
+        target[u] = u;
+        for (int32_t k = 0; k < nc; k++)
+            cands[u * nc + k] = nu + k;
+    }
+}
+
 TEST(metrics_eval_untrained_model_is_worst)
 {
     /* All-zero embeddings: every candidate ties with the target, so every
@@ -169,11 +180,7 @@ TEST(metrics_eval_untrained_model_is_worst)
     REQUIRE(mf_init(&mf, NU, NI, 4) == 0);
     int32_t target[NU], *cands = malloc(NU * NC * sizeof(int32_t));
     REQUIRE(cands);
-    for (int32_t u = 0; u < NU; u++) {
-        target[u] = u;
-        for (int k = 0; k < NC; k++)
-            cands[u * NC + k] = NU + k;
-    }
+    metrics_test_shared_cands(NU, NC, target, cands);
     loo_split_t split = { NU, NC, target, cands };
     pool_t *pool = pool_new(1);
     REQUIRE(pool);
@@ -200,11 +207,7 @@ TEST(metrics_eval_nan_scores_are_worst)
 {
     enum { NU = 6, NI = 60, NC = 20 };
     int32_t target[NU], cands[NU * NC];
-    for (int32_t u = 0; u < NU; u++) {
-        target[u] = u;
-        for (int k = 0; k < NC; k++)
-            cands[u * NC + k] = NU + k;
-    }
+    metrics_test_shared_cands(NU, NC, target, cands);
     loo_split_t split = { NU, NC, target, cands };
     pool_t *pool = pool_new(2);
     REQUIRE(pool);

@@ -236,11 +236,9 @@ TEST_SLOW(rounds_publish_warm_start_and_gate, 240)
  * is taken from the section. */
 TEST(rounds_load_refuses_out_of_range_values)
 {
-    char dir[] = "/tmp/derrd-rounds-bad.XXXXXX";
-    REQUIRE(mkdtemp(dir));
-    char snapdir[600], err[512], path[700];
-    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
-    REQUIRE(mkdir(snapdir, 0755) == 0);
+    char dir[] = "/tmp/derrd-rounds-bad.XXXXXX", snapdir[600], err[512], path[700];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
     rounds_cfg_t cfg = test_rounds__cfg(snapdir);
     double nan = NAN, inf = INFINITY, above = 1.5, fine = 0.25;
     uint64_t b_nan, b_inf, b_above, b_fine;
@@ -285,6 +283,7 @@ TEST(rounds_load_refuses_out_of_range_values)
         checkpoint_free(ck);
         rounds_free(r);
     }
+    state_close(&st);
     test_rounds__rm(dir);
 }
 
@@ -293,16 +292,12 @@ TEST(rounds_load_refuses_out_of_range_values)
  * reason; nothing of it is published or kept. */
 TEST(rounds_refuse_a_diverged_student)
 {
-    char dir[] = "/tmp/derrd-rounds-div.XXXXXX";
-    REQUIRE(mkdtemp(dir));
-    char snapdir[600], tpath[600], err[512];
-    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
+    char dir[] = "/tmp/derrd-rounds-div.XXXXXX", snapdir[600], tpath[600], err[512];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
     snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
-    REQUIRE(mkdir(snapdir, 0755) == 0);
     /* Decimal ids, so that row k of the teacher file is the id "k". */
     enum { NU = 100, NI = 60, TD = 24 };
-    state_t st;
-    REQUIRE(state_init(&st, "events") == 0);
     staging_batch_t *b = staging_batch_new();
     REQUIRE(b);
     for (int u = 0; u < NU; u++)
@@ -346,16 +341,12 @@ TEST(rounds_refuse_a_diverged_student)
  * anything is allocated for the state's tables. */
 TEST(rounds_refuse_a_teacher_file_over_the_dim_limit)
 {
-    char dir[] = "/tmp/derrd-rounds-tdim.XXXXXX";
-    REQUIRE(mkdtemp(dir));
-    char snapdir[600], tpath[600], err[512];
-    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
+    char dir[] = "/tmp/derrd-rounds-tdim.XXXXXX", snapdir[600], tpath[600], err[512];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
     snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
-    REQUIRE(mkdir(snapdir, 0755) == 0);
     float row[5000] = { 0 };
     REQUIRE(embfile_write(tpath, 5000, 1, 0, row, err, sizeof(err)) == 0);
-    state_t st;
-    REQUIRE(state_init(&st, "events") == 0);
     test_rounds__feed(&st, 0, 100, 5);
     rounds_cfg_t cfg = test_rounds__cfg(snapdir);
     cfg.teacher_file = tpath;
@@ -397,18 +388,14 @@ static void test_rounds__noop(void *ud) { (void)ud; }
 
 TEST_SLOW(trainer_apply_failure_during_a_round_checkpoints_nothing_past_it, 120)
 {
-    char dir[] = "/tmp/derrd-between-fail.XXXXXX";
-    REQUIRE(mkdtemp(dir));
-    char snapdir[600], err[512];
-    snprintf(snapdir, sizeof(snapdir), "%s/snap", dir);
-    REQUIRE(mkdir(snapdir, 0755) == 0);
+    char dir[] = "/tmp/derrd-between-fail.XXXXXX", snapdir[600], err[512];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
     rounds_cfg_t cfg = test_rounds__cfg(snapdir);
     cfg.threads = 1;
     cfg.student_epochs = 100000; /* a round that is still running when the batches come */
     rounds_t *r = rounds_new(&cfg, err, sizeof(err));
     REQUIRE(r);
-    state_t st;
-    REQUIRE(state_init(&st, "events") == 0);
     staging_t *stg = staging_new();
     REQUIRE(stg);
     trainer_cfg_t tc = { .state_dir = dir, .checkpoint_ms = 600000, .keep = 3,

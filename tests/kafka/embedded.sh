@@ -20,20 +20,26 @@ cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 fail() { echo "embedded: FAIL: $*" >&2; [ -f "$work/derrd.log" ] && tail -5 "$work/derrd.log" >&2; exit 1; }
 
+# start_derrd LOG ARGS...: derrd --embedded-kafka ARGS in the background
+# (pid), logging to LOG; B gets the mock cluster's address from the log.
+start_derrd() {
+    local log=$1
+    shift
+    "$BUILD/derrd" --embedded-kafka --http-port 0 --stats-interval-ms 0 "$@" >"$log" 2>&1 &
+    pid=$!
+    B=
+    for _ in $(seq 1 100); do
+        B=$(sed -n 's/.*embedded Kafka.* at \([^;]*\);.*/\1/p' "$log")
+        [ -n "$B" ] && return 0
+        kill -0 "$pid" 2>/dev/null || fail "derrd exited early"
+        sleep 0.1
+    done
+    fail "no bootstrap address in the log"
+}
+
 valid=20000 malformed=200 dups=1000 big=300000
-"$BUILD/derrd" --embedded-kafka --topic demo --state-dir "$work/state" --http-port 0 \
-    --dead-letter-topic demo-dlq --exit-after-events $((valid + malformed + dups + 2)) \
-    --stats-interval-ms 0 \
-    >"$work/derrd.log" 2>&1 &
-pid=$!
-B=
-for _ in $(seq 1 100); do
-    B=$(sed -n 's/.*embedded Kafka.* at \([^;]*\);.*/\1/p' "$work/derrd.log")
-    [ -n "$B" ] && break
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited early"
-    sleep 0.1
-done
-[ -n "$B" ] || fail "no bootstrap address in the log"
+start_derrd "$work/derrd.log" --topic demo --state-dir "$work/state" \
+    --dead-letter-topic demo-dlq --exit-after-events $((valid + malformed + dups + 2))
 "$BUILD/derrd-replay" --brokers "$B" --topic demo --synthetic $valid --format text \
     --malformed 0.01 --duplicates 0.05 --expect-out "$work/expect.tsv" \
     >"$work/replay.json" 2>"$work/replay.log" || fail "derrd-replay: $(cat "$work/replay.log")"
@@ -77,18 +83,8 @@ echo "embedded: ok ($(wc -l <"$work/got.tsv") interactions through the mock clus
 # below the 64 KiB copy): derrd stops with the reason and exit status 1,
 # promptly; it once hung here, shutting the consumer down from inside its
 # own callback.
-"$BUILD/derrd" --embedded-kafka --topic demo2 --state-dir "$work/state2" --http-port 0 \
-    --dead-letter-topic demo2-dlq --kafka.message.max.bytes 30000 --stats-interval-ms 0 \
-    >"$work/derrd2.log" 2>&1 &
-pid=$!
-B=
-for _ in $(seq 1 100); do
-    B=$(sed -n 's/.*embedded Kafka.* at \([^;]*\);.*/\1/p' "$work/derrd2.log")
-    [ -n "$B" ] && break
-    kill -0 "$pid" 2>/dev/null || fail "derrd exited early"
-    sleep 0.1
-done
-[ -n "$B" ] || fail "no bootstrap address in the log"
+start_derrd "$work/derrd2.log" --topic demo2 --state-dir "$work/state2" \
+    --dead-letter-topic demo2-dlq --kafka.message.max.bytes 30000
 head -c 100000 /dev/zero | tr '\0' x | "$BUILD/kcheck" produce -b "$B" -t demo2 \
     -X message.max.bytes=10000000 >/dev/null 2>&1 || fail "kcheck produce of the 100,000-byte message"
 timeout 30 tail --pid="$pid" -f /dev/null || fail "derrd did not stop within 30 s of an unsendable dead letter"

@@ -79,7 +79,8 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 [ "$consumed" = 30000 ] || fail "derrd consumed ${consumed:-?} of 30000 events"
-wait_log "$work/derrd.1.log" "round starting" 60
+# A round with events (not the idle attempt at start), then 2 s into it.
+wait_log "$work/derrd.1.log" "round starting: [1-9]" 60
 sleep 2
 stop "$work/derrd.1.log"
 ms=$stop_ms
