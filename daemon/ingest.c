@@ -573,7 +573,7 @@ fail:
 
 void ingest_commit(ingest_t *in, const kafka_pos_t *pos, int n)
 {
-    kafka_consumer_commit(in->consumer, pos, n, 1);
+    kafka_consumer_commit(in->consumer, pos, n, -1);
 }
 
 void ingest_kick(ingest_t *in) { ingest__flow(in); }
@@ -637,7 +637,7 @@ static void ingest__closed_cb(uv_handle_t *h)
 void ingest_close(ingest_t *in, const kafka_pos_t *pos, int n, int timeout_ms)
 {
     if (n > 0)
-        kafka_consumer_commit(in->consumer, pos, n, 0);
+        kafka_consumer_commit(in->consumer, pos, n, timeout_ms);
     kafka_consumer_close(in->consumer, timeout_ms);
     in->consumer = NULL;
     if (in->dlq) {

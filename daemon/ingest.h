@@ -85,8 +85,9 @@ void ingest_stats(ingest_t *in, ingest_stats_t *out);
  * covered, and they are read again after a restart). */
 size_t ingest_stop(ingest_t *in, int timeout_ms);
 
-/* Commits pos synchronously, leaves the group within timeout_ms, closes the
- * loop handles and frees in once they are closed (run the loop after). */
+/* Commits pos, waiting up to timeout_ms for the broker's answer, leaves the
+ * group within timeout_ms, closes the loop handles and frees in once they
+ * are closed (run the loop after). */
 void ingest_close(ingest_t *in, const kafka_pos_t *pos, int n, int timeout_ms);
 
 #endif

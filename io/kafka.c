@@ -206,7 +206,7 @@ static kafka_pos_t *kafka__positions(const rd_kafka_topic_partition_list_t *l, i
 }
 
 static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_list_t *l,
-                               int async);
+                               int wait_ms);
 
 /* After an assignment: stores and commits the durable positions of the
  * assigned partitions again (see struct kafka_consumer). */
@@ -221,7 +221,7 @@ static void kafka__recommit(kafka_consumer_t *c)
             rd_kafka_topic_partition_list_add(l, c->topic, c->durable->elems[k].partition)
                 ->offset = c->durable->elems[k].offset;
     if (l->cnt > 0)
-        kafka__store_commit(c, l, 1);
+        kafka__store_commit(c, l, -1);
     rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -426,7 +426,7 @@ void kafka_consumer_pause(kafka_consumer_t *c, int pause)
 
 int kafka_consumer_paused(const kafka_consumer_t *c) { return c->paused; }
 
-int kafka_consumer_commit(kafka_consumer_t *c, const kafka_pos_t *pos, int n, int async)
+int kafka_consumer_commit(kafka_consumer_t *c, const kafka_pos_t *pos, int n, int wait_ms)
 {
     if (!c->durable && !(c->durable = rd_kafka_topic_partition_list_new(n ? n : 1)))
         return -ENOMEM;
@@ -449,14 +449,47 @@ int kafka_consumer_commit(kafka_consumer_t *c, const kafka_pos_t *pos, int n, in
         rd_kafka_topic_partition_list_add(l, c->topic, pos[k].partition)->offset =
             pos[k].offset;
     }
-    int rc = kafka__store_commit(c, l, async);
+    int rc = kafka__store_commit(c, l, wait_ms);
     rd_kafka_topic_partition_list_destroy(l);
     return rc;
 }
 
-/* Stores l's offsets and commits them. */
+/* Commits l, waiting at most wait_ms for the result: rd_kafka_commit's own
+ * synchronous form waits without bound (for a coordinator, during a broker
+ * outage up to session.timeout.ms), which a shutdown cannot afford. */
+static rd_kafka_resp_err_t kafka__commit_wait(kafka_consumer_t *c,
+                                              rd_kafka_topic_partition_list_t *l, int wait_ms)
+{
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    if (!q)
+        return RD_KAFKA_RESP_ERR__FAIL;
+    rd_kafka_resp_err_t e = rd_kafka_commit_queue(c->rk, l, q, NULL, NULL);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        uint64_t deadline = log_now_ms() + (uint64_t)wait_ms;
+        for (;;) {
+            uint64_t now = log_now_ms();
+            if (now >= deadline)
+                break;
+            uint64_t left = deadline - now;
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, left < 100 ? (int)left : 100);
+            if (!ev)
+                continue;
+            int done = rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT;
+            if (done)
+                e = rd_kafka_event_error(ev);
+            rd_kafka_event_destroy(ev);
+            if (done)
+                break;
+        }
+    }
+    rd_kafka_queue_destroy(q); /* a late result holds its own reference */
+    return e;
+}
+
+/* Stores l's offsets and commits them; wait_ms < 0: without waiting. */
 static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_list_t *l,
-                               int async)
+                               int wait_ms)
 {
     int rc = 0;
     if (l->cnt > 0) {
@@ -468,10 +501,14 @@ static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_lis
             log_warn("kafka: offset store: %s", rd_kafka_err2str(e));
             rc = -EIO;
         }
-        e = rd_kafka_commit(c->rk, l, async);
+        e = wait_ms < 0 ? rd_kafka_commit(c->rk, l, 1) : kafka__commit_wait(c, l, wait_ms);
         if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
-            if (!async)
-                log_warn("kafka: commit: %s", rd_kafka_err2str(e));
+            if (wait_ms >= 0)
+                log_warn("kafka: commit: %s%s", rd_kafka_err2str(e),
+                         e == RD_KAFKA_RESP_ERR__TIMED_OUT
+                             ? " (not confirmed in time; a restart reads from the checkpoint's "
+                               "positions anyway)"
+                             : "");
             rc = -EIO;
         }
     }

@@ -92,12 +92,12 @@ int kafka_consumer_drain(kafka_consumer_t *c, int max, kafka_msg_fn fn, void *ud
 void kafka_consumer_pause(kafka_consumer_t *c, int pause);
 int kafka_consumer_paused(const kafka_consumer_t *c);
 
-/* Stores pos as durable and commits it (async: no wait). The consumer
- * remembers the last durable position of every partition: those not
- * assigned now are stored and committed when they are assigned again (one
- * daemon per group: another member's commits could be moved back). Returns
- * 0 or a negative errno. */
-int kafka_consumer_commit(kafka_consumer_t *c, const kafka_pos_t *pos, int n, int async);
+/* Stores pos as durable and commits it, waiting at most wait_ms for the
+ * broker's answer (wait_ms < 0: not at all). The consumer remembers the last
+ * durable position of every partition: those not assigned now are stored
+ * and committed when they are assigned again (one daemon per group: another
+ * member's commits could be moved back). Returns 0 or a negative errno. */
+int kafka_consumer_commit(kafka_consumer_t *c, const kafka_pos_t *pos, int n, int wait_ms);
 
 typedef struct {
     int32_t partition;
