@@ -29,6 +29,7 @@ struct idmap {
     int64_t n_rows, rows_cap, n_keys;
     char *bytes;        /* key bytes of every row, by offset */
     uint64_t used, bytes_cap, dead; /* dead = bytes of erased keys */
+    uint64_t moved;                 /* key bytes copied by compactions, ever */
 };
 
 #define IDMAP_MAX_KEY 65535
@@ -159,6 +160,7 @@ static int idmap__reserve_bytes(idmap_t *m, size_t len)
     m->bytes_cap = cap;
     m->used = at;
     m->dead = 0;
+    m->moved += at;
     return 0;
 }
 
@@ -257,3 +259,5 @@ size_t idmap_memory(const idmap_t *m)
     return sizeof(*m) + m->cap * sizeof(*m->slots) +
            (size_t)m->rows_cap * sizeof(*m->rows) + m->bytes_cap;
 }
+
+uint64_t idmap_bytes_moved(const idmap_t *m) { return m->moved; }

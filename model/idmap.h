@@ -45,4 +45,8 @@ int64_t idmap_count(const idmap_t *m);
 /* Bytes of heap the map holds. */
 size_t idmap_memory(const idmap_t *m);
 
+/* Key bytes the map has copied moving its key buffer, over its life: the
+ * work its growth and compaction cost (tests bound it, instead of a time). */
+uint64_t idmap_bytes_moved(const idmap_t *m);
+
 #endif

@@ -96,6 +96,23 @@ torn=$(find "$disk/state" -name '*.tmp.*' | wc -l)
 for f in "$disk"/state/snapshots/student-*.dsnap; do
     "$BUILD/derrd-snap" verify "$f" >/dev/null || fail "$f does not verify"
 done
+# What a restart would load now: the newest checkpoint that verifies, a copy
+# read while the disk is full (the live directory is derrd's, locked).
+mkdir -p "$work/ckcopy"
+cp "$disk"/state/checkpoint-*.dckpt "$work/ckcopy/" ||
+    fail "no checkpoint to copy while full"
+"$BUILD/derrd" --config "" --dump-state --state-dir "$work/ckcopy" --topic full \
+    2>"$work/ckcopy.log" | LC_ALL=C sort >"$work/ckcopy.tsv" ||
+    fail "the checkpoint a restart would load while full does not: $(cat "$work/ckcopy.log")"
+grep -q "^derrd: checkpoint [0-9]*:" "$work/ckcopy.log" ||
+    fail "no checkpoint loaded from the copy: $(cat "$work/ckcopy.log")"
+# It holds what was applied before (the first round's data at least), and
+# only pairs that were produced.
+LC_ALL=C sort -u "$work/expect.1.tsv" "$work/expect.2.tsv" >"$work/expect.both.tsv"
+[ "$(wc -l <"$work/ckcopy.tsv")" -ge 1000 ] &&
+    [ -z "$(LC_ALL=C comm -23 "$work/ckcopy.tsv" "$work/expect.both.tsv")" ] ||
+    fail "the checkpoint a restart would load while full holds $(wc -l <"$work/ckcopy.tsv")" \
+        "pairs, not all of them produced"
 failures=$(metric derrd_checkpoint_failures_total) pubfail=$(metric derrd_snapshot_publish_failures_total)
 
 # Space returns: everything recovers.
@@ -103,7 +120,7 @@ rm -f "$disk/fill"
 ck1=$(metric derrd_checkpoints_total) v1=$(metric derrd_snapshot_version)
 ck_ok() { [ "$(metric derrd_checkpoints_total)" -gt "$ck1" ]; }
 wait_for 60 "checkpoint after space returned" ck_ok
-pub_ok() { [ "$(metric derrd_snapshot_version)" != "$v1" ]; }
+pub_ok() { local v; v=$(metric derrd_snapshot_version); [ -n "$v" ] && [ "$v" != "$v1" ]; }
 wait_for 90 "snapshot after space returned" pub_ok
 curl -sf -o "$work/after.dsnap" "$url/v1/snapshot" && "$BUILD/derrd-snap" verify "$work/after.dsnap" >/dev/null ||
     fail "the snapshot after recovery does not verify"

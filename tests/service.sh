@@ -166,5 +166,10 @@ r=$(first READY) s=$(first STATUS) w=$(first WATCHDOG) h=$(first RELOADING) x=$(
 last_w=$(awk -F'|' '/WATCHDOG=1/ { n = NR } END { print n }' "$work/notify.log")
 [ "$r" -lt "$w" ] && [ "$r" -lt "$h" ] && [ "$w" -lt "$x" ] && [ "$last_w" -lt "$x" ] ||
     fail "notify: out of order (READY $r, STATUS $s, WATCHDOG $w..$last_w, RELOADING $h, STOPPING $x)"
+# A reload ends with READY=1 again, or systemd leaves the unit "reloading".
+last_h=$(awk -F'|' '/RELOADING=1/ { n = NR } END { print n }' "$work/notify.log")
+ready_after=$(awk -F'|' -v h="$last_h" 'NR > h && /READY=1/ { print NR; exit }' "$work/notify.log")
+[ -n "$ready_after" ] && [ "$ready_after" -lt "$x" ] ||
+    fail "notify: no READY=1 after the last RELOADING=1 (line $last_h) before STOPPING ($x)"
 echo "service: ok (SIGHUP applied the round triggers; promtool ok; page charts $q + $i points;" \
      "SIGTERM -> exit 0 in $ms ms; notify: READY, STATUS, WATCHDOG, RELOADING, STOPPING)"

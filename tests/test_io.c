@@ -880,6 +880,32 @@ TEST(io_fsutil_crash_between_write_and_rename)
     io_test_in_dir(io_fsutil_crash_between_write_and_rename_in);
 }
 
+/* One daemon per state directory: a second lock on it is refused with
+ * -EBUSY and a reason naming the directory, and it is free again once the
+ * first holder closes its descriptor. */
+TEST(io_fsutil_lock_dir_is_exclusive)
+{
+    char *dir = io_test_dir_new();
+    REQUIRE(dir);
+    char err[512] = "";
+    int fd = fsutil_lock_dir(dir, err, sizeof(err));
+    CHECK(fd >= 0);
+    err[0] = 0;
+    CHECK_EQ_INT(fsutil_lock_dir(dir, err, sizeof(err)), -EBUSY);
+    CHECK(strstr(err, dir) && strstr(err, "in use"));
+    if (fd >= 0)
+        close(fd);
+    int again = fsutil_lock_dir(dir, err, sizeof(err));
+    CHECK(again >= 0);
+    if (again >= 0)
+        close(again);
+    /* A directory that is not there. */
+    char missing[600];
+    snprintf(missing, sizeof(missing), "%s/none", dir);
+    CHECK_EQ_INT(fsutil_lock_dir(missing, err, sizeof(err)), -ENOENT);
+    io_test_dir_free(dir);
+}
+
 TEST(io_fsutil_read_all)
 {
     char *dir = io_test_dir_new();

@@ -360,12 +360,17 @@ fi
 awk '$1 == "total_lag" && $2 != 0 { exit 1 }' "$work/lag.txt" || fail "lag after shutdown: $(cat "$work/lag.txt")"
 
 # No stall: the longest flat stretch of the consumed counter before its last rise.
-read -r max_gap_ms at_s < <(awk -v t0=$((t_start / 1000000)) '
+# The samples must be there to judge: a metric never read (renamed, no
+# HTTP) would otherwise show no flat stretch at all.
+read -r max_gap_ms at_s n_samples n_values < <(awk -v t0=$((t_start / 1000000)) '
     $2 == "-" { next }
-    { v = $2 }
+    { v = $2; n++ }
     v != prev { if (last_t && $1 - last_t > max) { max = $1 - last_t; at = last_t }
-                last_t = $1; prev = v }
-    END { printf "%d %.0f\n", max, (at - t0) / 1000 }' "$work/samples")
+                last_t = $1; prev = v; changes++ }
+    END { printf "%d %.0f %d %d\n", max, (at - t0) / 1000, n, changes }' "$work/samples")
+[ "$n_samples" -ge 20 ] && [ "$n_values" -ge 5 ] ||
+    fail "too few samples of derrd_events_consumed_total to judge stalls: $n_samples read," \
+        "$n_values distinct"
 [ "$max_gap_ms" -le $((STALL_S * 1000)) ] ||
     fail "derrd_events_consumed_total stayed flat for $((max_gap_ms / 1000)) s from t=$at_s s"
 total_s=$(elapsed)

@@ -44,21 +44,21 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/test_replay.XXXXXX")
 broker_dir=
 cleanup() {
     if [[ -n $broker_dir ]]; then
-        "$HERE/kafka/broker.sh" stop "$broker_dir" >/dev/null 2>&1 || true
+        "$HERE/broker.sh" stop "$broker_dir" >/dev/null 2>&1 || true
     fi
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-if [[ ! -x $KCHECK || $HERE/kafka/kcheck.c -nt $KCHECK ]]; then
+if [[ ! -x $KCHECK || $HERE/kcheck.c -nt $KCHECK ]]; then
     mkdir -p "$(dirname "$KCHECK")"
-    "${CC:-cc}" -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE "$HERE/kafka/kcheck.c" \
+    "${CC:-cc}" -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE "$HERE/kcheck.c" \
         -lrdkafka -o "$KCHECK" || fail "cannot build kcheck"
 fi
 bootstrap=${1:-${DERRD_KAFKA_BOOTSTRAP:-}}
 if [[ -z $bootstrap ]]; then
     broker_dir=$work/broker
-    bootstrap=$(BUILD=$build_dir "$HERE/kafka/broker.sh" start "$broker_dir") ||
+    bootstrap=$(BUILD=$build_dir "$HERE/broker.sh" start "$broker_dir") ||
         fail "cannot start a broker"
 fi
 
