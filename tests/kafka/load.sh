@@ -82,6 +82,13 @@ drain_s=$(($(date +%s) - t_stop))
 sample
 scrape
 produced=$(metric derrd_events_consumed_total) inter=$(metric derrd_interactions)
+# Every message the topic holds was read once: the consumed count is the
+# sum of the partitions' log ends (the topic is this run's own).
+"$BUILD/kcheck" lag -b "$B" -t "$topic" -g "$group" >"$work/lag.txt" ||
+    fail "kcheck lag failed"
+held=$(awk '$1 ~ /^[0-9]+$/ { s += $3 } END { print s + 0 }' "$work/lag.txt")
+[ -n "$produced" ] && [ "$produced" = "$held" ] ||
+    fail "derrd consumed ${produced:-?} messages, the topic holds $held"
 rss1=$(rss_kib)
 sleep "$IDLE" # nothing new arrives (with ROUNDS=1, rounds settle)
 sample
