@@ -336,6 +336,44 @@ TEST(rounds_refuse_a_diverged_student)
     test_rounds__rm(dir);
 }
 
+/* A forget reaches the next published snapshot: the user's id is gone
+ * (its row stays, without an id, so row numbers hold), the others stay. */
+TEST_SLOW(rounds_forget_leaves_the_next_snapshot, 120)
+{
+    char dir[] = "/tmp/derrd-rounds-forget.XXXXXX", snapdir[600], err[512];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
+    test_rounds__feed(&st, 0, 200, 3);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.gate_margin = 1.0; /* this test is about ids, not quality */
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    rounds_result_t res;
+    REQUIRE(rounds_run(r, &st, 1000, &res, err, sizeof(err)) == 0);
+    CHECK(res.published);
+    snapshot_t *s = NULL;
+    REQUIRE(snapshot_open(snapdir, &s, err, sizeof(err)) == 0);
+    CHECK(snapshot_user_row(s, "u3", 2) >= 0);
+    int64_t users_before = snapshot_desc(s)->n_users;
+    snapshot_free(s);
+
+    staging_batch_t *b = staging_batch_new();
+    REQUIRE(b);
+    REQUIRE(staging_batch_add(b, STAGED_FORGET, 0, 1000000, "u3", 2, NULL, 0) == 0);
+    REQUIRE(state_apply(&st, b) == 0);
+    staging_batch_free(b);
+    REQUIRE(rounds_run(r, &st, 1, &res, err, sizeof(err)) == 0);
+    CHECK(res.published);
+    REQUIRE(snapshot_open(snapdir, &s, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(snapshot_user_row(s, "u3", 2), -1);
+    CHECK(snapshot_user_row(s, "u4", 2) >= 0);
+    CHECK_EQ_INT(snapshot_desc(s)->n_users, users_before);
+    snapshot_free(s);
+    rounds_free(r);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
+
 /* A --teacher-file with a dim its few rows can afford but the state's rows
  * cannot (here 5,000 over 100 users): refused with the reason before
  * anything is allocated for the state's tables. */
