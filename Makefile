@@ -128,10 +128,11 @@ TSAN_RUN = OPENBLAS_NUM_THREADS=1 LD_PRELOAD=$(CURDIR)/build/tsan/c11threads.so 
     TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
     setarch $(shell uname -m) -R
 # The tests that start threads, by name (TSAN_TESTS= runs the whole suite):
-# thread-count invariance of the model's pool jobs, rounds, the trainer, HTTP,
-# notify. Each name must match a test (derrd-tests refuses one that does not).
+# thread-count invariance of the model's pool jobs, rounds, the trainer, the
+# staging queue, HTTP, notify. Each name must match a test (derrd-tests
+# refuses one that does not).
 TSAN_TESTS ?= pool_ distill_same_result distill_topn_reuse grad_experts metrics_eval topn_users \
-    notify_ rounds_ trainer_ http_ snapshot_latest_concurrent cli_train
+    notify_ rounds_ trainer_ staging_ http_ snapshot_latest_concurrent cli_train
 tsan:
 	$(MAKE) BUILD=build/tsan OPT=-O1 SAN="-fsanitize=thread" all build/tsan/c11threads.so
 	$(TSAN_RUN) build/tsan/derrd-tests $(TSAN_TESTS)

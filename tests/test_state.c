@@ -4,7 +4,8 @@
  * with a corrupt-file corpus (every single-byte flip, every truncation,
  * trailing bytes, a crash between write and rename), and daemon/state.h:
  * applying staged batches, saving, restoring and falling back to an older
- * checkpoint, plus a seeded randomized run against a reference model.
+ * checkpoint, plus a seeded randomized run against a reference model; and
+ * the staging queue between the loop and the trainer (order, depth, waits).
  *
  * Every test that touches files works in its own mkdtemp directory under
  * /tmp and removes it.
@@ -13,11 +14,13 @@
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/staging.h"
@@ -1659,3 +1662,100 @@ static void state_random_in(const char *dir)
 }
 
 TEST(state_random_batches_against_reference) { state_test_in_dir(state_random_in); }
+
+/* ---- the staging queue ---------------------------------------------------- */
+
+static staging_batch_t *state_test_batch_of(int n, int64_t off0)
+{
+    staging_batch_t *b = staging_batch_new();
+    for (int k = 0; b && k < n; k++) {
+        char u[16];
+        int ul = snprintf(u, sizeof(u), "u%d", k);
+        if (staging_batch_add(b, STAGED_ADD, 0, off0 + k, u, (size_t)ul, "i", 1) < 0) {
+            staging_batch_free(b);
+            return NULL;
+        }
+    }
+    return b;
+}
+
+/* Batches come out whole, oldest first, all at once; depth counts events. */
+TEST(staging_queue_order_and_depth)
+{
+    staging_t *s = staging_new();
+    REQUIRE(s);
+    CHECK(staging_take(s, 0) == NULL);
+    staging_batch_t *in[3] = { state_test_batch_of(2, 0), state_test_batch_of(3, 2),
+                               state_test_batch_of(1, 5) };
+    REQUIRE(in[0] && in[1] && in[2]);
+    for (int k = 0; k < 3; k++)
+        staging_push(s, in[k]);
+    CHECK_EQ_INT(staging_depth(s), 6);
+    staging_batch_t *list = staging_take(s, 0);
+    CHECK_EQ_INT(staging_depth(s), 0);
+    int k = 0;
+    while (list) {
+        staging_batch_t *b = list;
+        list = b->next;
+        if (k < 3)
+            CHECK(b == in[k]);
+        k++;
+        staging_batch_free(b);
+    }
+    CHECK_EQ_INT(k, 3);
+    CHECK(staging_take(s, 0) == NULL);
+    /* Freeing the queue frees what it still holds (the leak check sees). */
+    staging_push(s, state_test_batch_of(4, 6));
+    staging_free(s);
+}
+
+typedef struct {
+    staging_t *s;
+    staging_batch_t *got;
+    double waited;
+} state_test_taker_t;
+
+static double state_test_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *state_test_taker(void *arg)
+{
+    state_test_taker_t *t = arg;
+    double t0 = state_test_now();
+    t->got = staging_take(t->s, 30000);
+    t->waited = state_test_now() - t0;
+    return NULL;
+}
+
+/* A take waits for its timeout when nothing comes, and returns as soon as a
+ * batch is pushed or the queue is woken, not at the end of its timeout. */
+TEST(staging_take_waits_until_a_push_or_a_wake)
+{
+    staging_t *s = staging_new();
+    REQUIRE(s);
+    double t0 = state_test_now();
+    CHECK(staging_take(s, 150) == NULL);
+    CHECK(state_test_now() - t0 >= 0.14);
+    struct timespec pause = { 0, 100 * 1000 * 1000 };
+    for (int round = 0; round < 2; round++) {
+        state_test_taker_t t = { s, NULL, 0.0 };
+        pthread_t th;
+        REQUIRE(pthread_create(&th, NULL, state_test_taker, &t) == 0);
+        nanosleep(&pause, NULL);
+        staging_batch_t *b = NULL;
+        if (round == 0)
+            staging_push(s, b = state_test_batch_of(1, 0));
+        else
+            staging_wake(s);
+        pthread_join(th, NULL);
+        CHECK(t.got == b);
+        /* Well before the 30 s timeout: woken, not timed out. */
+        CHECK(t.waited < 15.0);
+        staging_batch_free(t.got);
+    }
+    staging_free(s);
+}
