@@ -32,6 +32,7 @@
 #include "daemon/http.h"
 #include "io/log.h"
 #include "test.h"
+#include "testutil.h"
 
 /* ---- a tiny HTTP client ---------------------------------------------------- */
 
@@ -855,13 +856,6 @@ TEST(http_start_errors)
 
 /* ---- strict requests: Host, header fields, a body on a GET ---------------- */
 
-static double http_test_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void http_test_strict_body(const char *dir)
 {
     http_t *h = http_test_start(dir, NULL);
@@ -967,11 +961,11 @@ static void http_test_per_ip_body(const char *dir)
     /* a third from the same address: closed without an answer */
     int third = http_test_connect_from(port, "127.0.0.1");
     REQUIRE(third >= 0);
-    double t0 = http_test_now();
+    double t0 = test_now();
     char buf[256];
     ssize_t n = recv(third, buf, sizeof(buf), 0);
     /* Refused at once; the bound is loose for busy or sanitized runs. */
-    CHECK(n <= 0 && http_test_now() - t0 < 6.0);
+    CHECK(n <= 0 && test_now() - t0 < 6.0);
     close(third);
     /* another address: served */
     int other = http_test_connect_from(port, "127.0.0.2");
@@ -1029,12 +1023,12 @@ typedef struct {
 static void *http_test_timed_get(void *arg)
 {
     http_test_timed_t *t = arg;
-    double t0 = http_test_now();
+    double t0 = test_now();
     http_test_resp_t r;
     if (http_test_get(t->port, "/healthz", "", &r) == 0)
         t->status = r.status;
     http_test_resp_free(&r);
-    t->seconds = http_test_now() - t0;
+    t->seconds = test_now() - t0;
     return NULL;
 }
 
@@ -1052,7 +1046,7 @@ static void http_test_slow_body(const char *dir)
     /* More trickling clients than connections: each sends a request line
      * and then a header byte every 100 ms, never the end of the headers. */
     int fd[HTTP_TEST_SLOW_CONNS];
-    double opened = http_test_now(), closed[HTTP_TEST_SLOW_CONNS];
+    double opened = test_now(), closed[HTTP_TEST_SLOW_CONNS];
     static const char line[] = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
     for (int k = 0; k < HTTP_TEST_SLOW_CONNS; k++) {
         fd[k] = http_test_connect(port);
@@ -1066,12 +1060,12 @@ static void http_test_slow_body(const char *dir)
     pthread_t th;
     REQUIRE(pthread_create(&th, NULL, http_test_timed_get, &t) == 0);
     int open = HTTP_TEST_SLOW_CONNS;
-    while (open && http_test_now() - opened < 10) {
+    while (open && test_now() - opened < 10) {
         struct timespec ts = { 0, 100 * 1000 * 1000 };
         nanosleep(&ts, NULL);
         for (int k = 0; k < HTTP_TEST_SLOW_CONNS; k++)
             if (!closed[k] && !http_test_trickle(fd[k])) {
-                closed[k] = http_test_now() - opened;
+                closed[k] = test_now() - opened;
                 open--;
             }
     }
@@ -1097,14 +1091,14 @@ static void http_test_slow_body(const char *dir)
     char buf[512];
     ssize_t n = recv(k, buf, sizeof(buf) - 1, 0);
     CHECK(n > 12 && memcmp(buf, "HTTP/1.1 200", 12) == 0);
-    double t0 = http_test_now();
+    double t0 = test_now();
     CHECK(send(k, line, sizeof(line) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(line) - 1));
     double gone = 0;
-    while (!gone && http_test_now() - t0 < 10) {
+    while (!gone && test_now() - t0 < 10) {
         struct timespec ts = { 0, 100 * 1000 * 1000 };
         nanosleep(&ts, NULL);
         if (!http_test_trickle(k))
-            gone = http_test_now() - t0;
+            gone = test_now() - t0;
     }
     close(k);
     if (gone < 1.8 || gone > 8.0)
@@ -1133,7 +1127,7 @@ static void http_test_slow_download_body(const char *dir)
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     static const char req[] = "GET /v1/snapshot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     CHECK(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1));
-    double t0 = http_test_now();
+    double t0 = test_now();
     size_t got = 0;
     char *buf = malloc(1 << 20);
     REQUIRE(buf);
@@ -1146,7 +1140,7 @@ static void http_test_slow_download_body(const char *dir)
         struct timespec ts = { 0, (long)((double)n / (2 << 20) * 1e9) };
         nanosleep(&ts, NULL);
     }
-    double took = http_test_now() - t0;
+    double took = test_now() - t0;
     free(buf);
     close(fd);
     CHECK(got > size); /* the headers and the whole file */

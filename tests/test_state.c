@@ -33,6 +33,7 @@
 #include "model/iset.h"
 #include "model/rng.h"
 #include "test.h"
+#include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -1715,19 +1716,12 @@ typedef struct {
     double waited;
 } state_test_taker_t;
 
-static double state_test_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void *state_test_taker(void *arg)
 {
     state_test_taker_t *t = arg;
-    double t0 = state_test_now();
+    double t0 = test_now();
     t->got = staging_take(t->s, 30000);
-    t->waited = state_test_now() - t0;
+    t->waited = test_now() - t0;
     return NULL;
 }
 
@@ -1737,9 +1731,9 @@ TEST(staging_take_waits_until_a_push_or_a_wake)
 {
     staging_t *s = staging_new();
     REQUIRE(s);
-    double t0 = state_test_now();
+    double t0 = test_now();
     CHECK(staging_take(s, 150) == NULL);
-    CHECK(state_test_now() - t0 >= 0.14);
+    CHECK(test_now() - t0 >= 0.14);
     struct timespec pause = { 0, 100 * 1000 * 1000 };
     for (int round = 0; round < 2; round++) {
         state_test_taker_t t = { s, NULL, 0.0 };

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -145,4 +146,11 @@ double test_json_num(const char *s, const char *key)
     snprintf(pat, sizeof(pat), "\"%s\": ", key);
     const char *p = strstr(s, pat);
     return p ? strtod(p + strlen(pat), NULL) : NAN;
+}
+
+double test_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

@@ -36,4 +36,7 @@ void test_run_close(test_run_t *r);
 /* The number after "key": in a JSON text, or NaN. */
 double test_json_num(const char *s, const char *key);
 
+/* Seconds on the monotonic clock (for ordering and loose bounds in tests). */
+double test_now(void);
+
 #endif
