@@ -1033,7 +1033,6 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         }
         snprintf(err, errlen, "the student diverged (values not finite after training); the "
                  "last good student stays");
-        rc = -EDOM;
     }
     if (rc) {
         if (sd != r->student.d)

@@ -22,6 +22,7 @@
 #include "io/checkpoint.h"
 #include "io/event.h"
 #include "io/log.h"
+#include "model/rng.h"
 
 /* Hash seeds unknown outside this process, so that ids and pairs sent as
  * events cannot be crafted to share probe chains (rows, and everything
@@ -30,18 +31,14 @@ static void state__seeds(uint64_t seeds[3])
 {
     if (getrandom(seeds, 3 * sizeof(uint64_t), GRND_NONBLOCK) == (ssize_t)(3 * sizeof(uint64_t)))
         return;
-    /* No entropy yet (early boot): the clock and an address, better than
-     * a constant. */
+    /* No entropy yet (early boot): the clock and an address, mixed by the
+     * model's generator, better than a constant. */
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t x = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30 ^ (uint64_t)(uintptr_t)seeds;
-    for (int k = 0; k < 3; k++) {
-        x += 0x9e3779b97f4a7c15ULL;
-        uint64_t z = x;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        seeds[k] = z ^ (z >> 31);
-    }
+    rng_t g;
+    rng_init(&g, (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30 ^ (uint64_t)(uintptr_t)seeds);
+    for (int k = 0; k < 3; k++)
+        seeds[k] = rng_next(&g);
 }
 
 int state_init(state_t *st, const char *topic)

@@ -267,8 +267,6 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
         log_info("snapshot %llu published; %lld users new in it, first event to publish p50 "
                  "%.0f ms, p99 %.0f ms", (unsigned long long)res.snapshot_version,
                  (long long)res.fresh_users, res.fresh_p50_ms, res.fresh_p99_ms);
-    if (t->between_rc)
-        return; /* no checkpoint over events that failed to apply */
     t->st.dirty = 1;
     if (trainer__checkpoint(t) == 0)
         t->cfg.notify(t->cfg.ud);
