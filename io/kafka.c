@@ -207,6 +207,7 @@ static kafka_pos_t *kafka__positions(const rd_kafka_topic_partition_list_t *l, i
 
 static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_list_t *l,
                                int wait_ms);
+static void kafka__destroy(kafka_consumer_t *c, int closed);
 
 /* After an assignment: stores and commits the durable positions of the
  * assigned partitions again (see struct kafka_consumer). */
@@ -501,6 +502,8 @@ static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_lis
             log_warn("kafka: offset store: %s", rd_kafka_err2str(e));
             rc = -EIO;
         }
+        if (c->brokers_up == 0)
+            return rc; /* stored: auto-commit sends it once a broker is back */
         e = wait_ms < 0 ? rd_kafka_commit(c->rk, l, 1) : kafka__commit_wait(c, l, wait_ms);
         if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
             if (wait_ms >= 0)
@@ -547,9 +550,15 @@ void kafka_consumer_close(kafka_consumer_t *c, int timeout_ms)
 {
     if (!c)
         return;
+    int closed = 0;
+    if (c->brokers_up == 0) {
+        log_notice("kafka: no broker reachable: not leaving the group (its membership "
+                   "times out; a restart reads from the checkpoint's positions)");
+        kafka__destroy(c, 0);
+        return;
+    }
     rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
     rd_kafka_error_t *e = rd_kafka_consumer_close_queue(c->rk, q);
-    int closed = 0;
     if (e) {
         log_warn("kafka: close: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
@@ -570,6 +579,11 @@ void kafka_consumer_close(kafka_consumer_t *c, int timeout_ms)
                      "time out", timeout_ms);
     }
     rd_kafka_queue_destroy(q);
+    kafka__destroy(c, closed);
+}
+
+static void kafka__destroy(kafka_consumer_t *c, int closed)
+{
     rd_kafka_queue_destroy(c->queue);
     rd_kafka_destroy_flags(c->rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     kafka__list_free(c->assigned);
