@@ -48,9 +48,28 @@ const char *kafka_config_get(const kafka_config_t *cfg, const char *key)
     return NULL;
 }
 
+/* Properties a kafka.* setting may not change: derrd's offset handling and
+ * rebalance handler rely on them (io/kafka.h). NULL value: any value. */
+static const struct {
+    const char *key, *value, *why;
+} kafka__refused[] = {
+    { "group.id", NULL, "derrd sets it (--group)" },
+    { "enable.auto.offset.store", NULL,
+      "derrd stores offsets itself, once its checkpoint covers them" },
+    { "enable.partition.eof", NULL, "derrd sets it" },
+    { "partition.assignment.strategy", "cooperative-sticky",
+      "derrd's rebalance handling is eager: range or roundrobin" },
+};
+
 int kafka_config_set(kafka_config_t *cfg, const char *key, const char *value, char *err,
                      size_t errlen)
 {
+    for (size_t k = 0; k < sizeof(kafka__refused) / sizeof(kafka__refused[0]); k++)
+        if (strcmp(key, kafka__refused[k].key) == 0 &&
+            (!kafka__refused[k].value || strstr(value, kafka__refused[k].value))) {
+            snprintf(err, errlen, "not settable: %s", kafka__refused[k].why);
+            return -EINVAL;
+        }
     /* Validate against librdkafka's own table now, so a bad key is reported
      * where it was written, not when a client is made. */
     rd_kafka_conf_t *conf = rd_kafka_conf_new();

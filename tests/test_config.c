@@ -470,6 +470,13 @@ TEST(options_load_file_errors)
                                         "property: \"no.such.property\"" },
         { "kafka.security.protocol carrier-pigeon\n", ":1: kafka.security.protocol: Invalid "
                                                       "value" },
+        { "kafka.group.id other\n", ":1: kafka.group.id: not settable: derrd sets it "
+                                     "(--group)" },
+        { "kafka.enable.auto.offset.store true\n", ":1: kafka.enable.auto.offset.store: not "
+                                                   "settable: derrd stores offsets itself" },
+        { "kafka.partition.assignment.strategy range,cooperative-sticky\n",
+          ":1: kafka.partition.assignment.strategy: not settable: derrd's rebalance handling "
+          "is eager" },
         { "topic a\ntopic b\n", ":2: topic: set again (first set on line 1)" },
         { "brokers\n", ":1: brokers: no value" },
     };
