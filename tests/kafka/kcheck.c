@@ -28,7 +28,9 @@
  *          two-character escapes \\ \n \t, other bytes < 0x20 or >= 0x7f as \xhh.
  *   lag:   partition<TAB>committed<TAB>high_watermark per partition (committed
  *          is -1 when the group has none), then total_lag<TAB>N, where a
- *          partition without a committed offset counts high - low.
+ *          partition without a committed offset counts high - low, and one
+ *          committed past the log end counts committed - high (and is
+ *          reported on stderr).
  *   bare-consume: {"messages":N,"bytes":B,"seconds":S,"seconds_with_join":J,
  *          "rate":R} where S runs from the first message to the N-th and R is
  *          (N-1)/S messages per second; J runs from subscribe to the N-th.
@@ -82,7 +84,8 @@ static const char usage_text[] =
     "      Backslash, newline and tab are escaped as \\\\ \\n \\t.\n"
     "  lag          -b B -t TOPIC -g GROUP\n"
     "      Print partition<TAB>committed<TAB>high_watermark per partition (-1: no\n"
-    "      committed offset) and total_lag<TAB>N.\n"
+    "      committed offset) and total_lag<TAB>N; a committed offset past the log\n"
+    "      end counts by its distance (and is reported on stderr).\n"
     "  bare-consume -b B -t TOPIC -g GROUP -n N\n"
     "      Subscribe as GROUP (auto.offset.reset=earliest, range assignor), read N\n"
     "      messages doing nothing else, print one JSON line:\n"
@@ -728,7 +731,13 @@ static int cmd_lag(const struct opts *o)
         if (!watermarks(rk, o->topic, tp->partition, deadline, &lo, &hi))
             goto out;
         int64_t committed = tp->offset >= 0 ? tp->offset : -1;
-        total += committed >= 0 ? hi - committed : hi - lo;
+        /* Past the log end is a wrong commit, not negative lag: counted by
+         * its distance, so it cannot cancel another partition's lag. */
+        if (committed > hi)
+            errmsg("partition %" PRId32 ": committed offset %" PRId64
+                   " is past the log end %" PRId64,
+                   tp->partition, committed, hi);
+        total += committed < 0 ? hi - lo : committed > hi ? committed - hi : hi - committed;
         printf("%" PRId32 "\t%" PRId64 "\t%" PRId64 "\n", tp->partition, committed, hi);
     }
     printf("total_lag\t%lld\n", total);
