@@ -786,9 +786,11 @@ int64_t kafka_topic_read(const kafka_config_t *cfg, const char *topic, kafka_msg
                          void *ud, int timeout_ms, char *err, size_t errlen)
 {
     /* No group: a consumer that assigns every partition by hand and commits
-     * nothing, so reading never disturbs anyone's offsets. */
+     * nothing, so reading never disturbs anyone's offsets. The end-of-partition
+     * event ends a partition whose last offsets are no message: a transaction
+     * marker, or aborted messages (read_committed skips both). */
     const char *forced[] = { "group.id", "derrd-topic-reader", "enable.auto.commit", "false",
-                             "enable.partition.eof", "false", NULL };
+                             "enable.partition.eof", "true", NULL };
     rd_kafka_conf_t *conf = kafka__conf(cfg, forced, NULL, err, errlen);
     if (!conf)
         return -EINVAL;
@@ -852,7 +854,11 @@ int64_t kafka_topic_read(const kafka_config_t *cfg, const char *topic, kafka_msg
         int k = 0;
         while (k < np && md->topics[0].partitions[k].id != rkm->partition)
             k++;
-        if (!rkm->err && k < np && rkm->offset < end[k]) {
+        if (k < np && end[k] >= 0 && rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF &&
+            rkm->offset >= end[k]) {
+            end[k] = -1;
+            pending--;
+        } else if (!rkm->err && k < np && rkm->offset < end[k]) {
             kafka_msg_t m;
             kafka__msg_view(rkm, &m);
             fn(ud, &m);

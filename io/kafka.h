@@ -167,8 +167,9 @@ int kafka_topic_create(const kafka_config_t *cfg, const char *topic, int partiti
                        int timeout_ms, char *err, size_t errlen);
 
 /* Reads every message of topic from the start of each partition to its high
- * watermark at the time of the call, without a group, handing each to fn.
- * Returns the count or a negative errno with a reason. */
+ * watermark at the time of the call, without a group, handing each to fn
+ * (committed messages only: transaction markers and aborted messages are
+ * skipped). Returns the count or a negative errno with a reason. */
 int64_t kafka_topic_read(const kafka_config_t *cfg, const char *topic, kafka_msg_fn fn,
                          void *ud, int timeout_ms, char *err, size_t errlen);
 

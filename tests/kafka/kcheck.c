@@ -14,7 +14,9 @@
  *
  *   ready        -b B [-t SECONDS]           exit 0 once a metadata request works
  *   create-topic -b B -t TOPIC -p N          create (admin API, RF 1), wait for it
- *   produce      -b B -t TOPIC [-n N]        stdin lines -> messages, acks=all
+ *   produce      -b B -t TOPIC [-n N] [-x commit|abort]
+ *                                            stdin lines -> messages, acks=all,
+ *                                            with -x in one transaction
  *   dump         -b B -t TOPIC               every message up to the watermarks
  *   lag          -b B -t TOPIC -g GROUP      committed vs high watermark
  *   bare-consume -b B -t TOPIC -g GROUP -n N consume N messages, print JSON rate
@@ -51,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -74,10 +77,11 @@ static const char usage_text[] =
     "  create-topic -b B -t TOPIC -p PARTITIONS\n"
     "      Create TOPIC with replication factor 1 (an existing topic with the same\n"
     "      partition count is success) and wait until every partition has a leader.\n"
-    "  produce      -b B -t TOPIC [-n N]\n"
+    "  produce      -b B -t TOPIC [-n N] [-x commit|abort]\n"
     "      Produce each line of stdin (without its newline) as one message value,\n"
     "      key NULL, acks=all; at most N lines if -n is given. Fails if any\n"
-    "      delivery fails.\n"
+    "      delivery fails. With -x, all of them in one transaction, committed or\n"
+    "      aborted at the end (its marker is then the partition's last offset).\n"
     "  dump         -b B -t TOPIC\n"
     "      Print every message below the high watermarks taken at start:\n"
     "      partition<TAB>offset<TAB>value, then <TAB>name=value per header.\n"
@@ -98,6 +102,7 @@ static const char usage_text[] =
     "  -p PARTITIONS  partition count for create-topic\n"
     "  -g GROUP       consumer group id\n"
     "  -n N           message count\n"
+    "  -x MODE        produce: one transaction, ended by commit or abort\n"
     "  -T SECONDS     give up after SECONDS without progress (default 60;\n"
     "                 all subcommands except ready)\n"
     "  -X NAME=VALUE  set a librdkafka property (repeatable; applied last, so it\n"
@@ -345,6 +350,7 @@ struct opts {
     long partitions;    /* -p, 0 if unset */
     long long count;    /* -n, -1 if unset */
     double timeout_s;   /* -T */
+    const char *txn;    /* -x: "commit", "abort", or NULL */
 };
 
 static int cmd_ready(const struct opts *o)
@@ -484,6 +490,16 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     }
 }
 
+/* One step of a transaction: true when it worked, else says why. */
+static bool txn_step(const char *what, rd_kafka_error_t *e)
+{
+    if (!e)
+        return true;
+    errmsg("transaction %s: %s", what, rd_kafka_error_string(e));
+    rd_kafka_error_destroy(e);
+    return false;
+}
+
 static int cmd_produce(const struct opts *o)
 {
     struct delivery d = { 0, 0, RD_KAFKA_RESP_ERR_NO_ERROR };
@@ -496,6 +512,13 @@ static int cmd_produce(const struct opts *o)
         rd_kafka_conf_destroy(conf);
         return 1;
     }
+    char txn_id[64];
+    snprintf(txn_id, sizeof(txn_id), "kcheck-%ld-%.0f", (long)getpid(), now_s() * 1e6);
+    if (o->txn && (!conf_set(conf, "transactional.id", txn_id) ||
+                   !conf_set(conf, "transaction.timeout.ms", "120000"))) {
+        rd_kafka_conf_destroy(conf);
+        return 1;
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, &d);
     rd_kafka_t *rk = new_handle(RD_KAFKA_PRODUCER, conf);
@@ -503,6 +526,15 @@ static int cmd_produce(const struct opts *o)
         return 1;
 
     int rc = 0;
+    int txn_ms = (int)(o->timeout_s * 1000);
+    if (o->txn && !txn_step("init", rd_kafka_init_transactions(rk, txn_ms))) {
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    if (o->txn && !txn_step("begin", rd_kafka_begin_transaction(rk))) {
+        rd_kafka_destroy(rk);
+        return 1;
+    }
     char *line = NULL;
     size_t cap = 0;
     long long sent = 0;
@@ -540,6 +572,12 @@ done:
         errmsg("%d messages still undelivered after flushing", rd_kafka_outq_len(rk));
         rc = 1;
     }
+    /* Delivered (flushed) first, so an abort follows acknowledged messages. */
+    if (o->txn && rc == 0 &&
+        !txn_step(o->txn,
+                  strcmp(o->txn, "commit") == 0 ? rd_kafka_commit_transaction(rk, txn_ms)
+                                                 : rd_kafka_abort_transaction(rk, txn_ms)))
+        rc = 1;
     if (fatal_error(rk))
         rc = 1;
     if (d.failed) {
@@ -892,11 +930,11 @@ int main(int argc, char **argv)
         return usage_error("unknown subcommand '%s'", argv[1]);
     cmd_name = sc->name;
 
-    struct opts o = { NULL, NULL, NULL, 0, -1, DEFAULT_TIMEOUT_SECONDS };
+    struct opts o = { NULL, NULL, NULL, 0, -1, DEFAULT_TIMEOUT_SECONDS, NULL };
     int c;
     long v;
     optind = 2;
-    while ((c = getopt_long(argc, argv, "b:t:p:g:n:T:X:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:t:p:g:n:T:X:x:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'b': o.bootstrap = optarg; break;
         case 't': o.topic = optarg; break;
@@ -921,6 +959,12 @@ int main(int argc, char **argv)
             if (extra_conf_cnt == MAX_EXTRA_CONF)
                 return usage_error("more than %d -X settings", MAX_EXTRA_CONF);
             extra_conf[extra_conf_cnt++] = optarg;
+            break;
+        case 'x':
+            if (sc->run != cmd_produce ||
+                (strcmp(optarg, "commit") != 0 && strcmp(optarg, "abort") != 0))
+                return usage_error("-x wants commit or abort (produce only), not '%s'", optarg);
+            o.txn = optarg;
             break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: return usage_error("bad option");
