@@ -10,7 +10,9 @@
 # must then hold exactly the distinct valid pairs produced, and the
 # dead-letter topic every malformed one, including a 300,000-byte message
 # (over a producer's default message.max.bytes when copied whole) cut to
-# 64 KiB with a derrd.truncated header.
+# 64 KiB with a derrd.truncated header. Then: an unsendable dead letter
+# stops derrd with exit 1; a storm of signals during a shutdown does not
+# kill it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -95,3 +97,34 @@ pid=
 grep -q "cannot queue a dead letter of 65536 bytes: Message too long (kafka.message.max.bytes is below it); stopping" \
     "$work/derrd2.log" || fail "no reason logged for the unsendable dead letter"
 echo "embedded: ok (an unsendable dead letter stops derrd with exit 1 and the reason)"
+
+# Signals during the whole shutdown: SIGTERM, SIGINT and SIGHUP sent without
+# pause from the first SIGTERM until derrd is gone. libuv gives a signal its
+# default action back when its handle closes, late in the shutdown; a signal
+# then killed derrd before it ignored them there. Exit 0 is required.
+start_derrd "$work/derrd3.log" --topic demo3 --state-dir "$work/state3"
+for _ in $(seq 1 300); do
+    grep -q "assigned partition" "$work/derrd3.log" && break
+    sleep 0.1
+done
+grep -q "assigned partition" "$work/derrd3.log" || fail "derrd never read: $(tail -3 "$work/derrd3.log")"
+sent=0
+kill -TERM "$pid"
+# Until it has exited (a zombie, state Z, still takes kill without error).
+state=
+while [ -e "/proc/$pid/stat" ]; do
+    read -r _ _ state _ <"/proc/$pid/stat" || break
+    [ "$state" != Z ] || break
+    # (reaped between the check and here: kill fails, which ends the loop)
+    kill -TERM "$pid" 2>/dev/null && kill -INT "$pid" 2>/dev/null &&
+        kill -HUP "$pid" 2>/dev/null || break
+    sent=$((sent + 3))
+done
+rc=0
+wait "$pid" || rc=$?
+pid=
+[ "$rc" -le 128 ] || fail "derrd killed by SIG$(kill -l $((rc - 128))) during its shutdown, after $sent signals"
+[ "$rc" = 0 ] || fail "derrd exited $rc under a signal storm at shutdown, after $sent signals"
+[ "$sent" -gt 0 ] || fail "derrd was gone before the signal storm began"
+grep -q "stopped cleanly" "$work/derrd3.log" || fail "no clean stop under the signal storm"
+echo "embedded: ok (a clean stop under $sent signals sent during the shutdown)"
