@@ -55,6 +55,16 @@ code() {
     st=$(curl -s -o "$work/body" -w '%{http_code}' --max-time 5 "$url$1") || rc=$?
     if [ "$rc" = 0 ]; then echo "$st"; else echo "$st (curl exit $rc)"; fi
 }
+# await STATUS PATH SECONDS WHEN: polls GET PATH every 0.1 s until it
+# answers STATUS; fails when derrd exits (WHEN says when) or time runs out.
+await() {
+    for _ in $(seq 1 $(($3 * 10))); do
+        [ "$(code "$2")" = "$1" ] && return 0
+        alive "$4"
+        sleep 0.1
+    done
+    [ "$(code "$2")" = "$1" ] || fail "$2 did not answer $1 within $3 s $4"
+}
 
 "$BUILD/kcheck" create-topic -b "$B" -t "$topic" -p 4 >/dev/null
 "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" --state-dir "$work/state" \
@@ -69,12 +79,7 @@ pid=$!
     >"$work/replay.json" 2>"$work/replay.log" &
 replay_pid=$!
 
-for _ in $(seq 1 600); do
-    [ "$(code /v1/snapshot)" = 200 ] && break
-    alive "before the outage"
-    sleep 0.1
-done
-[ "$(code /v1/snapshot)" = 200 ] || fail "no snapshot within 60 s"
+await 200 /v1/snapshot 60 "before the outage"
 [ "$(code /readyz)" = 200 ] || fail "not ready before the outage: $(cat "$work/body")"
 
 say "stopping the broker for $OUTAGE s"
@@ -121,12 +126,7 @@ lag=$(wait_committed "$B" "$topic" "$group" "$pid") ||
 # group it cannot reach (librdkafka would hold the exit until the session
 # timed out, 57 s here before). Once /readyz shows it has seen the outage.
 tests/kafka/broker.sh stop "$BDIR" >/dev/null
-for _ in $(seq 1 300); do
-    [ "$(code /readyz)" = 503 ] && break
-    alive "in the second outage"
-    sleep 0.1
-done
-[ "$(code /readyz)" = 503 ] || fail "/readyz did not say not ready in the second outage"
+await 503 /readyz 30 "in the second outage"
 t_term=$(now_ms)
 kill -TERM "$pid"
 rc=0
