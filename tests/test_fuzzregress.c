@@ -5,7 +5,8 @@
  * parser with the outcome its name says (bad-* refused, the rest accepted),
  * so `make test` and `make asan` replay the corpus without clang. A crash
  * input a fuzzer finds is fixed in io/ and added here (or as a seed) as a
- * regression test.
+ * regression test. Seeds of a reader that takes a path are read from
+ * there (embfile).
  *
  * Run from the repository root (as make does): the corpus is read from
  * tests/fuzz/corpus/.
@@ -21,6 +22,7 @@
 #include "io/buf.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
+#include "io/embfile.h"
 #include "io/event.h"
 #include "io/fsutil.h"
 #include "io/snapshot.h"
@@ -145,13 +147,17 @@ TEST(fuzzregress_checkpoint_open_mem_matches_file)
 
 typedef struct {
     const char *target;
-    /* Returns 0 when the parser accepts data, < 0 when it refuses it. */
-    int (*parse)(const unsigned char *data, size_t len, char *err, size_t errlen);
+    /* Returns 0 when the parser accepts data (read from path), < 0 when it
+     * refuses it. */
+    int (*parse)(const char *path, const unsigned char *data, size_t len, char *err,
+                 size_t errlen);
     const char *suffix; /* only files with this suffix; NULL: all */
 } fuzzregress_target_t;
 
-static int fuzzregress_event(const unsigned char *data, size_t len, char *err, size_t errlen)
+static int fuzzregress_event(const char *path, const unsigned char *data, size_t len,
+                             char *err, size_t errlen)
 {
+    (void)path;
     event_t ev;
     return event_decode(data, len, &ev, err, errlen);
 }
@@ -167,8 +173,10 @@ static int fuzzregress_config_cb(void *ud, const char *file, int line, const cha
     return options_set(ud, key, value, err, errlen);
 }
 
-static int fuzzregress_config(const unsigned char *data, size_t len, char *err, size_t errlen)
+static int fuzzregress_config(const char *path, const unsigned char *data, size_t len,
+                              char *err, size_t errlen)
 {
+    (void)path;
     options_t o;
     if (options_init(&o) < 0)
         return -ENOMEM;
@@ -178,21 +186,35 @@ static int fuzzregress_config(const unsigned char *data, size_t len, char *err, 
     return rc;
 }
 
-static int fuzzregress_snapshot(const unsigned char *data, size_t len, char *err,
-                                size_t errlen)
+static int fuzzregress_snapshot(const char *path, const unsigned char *data, size_t len,
+                                char *err, size_t errlen)
 {
+    (void)path;
     snapshot_t *s;
     int rc = snapshot_open_mem("seed", data, len, &s, err, errlen);
     snapshot_free(s);
     return rc;
 }
 
-static int fuzzregress_checkpoint(const unsigned char *data, size_t len, char *err,
-                                  size_t errlen)
+static int fuzzregress_checkpoint(const char *path, const unsigned char *data, size_t len,
+                                  char *err, size_t errlen)
 {
+    (void)path;
     checkpoint_t *ck;
     int rc = checkpoint_open_mem("seed", data, len, &ck, err, errlen);
     checkpoint_free(ck);
+    return rc;
+}
+
+static int fuzzregress_embfile(const char *path, const unsigned char *data, size_t len,
+                               char *err, size_t errlen)
+{
+    (void)data;
+    (void)len;
+    embfile_t ef;
+    int rc = embfile_read(path, &ef, err, errlen);
+    if (rc == 0)
+        free(ef.rows);
     return rc;
 }
 
@@ -203,6 +225,7 @@ TEST(fuzzregress_seed_corpus_outcomes)
         { "config", fuzzregress_config, NULL },
         { "snapshot", fuzzregress_snapshot, ".dsnap" }, /* recipe-* are not files */
         { "checkpoint", fuzzregress_checkpoint, NULL },
+        { "embfile", fuzzregress_embfile, NULL },
     };
     for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]); t++) {
         char dirpath[512];
@@ -230,7 +253,7 @@ TEST(fuzzregress_seed_corpus_outcomes)
                 continue;
             }
             int want_bad = strncmp(name, "bad-", 4) == 0;
-            int rc = targets[t].parse(data, len, err, sizeof(err));
+            int rc = targets[t].parse(path, data, len, err, sizeof(err));
             if (want_bad ? rc >= 0 : rc != 0)
                 test_fail(__FILE__, __LINE__, "%s: %s, want %s (%s)", path,
                           rc ? "refused" : "accepted", want_bad ? "refused" : "accepted", err);

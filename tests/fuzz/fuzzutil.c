@@ -92,3 +92,14 @@ const char *fuzz_scratch_dir(void)
     atexit(fuzz__scratch_remove);
     return fuzz__dir;
 }
+
+void fuzz_scratch_write(const char *name, const void *data, size_t len, char *path, size_t cap)
+{
+    FUZZ_CHECK(strchr(name, '/') == NULL);
+    FUZZ_CHECK((size_t)snprintf(path, cap, "%s/%s", fuzz_scratch_dir(), name) < cap);
+    FILE *f = fopen(path, "wb");
+    if (!f || (len && fwrite(data, 1, len, f) != len) || fclose(f) != 0) {
+        perror(path);
+        abort();
+    }
+}

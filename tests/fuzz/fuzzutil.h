@@ -2,7 +2,8 @@
  * fuzzutil: what the libFuzzer harnesses of tests/fuzz/ share: an invariant
  * check that aborts with a message (libFuzzer then saves the input as a
  * crash), independent validators for the properties the parsers promise,
- * and a scratch directory for the readers that take a path.
+ * and a scratch directory, and files in it, for the readers that take a
+ * path.
  *
  * Harness code only: io/ never aborts on input, the harnesses abort when io/
  * breaks a promise.
@@ -35,5 +36,10 @@ int fuzz_printable(const char *s, size_t cap);
  * writable, else $TMPDIR or /tmp), made on first use and removed with what
  * is in it at exit. Returns its path, or aborts. */
 const char *fuzz_scratch_dir(void);
+
+/* Writes data[0..len) to the file name (no '/') in fuzz_scratch_dir(),
+ * replacing what was there, and puts its path in path (cap bytes). Aborts
+ * when it cannot. */
+void fuzz_scratch_write(const char *name, const void *data, size_t len, char *path, size_t cap);
 
 #endif

@@ -1,9 +1,10 @@
 /*
- * mkseeds: writes the seeds of the snapshot and checkpoint fuzz targets with
- * the project's own writers (snapshot_write, state_save, the checkpoint
- * writer), plus near-misses of them, into CORPUS/snapshot/ and
- * CORPUS/checkpoint/. The output is the same on every run (fixed times), so
- * the committed seeds change only when the formats do.
+ * mkseeds: writes the seeds of the snapshot, checkpoint and embfile fuzz
+ * targets with the project's own writers (snapshot_write, state_save, the
+ * checkpoint writer, embfile_write), plus near-misses of them, into
+ * CORPUS/snapshot/, CORPUS/checkpoint/ and CORPUS/embfile/. The output is
+ * the same on every run (fixed times), so the committed seeds change only
+ * when the formats do.
  *   build/fuzz-mkseeds tests/fuzz/corpus        (make fuzz-seeds)
  */
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include "io/buf.h"
 #include "io/checkpoint.h"
 #include "io/crc32c.h"
+#include "io/embfile.h"
 #include "io/fsutil.h"
 #include "io/snapshot.h"
 
@@ -279,6 +281,82 @@ static void mkseeds_checkpoints(void)
     }
 }
 
+/* ---- embedding files ---------------------------------------------------------- */
+
+/* Writes a table with embfile_write and returns the file (malloc'd). */
+static unsigned char *mkseeds_emb_file(uint32_t dim, uint32_t nu, uint32_t ni, const float *rows,
+                                       size_t *len)
+{
+    char path[4096], err[512];
+    snprintf(path, sizeof(path), "%s/t.emb", mkseeds_tmp);
+    if (embfile_write(path, dim, nu, ni, rows, err, sizeof(err)) < 0)
+        mkseeds_die(path, err);
+    unsigned char *f = mkseeds_read(path, len);
+    unlink(path);
+    return f;
+}
+
+/* A writer's file changed at one spot, checksums made right again: gets a
+ * near-miss past both CRCs to the rule it breaks. */
+static void mkseeds_emb_put_fixed(const char *name, unsigned char *f, size_t len)
+{
+    buf_store_u32(f + 32, crc32c_update(0, f + 40, len - 40));
+    buf_store_u32(f + 36, crc32c_update(0, f, 36));
+    mkseeds_put("embfile", name, f, len);
+}
+
+static void mkseeds_embfiles(void)
+{
+    /* 3 users, 5 items, dim 4: the usual shape, small. */
+    float rows[8 * 4];
+    for (int k = 0; k < 32; k++)
+        rows[k] = 0.25f * (float)(k % 5) - 0.5f;
+    size_t len;
+    unsigned char *f = mkseeds_emb_file(4, 3, 5, rows, &len);
+    mkseeds_put_family("embfile", "small.emb", f, len, len - 5);
+
+    /* Near-misses with valid checksums: a NaN, an infinity, a version 2,
+     * a byte after the payload, sizes that disagree. */
+    buf_store_u32(f + 40 + 4 * 13, 0x7fc00000u);
+    mkseeds_emb_put_fixed("bad-nan.emb", f, len);
+    buf_store_u32(f + 40 + 4 * 13, 0xff800000u);
+    mkseeds_emb_put_fixed("bad-inf.emb", f, len);
+    buf_store_u32(f + 40 + 4 * 13, 0);
+    buf_store_u32(f + 8, 2);
+    mkseeds_emb_put_fixed("bad-version.emb", f, len);
+    buf_store_u32(f + 8, 1);
+    buf_store_u32(f + 20, 4);
+    mkseeds_emb_put_fixed("bad-sizes.emb", f, len);
+    free(f);
+    f = mkseeds_emb_file(4, 3, 5, rows, &len);
+    unsigned char *longer = malloc(len + 1);
+    if (!longer)
+        mkseeds_die("embfile", "out of memory");
+    memcpy(longer, f, len);
+    longer[len] = 0;
+    mkseeds_emb_put_fixed("bad-trailing-byte.emb", longer, len + 1);
+    free(longer);
+    free(f);
+
+    /* docs/EMBFILE.md's example: dim 2, user [1, -2], item [0.5, 3]. */
+    const float ex[4] = { 1.0f, -2.0f, 0.5f, 3.0f };
+    f = mkseeds_emb_file(2, 1, 1, ex, &len);
+    mkseeds_put("embfile", "doc-example.emb", f, len);
+    free(f);
+
+    /* Edge values: -0, subnormals, the largest finite floats; dim 1, no
+     * items. */
+    const float edge[6] = { -0.0f, 1e-45f, -1e-40f, 3.4028235e38f, -3.4028235e38f, 1.0f };
+    f = mkseeds_emb_file(1, 6, 0, edge, &len);
+    mkseeds_put("embfile", "edge-values.emb", f, len);
+    free(f);
+
+    /* No rows at all (a header alone); and dim 65536, the largest. */
+    f = mkseeds_emb_file(65536, 0, 0, rows, &len);
+    mkseeds_put("embfile", "no-rows-dim-max.emb", f, len);
+    free(f);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -290,6 +368,7 @@ int main(int argc, char **argv)
         mkseeds_die(mkseeds_tmp, strerror(errno));
     mkseeds_snapshots();
     mkseeds_checkpoints();
+    mkseeds_embfiles();
     rmdir(mkseeds_tmp);
     return 0;
 }
