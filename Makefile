@@ -153,7 +153,7 @@ $(BUILD)/c11threads.so: tests/tsan/c11threads.c
 # fuzz-seeds: rewrites the seeds made by the project's own writers.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= event config snapshot checkpoint embfile
+FUZZ_TARGETS ?= event config snapshot checkpoint embfile dataset
 FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_CFLAGS  := -O1 -g -std=c11 -D_GNU_SOURCE -fno-math-errno -fno-trapping-math -Wall -Wextra \
                 -Werror -Wshadow -Wvla -pthread -I. -fno-omit-frame-pointer \

@@ -5,8 +5,9 @@
  * parser with the outcome its name says (bad-* refused, the rest accepted),
  * so `make test` and `make asan` replay the corpus without clang. A crash
  * input a fuzzer finds is fixed in io/ and added here (or as a seed) as a
- * regression test. Seeds of a reader that takes a path are read from
- * there (embfile).
+ * regression test. Seeds of the readers that take a path are read from
+ * there (embfile) or cut into a scratch directory as fuzz_dataset does
+ * (dataset).
  *
  * Run from the repository root (as make does): the corpus is read from
  * tests/fuzz/corpus/.
@@ -22,6 +23,7 @@
 #include "io/buf.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
+#include "io/dataset.h"
 #include "io/embfile.h"
 #include "io/event.h"
 #include "io/fsutil.h"
@@ -143,6 +145,33 @@ TEST(fuzzregress_checkpoint_open_mem_matches_file)
     test_in_tmpdir("fuzzregress", fuzzregress_checkpoint_mem_in);
 }
 
+/* ---- dataset directories ----------------------------------------------------- */
+
+/* fuzz_dataset's input form: train.tsv, valid.tsv, test.tsv, then
+ * candidates.tsv, cut at each "##\n" (see tests/fuzz/fuzz_dataset.c); a file
+ * with no part is empty. Returns 0 or -1. */
+static int fuzzregress_dataset_write(const char *dir, const unsigned char *data, size_t len)
+{
+    static const char *const names[4] = { "train.tsv", "valid.tsv", "test.tsv",
+                                          "candidates.tsv" };
+    size_t at = 0;
+    for (int k = 0; k < 4; k++) {
+        const unsigned char *cut = k < 3 && at < len ? memmem(data + at, len - at, "##\n", 3)
+                                                     : NULL;
+        size_t n = cut ? (size_t)(cut - data) - at : len - at;
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[k]);
+        FILE *f = fopen(path, "wb");
+        if (!f)
+            return -1;
+        size_t put = n ? fwrite(data + at, 1, n, f) : 0;
+        if (fclose(f) != 0 || put != n)
+            return -1;
+        at = cut ? at + n + 3 : len;
+    }
+    return 0;
+}
+
 /* ---- the seed corpus ------------------------------------------------------------- */
 
 typedef struct {
@@ -218,6 +247,28 @@ static int fuzzregress_embfile(const char *path, const unsigned char *data, size
     return rc;
 }
 
+static int fuzzregress_dataset(const char *path, const unsigned char *data, size_t len,
+                               char *err, size_t errlen)
+{
+    (void)path;
+    char *dir = test_tmpdir_new("fuzzregress");
+    if (!dir) {
+        snprintf(err, errlen, "no scratch directory");
+        return -EIO;
+    }
+    int rc = fuzzregress_dataset_write(dir, data, len);
+    if (rc == 0) {
+        dataset_t ds;
+        rc = dataset_load(&ds, dir, err, errlen);
+        if (rc == 0)
+            dataset_close(&ds);
+    } else {
+        snprintf(err, errlen, "%s: cannot write the files", dir);
+    }
+    test_tmpdir_free(dir);
+    return rc;
+}
+
 TEST(fuzzregress_seed_corpus_outcomes)
 {
     static const fuzzregress_target_t targets[] = {
@@ -226,6 +277,7 @@ TEST(fuzzregress_seed_corpus_outcomes)
         { "snapshot", fuzzregress_snapshot, ".dsnap" }, /* recipe-* are not files */
         { "checkpoint", fuzzregress_checkpoint, NULL },
         { "embfile", fuzzregress_embfile, NULL },
+        { "dataset", fuzzregress_dataset, NULL },
     };
     for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]); t++) {
         char dirpath[512];
