@@ -158,6 +158,17 @@ int dataset_load(dataset_t *ds, const char *dir, char *err, size_t errlen)
         rc = -EBADMSG;
         goto done;
     }
+    /* Sized by the largest user id, not by the input: bound them by what was
+     * read (dataset.h), before allocating. */
+    int64_t ids = tr.n + va.n + te.n + ca.n;
+    int64_t cells = (int64_t)nu * (2 + (wc > 1 ? wc - 1 : 1));
+    if (cells > DATASET_TABLE_RATIO * ids + DATASET_TABLE_SLACK) {
+        snprintf(err, errlen, "%s: user ids up to %d need per-user tables of %lld ids for the "
+                 "%lld ids in the files (user ids must be dense)", dir, nu - 1,
+                 (long long)cells, (long long)ids);
+        rc = -EBADMSG;
+        goto done;
+    }
     ds->n_users = nu;
     ds->n_items = ni;
     ds->n_train = tr.n / 2;

@@ -9,6 +9,14 @@
  *
  * Ids are dense non-negative integers below DATASET_MAX_ID. Every malformed
  * line is refused with "file:line: reason". Plain arrays, no model types.
+ *
+ * The per-user tables (valid, test and candidates: n_users x (2 + n_cands)
+ * ids) are sized by the largest user id, so they may hold at most
+ * DATASET_TABLE_RATIO times the ids in the files plus DATASET_TABLE_SLACK:
+ * a dataset whose user ids are far from dense is refused ("user ids must
+ * be dense") before anything is allocated, and a few bytes naming user
+ * 99,999,999 cannot take gigabytes. Item ids are not held to it: nothing
+ * here is sized by them.
  */
 #ifndef DERRD_DATASET_H
 #define DERRD_DATASET_H
@@ -17,6 +25,8 @@
 #include <stdint.h>
 
 #define DATASET_MAX_ID 100000000
+#define DATASET_TABLE_RATIO 64
+#define DATASET_TABLE_SLACK (1 << 20)
 
 typedef struct {
     int32_t n_users;    /* 1 + the largest user id in any file */

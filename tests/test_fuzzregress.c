@@ -172,6 +172,57 @@ static int fuzzregress_dataset_write(const char *dir, const unsigned char *data,
     return 0;
 }
 
+/* fuzz_dataset, its first minute: a 58-byte dataset naming user
+ * 99,999,999 made dataset_load allocate and fill per-user tables of 2 GB
+ * (valid, test and three candidates a user: 10 s, a libFuzzer timeout)
+ * before it found valid.tsv empty. A valid dataset of that shape loaded,
+ * after allocating 1.2 GB. User ids must be dense; the tables are now
+ * bounded by the ids read, and a dataset past the bound is refused before
+ * any table is allocated. */
+static void fuzzregress_dataset_sparse_users_in(const char *dir)
+{
+    static const char *const sparse[] = {
+        /* the fuzzer's input */
+        "0\t1\n099999999\t3\n2\t4\n##\n##\n0\t4\n"
+        "##\n0\t5\t6\t7\n1\t2\t6\t7\n3\t1\t2\t31\n",
+        /* valid but for the sparse users (it loaded) */
+        "99999999\t0\n##\n0\t1\n##\n0\t2\n##\n0\t3\n",
+        /* the user only in candidates.tsv */
+        "0\t0\n##\n0\t1\n##\n0\t2\n##\n0\t3\n5000000\t4\n",
+    };
+    char err[512];
+    for (size_t k = 0; k < sizeof(sparse) / sizeof(sparse[0]); k++) {
+        REQUIRE(fuzzregress_dataset_write(dir, (const unsigned char *)sparse[k],
+                                          strlen(sparse[k])) == 0);
+        dataset_t ds;
+        err[0] = '\0';
+        int rc = dataset_load(&ds, dir, err, sizeof(err));
+        if (rc != -EBADMSG || strncmp(err, dir, strlen(dir)) != 0 ||
+            !strstr(err, "user ids must be dense"))
+            test_fail(__FILE__, __LINE__, "input %zu: rc %d: %s", k, rc, err);
+        CHECK(ds.valid == NULL && ds.cands == NULL && ds.n_users == 0);
+        if (rc == 0)
+            dataset_close(&ds);
+    }
+    /* Gaps within the bound still load: user 200,000 of a few lines. */
+    const char *gap = "0\t0\n200000\t1\n##\n0\t1\n##\n0\t2\n##\n0\t3\n";
+    REQUIRE(fuzzregress_dataset_write(dir, (const unsigned char *)gap, strlen(gap)) == 0);
+    dataset_t ds;
+    int rc = dataset_load(&ds, dir, err, sizeof(err));
+    if (rc != 0)
+        test_fail(__FILE__, __LINE__, "a gap within the bound: rc %d: %s", rc, err);
+    if (rc == 0) {
+        CHECK_EQ_INT(ds.n_users, 200001);
+        CHECK_EQ_INT(ds.valid[200000], -1);
+        dataset_close(&ds);
+    }
+}
+
+TEST(fuzzregress_dataset_sparse_user_ids_refused)
+{
+    test_in_tmpdir("fuzzregress", fuzzregress_dataset_sparse_users_in);
+}
+
 /* ---- the seed corpus ------------------------------------------------------------- */
 
 typedef struct {

@@ -139,6 +139,11 @@ static int fuzz_ds_reference(const fuzz_tsv_t *f, int32_t *nu, int32_t *ni)
         return 0;
     if ((int64_t)*nu * (f[3].width ? f[3].width : 1) > FUZZ_MAX_CELLS)
         return 0;
+    int64_t ids = 0, cells = (int64_t)*nu * (2 + (f[3].width > 1 ? f[3].width - 1 : 1));
+    for (int k = 0; k < 4; k++)
+        ids += f[k].lines * f[k].width;
+    if (cells > DATASET_TABLE_RATIO * ids + DATASET_TABLE_SLACK) /* user ids far from dense */
+        return 0;
     if (!fuzz_tsv_users_once(&f[1]) || !fuzz_tsv_users_once(&f[2]) ||
         !fuzz_tsv_users_once(&f[3]))
         return 0;
