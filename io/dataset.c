@@ -101,6 +101,8 @@ static int dataset__read(const char *dir, const char *name, int32_t *width,
             goto done;
         }
         *width = count;
+        if (eol == end) /* the last line had no newline: end + 1 is no pointer */
+            break;
         p = eol + 1;
     }
 done:
@@ -179,7 +181,7 @@ int dataset_load(dataset_t *ds, const char *dir, char *err, size_t errlen)
     ds->test = malloc((size_t)nu * sizeof(int32_t));
     ds->cands = malloc((size_t)nu * (size_t)(ds->n_cands ? ds->n_cands : 1) * sizeof(int32_t));
     if (!ds->train_u || !ds->train_i || !ds->valid || !ds->test || !ds->cands) {
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, "%s: out of memory", dir);
         rc = -ENOMEM;
         goto done;
     }
