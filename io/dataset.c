@@ -120,6 +120,23 @@ void dataset_close(dataset_t *ds)
     memset(ds, 0, sizeof(*ds));
 }
 
+/* The density rule of dataset.h: cells sized by the largest ids, against
+ * the ids the files hold. */
+static int dataset__dense(int64_t cells, int64_t ids)
+{
+    return cells <= DATASET_TABLE_RATIO * ids + DATASET_TABLE_SLACK;
+}
+
+int dataset_check_items(const dataset_t *ds, const char *dir, char *err, size_t errlen)
+{
+    int64_t ids = 2 * ds->n_train + (int64_t)ds->n_users * (2 + ds->n_cands);
+    if (dataset__dense(ds->n_items, ids))
+        return 0;
+    snprintf(err, errlen, "%s: item ids up to %d for the %lld ids in the files (item ids must "
+             "be dense: tables are sized by the largest)", dir, ds->n_items - 1, (long long)ids);
+    return -EBADMSG;
+}
+
 int dataset_load(dataset_t *ds, const char *dir, char *err, size_t errlen)
 {
     memset(ds, 0, sizeof(*ds));
@@ -164,7 +181,7 @@ int dataset_load(dataset_t *ds, const char *dir, char *err, size_t errlen)
      * read (dataset.h), before allocating. */
     int64_t ids = tr.n + va.n + te.n + ca.n;
     int64_t cells = (int64_t)nu * (2 + (wc > 1 ? wc - 1 : 1));
-    if (cells > DATASET_TABLE_RATIO * ids + DATASET_TABLE_SLACK) {
+    if (!dataset__dense(cells, ids)) {
         snprintf(err, errlen, "%s: user ids up to %d need per-user tables of %lld ids for the "
                  "%lld ids in the files (user ids must be dense)", dir, nu - 1,
                  (long long)cells, (long long)ids);

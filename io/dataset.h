@@ -44,6 +44,12 @@ typedef struct {
  * (-ENOENT, -EBADMSG for a malformed file, -ENOMEM) with the reason in err. */
 int dataset_load(dataset_t *ds, const char *dir, char *err, size_t errlen);
 
+/* For a consumer that sizes tables by the item ids (a model's item rows):
+ * 0 when n_items keeps the users' rule above (at most DATASET_TABLE_RATIO
+ * times the ids in the files plus DATASET_TABLE_SLACK), else -EBADMSG with
+ * the reason, dir first. The loader itself holds nothing sized by them. */
+int dataset_check_items(const dataset_t *ds, const char *dir, char *err, size_t errlen);
+
 void dataset_close(dataset_t *ds);
 
 #endif

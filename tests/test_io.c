@@ -260,6 +260,7 @@ static void io_test_check_good_dataset(const char *dir, int crlf, int chop)
             for (int c = 0; c < 3; c++)
                 CHECK_EQ_INT(ds.cands[u * 3 + c], ca[u][c]);
         }
+    CHECK_EQ_INT(dataset_check_items(&ds, dir, err, sizeof(err)), 0);
     dataset_close(&ds);
     CHECK(ds.train_u == NULL && ds.cands == NULL && ds.n_users == 0);
     dataset_close(&ds); /* twice is harmless after close zeroes it */
@@ -300,6 +301,9 @@ static void io_dataset_load_largest_id_in(const char *dir)
         CHECK_EQ_INT(ds.n_cands, 2);
         CHECK_EQ_INT(ds.valid[0], 1);
         CHECK_EQ_INT(ds.test[0], 2);
+        /* loaded, but no table may be sized by such items (derrd-train) */
+        CHECK_EQ_INT(dataset_check_items(&ds, dir, err, sizeof(err)), -EBADMSG);
+        CHECK(strstr(err, "item ids must be dense") != NULL && strstr(err, dir) == err);
         dataset_close(&ds);
     }
 }

@@ -375,7 +375,11 @@ int main(int argc, char **argv)
     pool_t *pool = NULL;
     mf_t teacher = { 0 }, best = { 0 };
     metrics_plan_t *plan = NULL;
-    if (dataset_load(&ds, data, err, sizeof(err)) < 0) {
+    /* The model's item rows are sized by the largest item id: a few lines
+     * naming item 99,999,999 had a dim-20 student take 24 GB, until the
+     * kernel's OOM killer ended it. */
+    if (dataset_load(&ds, data, err, sizeof(err)) < 0 ||
+        dataset_check_items(&ds, data, err, sizeof(err)) < 0) {
         fprintf(stderr, "derrd-train: %s\n", err);
         status = CLI_EXIT_USAGE;
         goto out;
