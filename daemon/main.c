@@ -888,7 +888,7 @@ int main(int argc, char **argv)
         if (!(d.status = status_new(DERRD_VERSION)))
             log_warn("out of memory: /metrics and /v1/status stay empty");
         uv_timer_start(&d.metrics_timer, daemon__metrics_cb_timer, 0, 1000);
-        if (d.opt.http_port > 0) {
+        if (d.opt.http) {
             http_cfg_t hcfg = {
                 .bind = d.opt.http_address,
                 .port = (uint16_t)d.opt.http_port,

@@ -122,10 +122,14 @@ static const option_def_t option_defs[] = {
       "larger) below the last published", OPT_LIVE },
 
     { NULL, OPT_SECTION, 0, 0, 0, NULL, "HTTP", 0 },
+    { "http", OPT_BOOL, O(http), 0, 1, "true",
+      "serve the HTTP endpoints: /v1/snapshot, /metrics, /v1/status, /healthz, /readyz and "
+      "the status page (false: none)", 0 },
     { "http-address", OPT_STR, O(http_address), 1, 0, "127.0.0.1",
       "address the HTTP endpoints listen on (numeric; loopback by default)", 0 },
     { "http-port", OPT_INT, O(http_port), 0, 65535, "8417",
-      "HTTP port: /v1/snapshot, /metrics, /healthz, /readyz (0 = no HTTP)", 0 },
+      "HTTP port (0 = a free port the kernel picks; the \"http on\" log line names the "
+      "port bound)", 0 },
     { "http-token", OPT_SECRET, O(http_token), 0, 0, "",
       "bearer token required on every endpoint but /healthz and the status page (empty = "
       "none)", 0 },

@@ -21,6 +21,7 @@ typedef struct {
     long checkpoint_interval_ms, checkpoints_keep, max_staged, backstop_ms;
     long stats_interval_ms, shutdown_timeout_ms, embedded_partitions, exit_after_events;
     int embedded_kafka;
+    int http;
     char *http_address, *http_token;
     long http_port, http_max_connections, http_timeout_s, http_per_ip_limit;
     /* rounds and snapshots */

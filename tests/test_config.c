@@ -519,6 +519,30 @@ TEST(options_set_reasons)
     options_close(&o);
 }
 
+/* HTTP is on by default on 8417; http-port 0 asks for a port the kernel
+ * picks (it no longer means "no HTTP": http false does). */
+TEST(options_http_switch_and_port_zero)
+{
+    options_t o;
+    REQUIRE(options_init(&o) == 0);
+    char err[512];
+    CHECK_EQ_INT(o.http, 1);
+    CHECK_EQ_INT(o.http_port, 8417);
+    CHECK(options_is_bool("http"));
+    CHECK_EQ_INT(options_set(&o, "http-port", "0", err, sizeof(err)), 0);
+    CHECK_EQ_INT(o.http_port, 0);
+    CHECK_EQ_INT(o.http, 1);
+    CHECK_EQ_INT(options_set(&o, "http-port", "-1", err, sizeof(err)), -EINVAL);
+    CHECK_EQ_INT(options_set(&o, "http", "false", err, sizeof(err)), 0);
+    CHECK_EQ_INT(o.http, 0);
+    char *values = config_test_print_values(&o);
+    REQUIRE(values);
+    CHECK(strstr(values, "\nhttp false\n") != NULL);
+    CHECK(strstr(values, "\nhttp-port 0\n") != NULL);
+    free(values);
+    options_close(&o);
+}
+
 /* What --print-config prints reads back as the same values, awkward text
  * included. */
 TEST(options_print_values_round_trip)

@@ -803,6 +803,33 @@ static void http_test_limits_body(const char *dir)
 
 TEST(http_header_limit) { http_test_in_dir(http_test_limits_body); }
 
+/* Port 0: the kernel picks a free port, http_port() says which, and that
+ * port answers; two servers get two ports. What derrd --http-port 0 logs. */
+TEST(http_port_zero)
+{
+    log_setup(LOG_LVL_ERR - 1, 0);
+    http_cfg_t cfg = { .port = 0 };
+    char err[256] = "";
+    http_t *a = NULL, *b = NULL;
+    REQUIRE(http_start(&a, &cfg, err, sizeof(err)) == 0);
+    int rc = http_start(&b, &cfg, err, sizeof(err));
+    CHECK_EQ_INT(rc, 0);
+    uint16_t pa = http_port(a), pb = b ? http_port(b) : 0;
+    CHECK(pa != 0 && pb != 0 && pa != pb);
+    http_test_resp_t r;
+    CHECK(http_test_get(pa, "/healthz", "", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(http_test_body_is(&r, "ok", 2));
+    http_test_resp_free(&r);
+    if (b) {
+        CHECK(http_test_get(pb, "/healthz", "", &r) == 0);
+        CHECK_EQ_INT(r.status, 200);
+        http_test_resp_free(&r);
+    }
+    http_stop(b);
+    http_stop(a);
+}
+
 TEST(http_start_errors)
 {
     log_setup(LOG_LVL_ERR - 1, 0);

@@ -41,7 +41,7 @@ shuf --random-source=<(yes derrd) "$DATA/train.tsv" >"$dir/shuffled.tsv"
 
 # shellcheck disable=SC2086
 "$BUILD/derrd" --brokers "$B" --topic stream --group bench --state-dir "$dir/state" \
-    --http-port 0 --stats-interval-ms 5000 ${DERRD_OPTS:-} >"$log" 2>&1 &
+    --http false --stats-interval-ms 5000 ${DERRD_OPTS:-} >"$log" 2>&1 &
 pid=$!
 t0=$(date +%s)
 "$BUILD/derrd-replay" --brokers "$B" --topic stream --data "$dir/shuffled.tsv" --rate "$RATE" \

@@ -25,7 +25,7 @@ topic=bp-$run dlq=bp-dlq-$run
     --seed 3 --expect-out "$work/expect.tsv" --malformed-out "$work/malformed.txt" \
     >/dev/null 2>"$work/replay.log" || fail "derrd-replay: $(cat "$work/replay.log")"
 timeout 180 "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "bp-$run" \
-    --dead-letter-topic "$dlq" --state-dir "$work/state" --max-staged 1000 --http-port 0 \
+    --dead-letter-topic "$dlq" --state-dir "$work/state" --max-staged 1000 --http false \
     --exit-after-events 30300 --stats-interval-ms 0 >"$work/derrd.log" 2>&1 ||
     fail "derrd: $(tail -5 "$work/derrd.log")"
 pauses=$(grep -c "pausing the partitions" "$work/derrd.log" || true)

@@ -27,7 +27,7 @@ fail() { echo "embedded: FAIL: $*" >&2; [ -f "$work/derrd.log" ] && tail -5 "$wo
 start_derrd() {
     local log=$1
     shift
-    "$BUILD/derrd" --embedded-kafka --http-port 0 --stats-interval-ms 0 "$@" >"$log" 2>&1 &
+    "$BUILD/derrd" --embedded-kafka --http false --stats-interval-ms 0 "$@" >"$log" 2>&1 &
     pid=$!
     B=
     for _ in $(seq 1 100); do

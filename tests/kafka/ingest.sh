@@ -63,7 +63,7 @@ fi
 derrd() {
     # exec: $! must be derrd itself, so that kill -9 hits it, not a subshell.
     exec "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" \
-        --dead-letter-topic "$dlq" --state-dir "$work/state" --http-port 0 \
+        --dead-letter-topic "$dlq" --state-dir "$work/state" --http false \
         --checkpoint-interval-ms 300 --stats-interval-ms 1000 "${round_flags[@]}" \
         --kafka.session.timeout.ms 6000 --kafka.heartbeat.interval.ms 500 "$@"
 }

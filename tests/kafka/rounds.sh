@@ -291,7 +291,7 @@ say "check 5 ok: SIGTERM -> exit 0 in $stop_ms ms; stored set = both waves ($(wc
     fail "derrd-replay teacher data: $(cat "$work/replay3.log")"
 snaps_b=$work/state-b/snapshots
 "$BUILD/derrd" --brokers "$B" --topic "$topic_b" --group "$group_b" --state-dir "$work/state-b" \
-    --http-port 0 --teacher-file "$work/teacher.emb" --round-min-events 2000 \
+    --http false --teacher-file "$work/teacher.emb" --round-min-events 2000 \
     --round-interval-ms 1000 --min-interactions 1000 --student-epochs 1 --threads 2 \
     --gate-margin 1 --checkpoint-interval-ms 500 --stats-interval-ms 0 >"$work/derrd-b.log" 2>&1 &
 pid_b=$!
