@@ -37,8 +37,6 @@ mkdir -p "$disk"
 mount -t tmpfs -o size=48m,mode=0755 tmpfs "$disk" || fail "cannot mount a tmpfs"
 mounted=1
 
-port=$(free_port)
-url=http://127.0.0.1:$port
 metric() { curl -sf "$url/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
 wait_for() { # SECONDS DESCRIPTION COMMAND...
     local t=$1 what=$2
@@ -50,12 +48,14 @@ wait_for() { # SECONDS DESCRIPTION COMMAND...
     done
     fail "no $what within $t s"
 }
-"$BUILD/derrd" --embedded-kafka --topic full --state-dir "$disk/state" --http-port "$port" \
+"$BUILD/derrd" --embedded-kafka --topic full --state-dir "$disk/state" --http-port 0 \
     --stats-interval-ms 0 --checkpoint-interval-ms 500 --round-min-events 2000 \
     --round-interval-ms 500 --min-interactions 1000 --teacher-dim 32 --settle-patience 2 \
     >"$work/derrd.log" 2>&1 &
 pid=$!
 B=$(embedded_bootstrap "$work/derrd.log" "$pid") || fail "no bootstrap address or HTTP line in the log"
+port=$(derrd_port "$work/derrd.log" "$pid") || fail "no HTTP port in the log"
+url=http://127.0.0.1:$port
 produce() { # N SEED
     "$BUILD/derrd-replay" --brokers "$B" --topic full --synthetic "$1" --users 4000 \
         --items 6000 --seed "$2" --format text --expect-out "$work/expect.$2.tsv" \

@@ -62,7 +62,6 @@ abuse() { # abuse NAME ARGS...: tests/http_abuse.py, its JSON in $work/NAME.json
         fail "$name: $(head -c 1500 "$work/$name.err")"
 }
 
-port=$(free_port)
 token=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
 snaps=$work/state/snapshots
 # The token in a file, not on the command line; no http-address: the default.
@@ -70,7 +69,7 @@ cat >"$work/derrd.conf" <<EOF
 embedded-kafka true
 topic abuse
 state-dir $work/state
-http-port $port
+http-port 0
 http-token "$token"
 stats-interval-ms 0
 min-interactions 500
@@ -85,6 +84,7 @@ chmod 600 "$work/derrd.conf"
 "$BUILD/derrd" --config "$work/derrd.conf" >"$work/derrd.log" 2>&1 &
 pid=$!
 B=$(embedded_bootstrap "$work/derrd.log" "$pid") || fail "no bootstrap address or HTTP line in the log"
+port=$(derrd_port "$work/derrd.log" "$pid") || fail "no HTTP port in the log"
 alive() { kill -0 "$pid" 2>/dev/null || fail "derrd died (during $1)"; }
 
 # 1. Default bind: loopback only.

@@ -3,9 +3,21 @@
 # Each helper prints its answer and returns non-zero when it failed, so the
 # caller says how (every test has its own fail()).
 
-# A free TCP port on 127.0.0.1 (free when asked: the caller binds it soon).
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# derrd_port LOG PID [TICKS]: waits up to TICKS x 0.1 s (100) until derrd
+# (process PID, logging to LOG) has logged its HTTP line, and prints the
+# port it bound: with --http-port 0 the one the kernel picked, so no other
+# process can take it between a choice and the bind. The last such line
+# counts; give each run its own log (or empty it) before a restart. Fails
+# when derrd exits first or the line does not come.
+derrd_port() {
+    local p=
+    for _ in $(seq 1 "${3:-100}"); do
+        p=$(sed -n 's/.* status page http:\/\/.*:\([0-9][0-9]*\)\/ .*/\1/p' "$1" 2>/dev/null | tail -n 1)
+        [ -n "$p" ] && { echo "$p"; return 0; }
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
 }
 
 # embedded_bootstrap LOG PID: waits up to 10 s until derrd --embedded-kafka

@@ -58,13 +58,12 @@ lpid=$!
 for _ in $(seq 1 50); do [ -S "$work/notify.sock" ] && break; sleep 0.1; done
 [ -S "$work/notify.sock" ] || fail "the notify listener did not start"
 
-port=$(free_port)
 conf() { # round-min-events round-interval-ms zstd-level
     cat >"$work/derrd.conf" <<EOF
 embedded-kafka true
 topic svc
 state-dir $work/state
-http-port $port
+http-port 0
 stats-interval-ms 0
 min-interactions 500
 teacher-dim 32
@@ -79,6 +78,7 @@ NOTIFY_SOCKET=$work/notify.sock WATCHDOG_USEC=2000000 \
     "$BUILD/derrd" --config "$work/derrd.conf" >"$work/derrd.log" 2>&1 &
 pid=$!
 B=$(embedded_bootstrap "$work/derrd.log" "$pid") || fail "no bootstrap address or HTTP line in the log"
+port=$(derrd_port "$work/derrd.log" "$pid") || fail "no HTTP port in the log"
 
 # 1. Events, but no round: the triggers are out of reach.
 "$BUILD/derrd-replay" --brokers "$B" --topic svc --synthetic 20000 --format text \

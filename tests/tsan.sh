@@ -106,42 +106,21 @@ conf() {
         "$1" "$2" >"$work/derrd.conf"
 }
 conf 1000 500
-url=
-for attempt in 1 2 3 4 5; do
-    port=$(free_port)
-    env "${notify_env[@]}" "$BUILD/derrd" --config "$work/derrd.conf" --embedded-kafka \
-        --topic tsan --dead-letter-topic tsan-dlq --state-dir "$work/state" --http-port "$port" \
-        --teacher-dim 16 --student-dim 4 --teacher-epochs 2 --student-epochs 1 \
-        --settle-epochs 1 --min-interactions 500 --threads 2 --eval-candidates 20 \
-        --checkpoint-interval-ms 300 --stats-interval-ms 1000 --max-staged 2000 \
-        >"$work/derrd.log" 2>&1 &
-    pid=$!
-    # "running:" comes also after the HTTP server failed (derrd then stops).
-    for _ in $(seq 1 600); do
-        grep -q "running:" "$work/derrd.log" && ! grep -q "error: http: " "$work/derrd.log" &&
-            break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if grep -q "running:" "$work/derrd.log" && ! grep -q "error: http: " "$work/derrd.log"; then
-        url=http://127.0.0.1:$port
-        break
-    fi
-    reports && fail "derrd reported a race while starting"
-    grep -q "Address already in use" "$work/derrd.log" || fail "derrd did not start"
-    for _ in $(seq 1 300); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    rc=0
-    wait "$pid" || rc=$?
-    pid=
-    reports && fail "derrd reported a race while stopping"
-    [ "$rc" = 1 ] || fail "derrd exited $rc after its port was taken"
-    mv "$work/derrd.log" "$work/derrd-start-$attempt.txt"
-    say "port $port taken, trying another"
+env "${notify_env[@]}" "$BUILD/derrd" --config "$work/derrd.conf" --embedded-kafka \
+    --topic tsan --dead-letter-topic tsan-dlq --state-dir "$work/state" --http-port 0 \
+    --teacher-dim 16 --student-dim 4 --teacher-epochs 2 --student-epochs 1 \
+    --settle-epochs 1 --min-interactions 500 --threads 2 --eval-candidates 20 \
+    --checkpoint-interval-ms 300 --stats-interval-ms 1000 --max-staged 2000 \
+    >"$work/derrd.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+    grep -q "running:" "$work/derrd.log" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
 done
-[ -n "$url" ] || fail "no free HTTP port after 5 attempts"
+grep -q "running:" "$work/derrd.log" || fail "derrd did not start"
+port=$(derrd_port "$work/derrd.log" "$pid") || fail "no HTTP port in the log"
+url=http://127.0.0.1:$port
 B=$(sed -n 's/.*embedded Kafka.* at \([^;]*\);.*/\1/p' "$work/derrd.log")
 [ -n "$B" ] || fail "no bootstrap address in the log"
 say "derrd on $url, embedded Kafka at $B ($(( $(date +%s) - t_start )) s)"

@@ -144,14 +144,17 @@ alive() { kill -0 "$pid" 2>/dev/null || fail "derrd exited ($(exit_how "$pid")):
 run=0
 start_derrd() { # [nowait]: do not wait for partitions
     run=$((run + 1))
-    free_port >"$work/port"
     "$BUILD/derrd" --config "" --brokers "$B" --topic "$topic" --group "$group" \
-        --dead-letter-topic "$dlq" --state-dir "$work/state" --http-port "$(cat "$work/port")" \
+        --dead-letter-topic "$dlq" --state-dir "$work/state" --http-port 0 \
         --rounds false --checkpoint-interval-ms 300 --stats-interval-ms 2000 \
         --kafka.session.timeout.ms 6000 --kafka.heartbeat.interval.ms 500 \
         --kafka.max.in.flight.requests.per.connection "$INFLIGHT" \
         >"$work/derrd.$run.log" 2>&1 &
     pid=$!
+    # The sampler reads the port of each run from the file, swapped whole.
+    derrd_port "$work/derrd.$run.log" "$pid" 300 >"$work/port.new" ||
+        fail "derrd run $run logged no HTTP port: $(tail -3 "$work/derrd.$run.log")"
+    mv "$work/port.new" "$work/port"
     [ "${1:-}" = nowait ] && return 0
     local k
     for k in $(seq 1 300); do

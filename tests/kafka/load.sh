@@ -39,17 +39,16 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { say "FAIL: $*"; keep=1; exit 1; }
-port=$(free_port)
 metric() { awk -v n="$1" '$1 == n { print $2 }' "$work/metrics"; }
 scrape() { curl -sf "http://127.0.0.1:$port/metrics" >"$work/metrics"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"; }
 
 "$BUILD/kcheck" create-topic -b "$B" -t "$topic" -p 4 >/dev/null
 "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" --state-dir "$work/state" \
-    --http-port "$port" --stats-interval-ms 10000 --settle-patience 2 \
+    --http-port 0 --stats-interval-ms 10000 --settle-patience 2 \
     --log-level debug --rounds "$([ "$ROUNDS" = 1 ] && echo true || echo false)" >"$work/derrd.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do grep -q "status page" "$work/derrd.log" && break; sleep 0.1; done
+port=$(derrd_port "$work/derrd.log" "$pid") || fail "no HTTP port in the log: $(tail -5 "$work/derrd.log")"
 scrape || fail "no /metrics"
 rss0=$(rss_kib)
 # More events than SECONDS can take; the replay is stopped at SECONDS.

@@ -46,8 +46,6 @@ alive() {
     fail "derrd exited $1 ($how)"
 }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
-port=$(free_port)
-url=http://127.0.0.1:$port
 # The HTTP status of GET $1 (000 when none came), the body in $work/body;
 # a transfer curl gave up on (error, 5 s timeout) adds its exit code.
 code() {
@@ -68,10 +66,12 @@ await() {
 
 "$BUILD/kcheck" create-topic -b "$B" -t "$topic" -p 4 >/dev/null
 "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" --state-dir "$work/state" \
-    --http-port "$port" --stats-interval-ms 5000 --checkpoint-interval-ms 500 \
+    --http-port 0 --stats-interval-ms 5000 --checkpoint-interval-ms 500 \
     --round-min-events 3000 --min-interactions 1000 --teacher-dim 32 \
     --kafka.reconnect.backoff.max.ms 1000 >"$work/derrd.log" 2>&1 &
 pid=$!
+port=$(derrd_port "$work/derrd.log" "$pid" 300) || fail "no HTTP port in the log"
+url=http://127.0.0.1:$port
 # 45,000 events at 1,000/s: the stream runs before, during and after the outage.
 "$BUILD/derrd-replay" --brokers "$B" --topic "$topic" --synthetic 45000 --users 3000 \
     --items 6000 --rate 1000 --expect-out "$work/expect.tsv" \

@@ -141,27 +141,15 @@ awk -v d="$work/data" -v extra="$work/extra.tsv" 'BEGIN {
 # not under test here (tests/test_rounds.c has it), and on a held-out sample
 # of a few dozen users HR@10 moves by 0.02 or more from one user to the
 # next, so a gated round would withhold the snapshot these checks wait for.
-url=
-for attempt in 1 2 3 4 5; do
-    port=$(free_port)
-    "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" --state-dir "$work/state" \
-        --http-port "$port" --round-min-events 2000 --round-interval-ms 1000 \
-        --min-interactions 1000 --student-epochs 1 --teacher-epochs 2 --threads 2 \
-        --gate-margin 1 --checkpoint-interval-ms 500 --stats-interval-ms 0 \
-        >"$work/derrd.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 100); do
-        grep -q "running:" "$work/derrd.log" && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if grep -q "running:" "$work/derrd.log"; then url=http://127.0.0.1:$port; break; fi
-    wait "$pid" || true
-    pid=
-    grep -q "http: " "$work/derrd.log" || fail "derrd did not start: $(tail -5 "$work/derrd.log")"
-    say "port $port taken, trying another"
-done
-[ -n "$url" ] || fail "no free HTTP port after 5 attempts"
+"$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" --state-dir "$work/state" \
+    --http-port 0 --round-min-events 2000 --round-interval-ms 1000 \
+    --min-interactions 1000 --student-epochs 1 --teacher-epochs 2 --threads 2 \
+    --gate-margin 1 --checkpoint-interval-ms 500 --stats-interval-ms 0 \
+    >"$work/derrd.log" 2>&1 &
+pid=$!
+port=$(derrd_port "$work/derrd.log" "$pid") ||
+    fail "derrd logged no HTTP port: $(tail -5 "$work/derrd.log")"
+url=http://127.0.0.1:$port
 
 # The first snapshot.
 code=

@@ -36,10 +36,9 @@ stop_limit=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)s$/\1/p' systemd/derrd.service)
     --items 5000 --expect-out "$work/expect.tsv" >/dev/null 2>"$work/replay.log" ||
     fail "derrd-replay: $(cat "$work/replay.log")"
 
-port=$(free_port)
 derrd() {
     exec "$BUILD/derrd" --brokers "$B" --topic "$topic" --group "$group" \
-        --state-dir "$work/state" --http-port "$port" --stats-interval-ms 0 --log-level debug \
+        --state-dir "$work/state" --http-port 0 --stats-interval-ms 0 --log-level debug \
         --round-min-events 5000 --min-interactions 1000 --teacher-dim 64 \
         --student-epochs 400 --settle-epochs 400 "$@"
 }
@@ -69,7 +68,8 @@ stop() {
 # epochs hold the trainer, so batches wait in the staging queue too).
 derrd >"$work/derrd.1.log" 2>&1 &
 pid=$!
-wait_log "$work/derrd.1.log" "status page" 30
+port=$(derrd_port "$work/derrd.1.log" "$pid" 300) ||
+    fail "no HTTP port in the log: $(tail -5 "$work/derrd.1.log")"
 consumed=
 for _ in $(seq 1 600); do
     consumed=$(curl -sf "http://127.0.0.1:$port/metrics" |
