@@ -21,7 +21,7 @@
 #   DEMO_EVENTS=100000      synthetic interactions (users N/20, items N/5)
 #   DEMO_RATE=5000          replay rate, events/s (0 = as fast as possible)
 #   DEMO_PORT=8417          HTTP port on 127.0.0.1; a free one when taken
-#                           (0: any free port)
+#                           (0: any free port, picked by the kernel)
 #   DEMO_SETTLE_SECONDS=60  after the snapshot covering the data, wait at most
 #                           this long for derrd's settling rounds to finish
 #   DEMO_TIMEOUT=600        bound on reaching that snapshot, from the start
@@ -243,20 +243,13 @@ last_key='' last_said=0
 progress_end() { progress_lines=0; }
 
 # ---- start derrd ----------------------------------------------------------------------
+# A port that is taken now gives way to 0: derrd then binds a port the
+# kernel picks and logs it, so no other process can take it meanwhile.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-    local p
-    for _ in $(seq 1 50); do
-        p=$((20000 + RANDOM % 40000))
-        port_busy "$p" || { echo "$p"; return 0; }
-    done
-    return 1
-}
-
 port=$DEMO_PORT
-if [ "$port" = 0 ] || port_busy "$port"; then
-    [ "$port" = 0 ] || say "demo: port $port is taken; using a free one"
-    port=$(pick_port) || die "no free port found"
+if [ "$port" != 0 ] && port_busy "$port"; then
+    say "demo: port $port is taken; using a free one"
+    port=0
 fi
 
 start_derrd() {
@@ -273,7 +266,7 @@ start_derrd() {
 say "${B}derrd demo${N}: $label"
 say "  binaries $BUILD/, scratch directory $work"
 brokers=
-for attempt in 1 2 3; do
+for attempt in 1 2; do
     start_derrd
     for _ in $(seq 1 150); do
         grep -q "http on " "$log" 2>/dev/null && brokers=$(sed -n \
@@ -283,17 +276,22 @@ for attempt in 1 2 3; do
         sleep 0.1
     done
     [ -n "$brokers" ] && break
+    # taken between the look and derrd's bind
     if ! kill -0 "$dpid" 2>/dev/null && grep -q "Address already in use" "$log" &&
-        [ "$attempt" -lt 3 ]; then
+        [ "$port" != 0 ]; then
         wait "$dpid" 2>/dev/null
         dpid=
-        port=$(pick_port) || die "no free port found"
+        say "demo: port $port is taken; using a free one"
+        port=0
         continue
     fi
     kill -0 "$dpid" 2>/dev/null || { wait "$dpid" 2>/dev/null; rc=$?; dpid=; die "derrd exited at start (status $rc)"; }
     die "derrd did not come up within 15 s"
 done
 [ -n "$brokers" ] || die "derrd could not start"
+# the port bound, from derrd's "http on ...: status page http://...:PORT/" line
+port=$(sed -n 's/.* status page http:\/\/.*:\([0-9][0-9]*\)\/ .*/\1/p' "$log" | tail -n 1)
+[ -n "$port" ] || die "derrd logged no HTTP port"
 url="http://127.0.0.1:$port/"
 
 banner() {
