@@ -5,6 +5,7 @@
     http_abuse.py malformed  PORT TOKEN SNAPDIR DEADLINE_S
     http_abuse.py oversized  PORT SNAPDIR
     http_abuse.py slowloris  PORT CONNS DEADLINE_S PER_IP_LIMIT
+    http_abuse.py slowread   PORT TOKEN CHUNK INTERVAL_S MIN_S MAX_S [SOURCE]
     http_abuse.py parallel   PORT TOKEN OUTDIR THREADS SECONDS
 
 Each subcommand talks raw HTTP/1.1 to a running derrd on 127.0.0.1:PORT,
@@ -588,6 +589,98 @@ def cmd_slowloris(argv):
     finish(result)
 
 
+# ---- a slow reader -----------------------------------------------------------
+
+def server_state(client):
+    """The TCP state (/proc/net/tcp, hex: 01 established) of the server's
+    end of the connection whose client end is client; None when gone."""
+    cport = client.getsockname()[1]
+    try:
+        lines = open("/proc/net/tcp").read().splitlines()[1:]
+    except OSError:
+        return None
+    for l in lines:
+        f = l.split()
+        if f[1].endswith(":%04X" % PORT) and f[2].endswith(":%04X" % cport):
+            return f[3]
+    return None
+
+
+def cmd_slowread(argv):
+    """GET /v1/snapshot and read CHUNK bytes every INTERVAL seconds, with a
+    receive buffer of CHUNK and an Ethernet-sized segment (on loopback the
+    kernel would otherwise take megabytes of the body off the server's
+    hands at once). The server sends a little before each of its idle
+    timeouts, so only a bound on the whole response ends this. Measures
+    when the server's end left ESTABLISHED (libmicrohttpd let go of the
+    connection; its kernel may still hold and send the rest of what was
+    written) and when the connection ended for the client (end of stream
+    or reset). Fails when it ended before MIN_S or not by MAX_S, or when
+    the whole body came (the reader was not slow enough to tell)."""
+    token, chunk, interval = argv[0], int(argv[1]), float(argv[2])
+    min_s, max_s = float(argv[3]), float(argv[4])
+    source = argv[5] if len(argv) > 5 else None
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, chunk)  # before connect: the window
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)
+    s.bind((source or HOST, 0))
+    s.settimeout(10)
+    s.connect((HOST, PORT))
+    s.sendall(("GET /v1/snapshot HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+               "Connection: close\r\n\r\n" % token).encode())
+    s.setblocking(False)
+    t0 = time.monotonic()
+    head = b""
+    got = 0
+    size = None
+    ended = released = None
+    how = None
+    while time.monotonic() - t0 < max_s and ended is None:
+        time.sleep(min(interval, max(0.0, max_s - (time.monotonic() - t0))))
+        n = 0
+        while n < chunk:
+            try:
+                b = s.recv(chunk - n)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                b, how = b"", "reset (%s)" % e.__class__.__name__
+            if not b:
+                how = how or "end of stream"
+                ended = time.monotonic() - t0
+                break
+            n += len(b)
+            if size is None:
+                head += b
+                end = head.find(b"\r\n\r\n")
+                if end >= 0:
+                    for line in head[:end].decode("latin-1").split("\r\n")[1:]:
+                        k, _, v = line.partition(":")
+                        if k.strip().lower() == "content-length":
+                            size = int(v) + end + 4
+        got += n
+        if released is None and server_state(s) != "01":
+            released = time.monotonic() - t0
+    held = ended if ended is not None else time.monotonic() - t0
+    s.close()
+    rate = got / held if held > 0 else 0.0
+    result = {"response_bytes": size, "received": got, "bytes_per_s": round(rate, 1),
+              "server_let_go_s": round(released, 1) if released is not None else None,
+              "ended_s": round(ended, 1) if ended is not None else None, "how": how,
+              "whole_response_at_this_rate_s": round(size / rate) if size and rate else None}
+    if size is None:
+        fail("no response headers in %.0f s" % held)
+    elif got >= size:
+        fail("the whole response (%d bytes) came in %.1f s: not a slow reader" % (size, held))
+    if ended is None:
+        fail("the connection still runs after %.0f s (%d of %s bytes read; the server's end "
+             "%s)" % (held, got, size, "let go after %.0f s" % released if released is not None
+                      else "is established"))
+    elif ended < min_s:
+        fail("the connection ended after %.1f s, before %.0f s" % (ended, min_s))
+    finish(result)
+
+
 # ---- parallel downloads ------------------------------------------------------
 
 def cmd_parallel(argv):
@@ -690,4 +783,4 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     PORT = int(sys.argv[2])
     {"token": cmd_token, "malformed": cmd_malformed, "oversized": cmd_oversized,
-     "slowloris": cmd_slowloris, "parallel": cmd_parallel}[cmd](sys.argv[3:])
+     "slowloris": cmd_slowloris, "slowread": cmd_slowread, "parallel": cmd_parallel}[cmd](sys.argv[3:])
