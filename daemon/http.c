@@ -28,6 +28,7 @@
 #define HTTP_DEFAULT_TIMEOUT_S 30
 #define HTTP_DEFAULT_MEMORY (32 * 1024)
 #define HTTP_DEFAULT_THREADS 2
+#define HTTP_DEFAULT_MIN_RATE_KIBPS 16
 #define HTTP_LOG_INTERVAL_MS 1000
 #define HTTP_HEADER_DEADLINE_S 10 /* request headers in full within this, or timeout_s if less */
 #define HTTP_REAP_TICK_MS 250 /* how often the reaper looks; a deadline is kept this closely */
@@ -49,6 +50,7 @@ typedef struct http_conn {
     struct http_conn *prev, *next;
     int fd;
     uint64_t since_ms; /* monotonic: accepted, or the last request done */
+    uint64_t send_by_ms; /* monotonic: the queued response's deadline; 0 = none queued */
     int in_request;    /* 1 from a request's full headers to its end */
     int reaped;        /* shut down by the reaper; libmicrohttpd closes it */
 } http_conn_t;
@@ -70,6 +72,7 @@ struct http {
     char start_err[512];
     log_ratelimit_t log_rl;
     _Atomic uint64_t requests, status_2xx, status_304, status_4xx, status_5xx, bytes_sent;
+    _Atomic uint64_t cut_headers, cut_rate; /* the reaper's, by reason */
     /* The reaper: libmicrohttpd's timeout is an idle timeout, so a client
      * that sends a header byte every few seconds would hold a connection
      * (and, with enough of them, every connection) forever. The reaper
@@ -77,11 +80,17 @@ struct http {
      * full deadline_ms after it was accepted or its last request ended:
      * HTTP_HEADER_DEADLINE_S, or timeout_s when that is shorter. A client
      * sends its headers in one go; an idle kept-alive connection is closed
-     * as soon, which frees the slot for another client. */
+     * as soon, which frees the slot for another client.
+     * The same holds for a response read a few bytes before each idle
+     * timeout: a snapshot of megabytes would hold its connection for
+     * hours. A response must be sent in full within deadline_ms plus its
+     * size at min_rate from when it is queued, else the reaper resets the
+     * connection. */
     pthread_mutex_t conn_mu; /* guards the list, the fields of its entries, stop */
     pthread_cond_t conn_cv;
     http_conn_t *conns;
     uint64_t deadline_ms;
+    uint64_t min_rate; /* bytes a second */
     int reaper_started, stop;
     pthread_t reaper;
 };
@@ -184,32 +193,75 @@ static void http__conn_request(http_t *h, struct MHD_Connection *conn, int in_re
         return;
     pthread_mutex_lock(&h->conn_mu);
     c->in_request = in_request;
-    if (!in_request)
+    if (!in_request) {
         c->since_ms = http__now_ms();
+        c->send_by_ms = 0;
+    }
+    pthread_mutex_unlock(&h->conn_mu);
+}
+
+/* Makes the close of fd a reset: the kernel drops what it still holds of a
+ * response (up to megabytes) instead of going on sending it, at the slow
+ * reader's pace, after libmicrohttpd has let go of the connection. */
+static void http__reset_on_close(int fd)
+{
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+/* Sets the deadline of the response just queued on conn, of body bytes. */
+static void http__conn_response(http_t *h, struct MHD_Connection *conn, uint64_t body)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    http_conn_t *c = ci ? ci->socket_context : NULL;
+    if (!c)
+        return;
+    /* body * 1000 / min_rate without overflow */
+    uint64_t ms = body / h->min_rate * 1000u + body % h->min_rate * 1000u / h->min_rate;
+    pthread_mutex_lock(&h->conn_mu);
+    c->send_by_ms = http__now_ms() + h->deadline_ms + ms;
     pthread_mutex_unlock(&h->conn_mu);
 }
 
 /* Shuts down (not closes: the descriptor stays libmicrohttpd's) every
- * connection past its deadline for request headers; libmicrohttpd then
- * reads the end of the stream and closes it as a client abort. */
+ * connection past its deadline for request headers or for its response;
+ * libmicrohttpd then reads the end of the stream, or fails to send, and
+ * closes it as a client abort. */
 static void *http__reaper(void *arg)
 {
     http_t *h = arg;
     pthread_mutex_lock(&h->conn_mu);
     while (!h->stop) {
         uint64_t now = http__now_ms();
-        unsigned n = 0;
+        unsigned n_headers = 0, n_rate = 0;
         for (http_conn_t *c = h->conns; c; c = c->next) {
-            if (c->in_request || c->reaped || now - c->since_ms < h->deadline_ms)
+            if (c->reaped)
                 continue;
+            if (!c->in_request) {
+                if (now - c->since_ms < h->deadline_ms)
+                    continue;
+                n_headers++;
+            } else {
+                if (!c->send_by_ms || now < c->send_by_ms)
+                    continue;
+                http__reset_on_close(c->fd);
+                n_rate++;
+            }
             shutdown(c->fd, SHUT_RDWR);
             c->reaped = 1;
-            n++;
         }
-        if (n) {
+        if (n_headers || n_rate) {
             pthread_mutex_unlock(&h->conn_mu);
-            http__warn(h, "closed %u connection(s) that sent no full request headers within %"
-                       PRIu64 " s", n, h->deadline_ms / 1000);
+            atomic_fetch_add_explicit(&h->cut_headers, n_headers, memory_order_relaxed);
+            atomic_fetch_add_explicit(&h->cut_rate, n_rate, memory_order_relaxed);
+            if (n_headers)
+                http__warn(h, "closed %u connection(s) that sent no full request headers "
+                           "within %" PRIu64 " s", n_headers, h->deadline_ms / 1000);
+            if (n_rate)
+                http__warn(h, "reset %u connection(s) whose response was not taken in full "
+                           "within %" PRIu64 " s plus its size at %" PRIu64 " KiB/s",
+                           n_rate, h->deadline_ms / 1000, h->min_rate / 1024);
             pthread_mutex_lock(&h->conn_mu);
         }
         struct timespec ts;
@@ -441,6 +493,7 @@ static enum MHD_Result http__queue(http_t *h, struct MHD_Connection *conn, http_
     MHD_destroy_response(resp);
     if (r == MHD_YES) {
         http__count(h, status);
+        http__conn_response(h, conn, body);
         req->body = body;
         req->answered = 1;
     }
@@ -827,6 +880,8 @@ int http_start(http_t **out, const http_cfg_t *cfg, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
     unsigned deadline = timeout < HTTP_HEADER_DEADLINE_S ? timeout : HTTP_HEADER_DEADLINE_S;
     h->deadline_ms = (uint64_t)deadline * 1000u;
+    h->min_rate = (uint64_t)(cfg->min_rate_kibps ? cfg->min_rate_kibps
+                                                 : HTTP_DEFAULT_MIN_RATE_KIBPS) * 1024u;
     h->metrics = cfg->metrics;
     h->status = cfg->status;
     h->ready = cfg->ready;
@@ -928,4 +983,6 @@ void http_stats(const http_t *h, http_stats_t *out)
     out->status_4xx = atomic_load_explicit(&m->status_4xx, memory_order_relaxed);
     out->status_5xx = atomic_load_explicit(&m->status_5xx, memory_order_relaxed);
     out->bytes_sent = atomic_load_explicit(&m->bytes_sent, memory_order_relaxed);
+    out->cut_headers = atomic_load_explicit(&m->cut_headers, memory_order_relaxed);
+    out->cut_rate = atomic_load_explicit(&m->cut_rate, memory_order_relaxed);
 }

@@ -44,6 +44,10 @@ typedef struct {
                                * min(10, timeout_s) s of the connection (or of
                                * its last request), else it is closed: slow
                                * clients cannot hold connections */
+    unsigned min_rate_kibps;  /* KiB/s; 0 = 16. A response must be sent in full
+                               * within min(10, timeout_s) s plus its size at
+                               * this rate, else the connection is reset: slow
+                               * readers cannot hold connections either */
     size_t memory_limit;      /* per connection; request headers must fit; 0 = 32 KiB */
     unsigned per_ip_limit;    /* connections per client address; 0 = no limit */
     unsigned threads;         /* worker threads; 0 = 2 */
@@ -81,6 +85,8 @@ typedef struct {
     uint64_t status_2xx, status_304, status_4xx, status_5xx;
     uint64_t bytes_sent; /* body bytes of responses sent in full (approximate:
                           * an aborted download counts nothing) */
+    uint64_t cut_headers; /* connections closed for want of full request headers in time */
+    uint64_t cut_rate;    /* connections reset for a response not taken in time */
 } http_stats_t;
 
 /* A snapshot of the counters; each is read atomically, the set is not. */

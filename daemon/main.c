@@ -895,6 +895,7 @@ int main(int argc, char **argv)
                 .token = d.opt.http_token,
                 .max_connections = (unsigned)d.opt.http_max_connections,
                 .timeout_s = (unsigned)d.opt.http_timeout_s,
+                .min_rate_kibps = (unsigned)d.opt.http_min_rate_kibps,
                 .per_ip_limit = (unsigned)d.opt.http_per_ip_limit,
                 .snapshot_dir = d.opt.rounds ? d.opt.snapshot_dir : NULL,
                 .metrics = daemon__metrics_cb,

@@ -138,6 +138,10 @@ static const option_def_t option_defs[] = {
     { "http-timeout-s", OPT_INT, O(http_timeout_s), 1, 3600, "30",
       "close an HTTP connection idle this long; request headers must arrive within "
       "min(10, this) seconds", 0 },
+    { "http-min-rate-kibps", OPT_INT, O(http_min_rate_kibps), 1, 1048576, "16",
+      "a response must be sent in full within min(10, http-timeout-s) seconds plus its "
+      "size at this many KiB/s, else the connection is reset (a client reading a snapshot "
+      "a few bytes at a time cannot hold a connection for hours)", 0 },
     { "http-per-ip-limit", OPT_INT, O(http_per_ip_limit), 0, 100000, "16",
       "HTTP connections per client address (0 = no limit, e.g. behind a proxy)", 0 },
 

@@ -24,6 +24,7 @@ typedef struct {
     int http;
     char *http_address, *http_token;
     long http_port, http_max_connections, http_timeout_s, http_per_ip_limit;
+    long http_min_rate_kibps;
     /* rounds and snapshots */
     int rounds;
     char *snapshot_dir, *teacher_file;

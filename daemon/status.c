@@ -216,6 +216,11 @@ char *status_metrics(const status_t *s, const status_in_t *in)
                 (unsigned long long)hs->status_4xx, (unsigned long long)hs->status_5xx);
         COUNTER("http_response_bytes_total", "Body bytes of HTTP responses sent in full.",
                 hs->bytes_sent);
+        status__family(f, "http_connections_cut_total", "counter",
+                       "HTTP connections the server cut for a slow client, by reason.");
+        fprintf(f, "derrd_http_connections_cut_total{reason=\"header_deadline\"} %llu\n"
+                   "derrd_http_connections_cut_total{reason=\"min_rate\"} %llu\n",
+                (unsigned long long)hs->cut_headers, (unsigned long long)hs->cut_rate);
     }
     if (fclose(f) != 0) {
         free(text);

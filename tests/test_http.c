@@ -1178,6 +1178,74 @@ static void http_test_slow_download_body(const char *dir)
 
 TEST(http_slow_download_not_cut) { http_test_in_dir(http_test_slow_download_body); }
 
+/* A response read too slowly (though never idle for the timeout, so
+ * libmicrohttpd alone would serve it to the end) is reset once it is past
+ * min(10, timeout_s) s plus its size at min_rate_kibps; the same response
+ * read at full speed is not. The file is far larger than what the two
+ * kernels buffer, so the server is still sending it at the deadline. */
+#define HTTP_TEST_HUGE (32u << 20)
+
+static void http_test_slow_reader_body(const char *dir)
+{
+    /* 2 s + 32 MiB at 8 MiB/s: 6 s to send it */
+    http_cfg_t cfg = { .snapshot_dir = dir, .timeout_s = 2, .min_rate_kibps = 8192 };
+    char err[256];
+    http_t *h = NULL;
+    REQUIRE(http_start(&h, &cfg, err, sizeof(err)) == 0);
+    uint16_t port = http_port(h);
+    REQUIRE(http_test_write(dir, 5, HTTP_TEST_HUGE) == 0);
+    REQUIRE(http_test_latest_v(dir, 5) == 0);
+
+    http_test_resp_t r;
+    CHECK(http_test_get(port, "/v1/snapshot", "", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body_len == HTTP_TEST_HUGE && http_test_is_version(5, r.body, r.body_len));
+    http_test_resp_free(&r);
+
+    int fd = http_test_connect(port);
+    REQUIRE(fd >= 0);
+    int rcvbuf = 256 << 10;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    static const char req[] = "GET /v1/snapshot HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    CHECK(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1));
+    double t0 = test_now();
+    size_t got = 0;
+    int reset = 0;
+    char *buf = malloc(256 << 10);
+    REQUIRE(buf);
+    for (;;) {
+        /* about 2 MiB a second, a quarter of the rate: some 16 s for the
+         * file, never 2 s without a read */
+        ssize_t n = recv(fd, buf, 256 << 10, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            reset = n < 0 && errno == ECONNRESET;
+            break;
+        }
+        got += (size_t)n;
+        struct timespec ts = { 0, (long)((double)n / (2 << 20) * 1e9) };
+        nanosleep(&ts, NULL);
+    }
+    double took = test_now() - t0;
+    free(buf);
+    close(fd);
+    if (got >= HTTP_TEST_HUGE)
+        test_fail(__FILE__, __LINE__, "the slow reader got all %zu bytes in %.2f s", got, took);
+    CHECK(reset);
+    /* cut at about 6 s: never before; the upper bound only says "cut by
+     * the deadline", with room for a busy or sanitized run */
+    if (took < 5.5 || took > 40.0)
+        test_fail(__FILE__, __LINE__, "the slow reader was cut after %.2f s", took);
+    http_stats_t st;
+    http_stats(h, &st);
+    CHECK(st.cut_rate == 1);
+
+    http_stop(h);
+}
+
+TEST(http_slow_reader_reset) { http_test_in_dir(http_test_slow_reader_body); }
+
 /* ---- downloads while latest is replaced ----------------------------------- */
 
 #define HTTP_TEST_BIG (4u << 20)
