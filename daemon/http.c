@@ -774,6 +774,14 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **req_c
     http__conn_request(h, conn, 0); /* the next request's deadline starts now */
     if (!req)
         return;
+    /* A response cut by the idle timeout: libmicrohttpd closes the socket
+     * after this, and a reset ends the response for the kernel too. */
+    if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && req->answered) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci)
+            http__reset_on_close(ci->connect_fd);
+    }
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         atomic_fetch_add_explicit(&h->bytes_sent, req->body, memory_order_relaxed);
     free(req);

@@ -1241,6 +1241,33 @@ static void http_test_slow_reader_body(const char *dir)
     http_stats(h, &st);
     CHECK(st.cut_rate == 1);
 
+    /* A reader that stops reading: the 2 s idle timeout ends the response,
+     * with a reset too, not with a close behind which the kernel would go
+     * on sending all it holds of the file. */
+    fd = http_test_connect(port);
+    REQUIRE(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    CHECK(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1));
+    struct timespec idle = { 4, 0 };
+    nanosleep(&idle, NULL);
+    got = 0;
+    reset = 0;
+    buf = malloc(256 << 10);
+    REQUIRE(buf);
+    for (;;) {
+        ssize_t n = recv(fd, buf, 256 << 10, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            reset = n < 0 && errno == ECONNRESET;
+            break;
+        }
+        got += (size_t)n;
+    }
+    free(buf);
+    close(fd);
+    CHECK(reset);
+    CHECK(got < HTTP_TEST_HUGE);
     http_stop(h);
 }
 
