@@ -27,6 +27,11 @@
 #      flow and rounds publish; every body is one version (ETag = header)
 #      and every distinct body passes derrd-snap verify; /healthz is probed
 #      throughout.
+#   7. A slow reader (tests/http_abuse.py slowread, from 127.0.0.3 while 3
+#      to 6 run): a snapshot download read 4 KiB every 2 s, never idle for
+#      the 30 s timeout, is reset once past the header deadline plus its
+#      size at http-min-rate-kibps (set to 128 here so that the ~1 MB
+#      snapshot is still being sent then), and counted in /metrics.
 #   After 3, 4, 5 and 6: /healthz is 200 and /v1/snapshot verifies. At the
 #   end no 5xx was counted in /metrics, and SIGTERM makes derrd exit 0.
 set -euo pipefail
@@ -36,11 +41,13 @@ BUILD=${BUILD:-build}
 MAX_CONNECTIONS=64   # derrd's defaults: http-max-connections, http-per-ip-limit
 PER_IP_LIMIT=16
 HEADER_DEADLINE_S=10 # daemon/http.c HTTP_HEADER_DEADLINE_S (the idle timeout, 30 s, is longer)
+MIN_RATE_KIBPS=128   # http-min-rate-kibps below
 t_start=$(date +%s%N)
 work=$(mktemp -d /tmp/derrd-http-abuse.XXXXXX)
-pid= rpid=
+pid= rpid= spid=
 cleanup() {
     [ -n "$rpid" ] && kill "$rpid" 2>/dev/null
+    [ -n "$spid" ] && kill "$spid" 2>/dev/null
     [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
     rm -rf "$work"
 }
@@ -71,6 +78,7 @@ topic abuse
 state-dir $work/state
 http-port 0
 http-token "$token"
+http-min-rate-kibps $MIN_RATE_KIBPS
 stats-interval-ms 0
 min-interactions 500
 teacher-dim 32
@@ -178,6 +186,13 @@ if [ "$c" = 200 ]; then # (404: pruned meanwhile by newer rounds)
 fi
 token_note="$(json "$work/token.json" 'j["requests"]') without or with a wrong token: all 401, no model bytes; with it 200 + verify"
 
+# 7. A slow reader, in the background while 3 to 6 run.
+size=$(stat -L -c %s "$snaps/latest")
+python3 tests/http_abuse.py slowread "$port" "$token" 4096 2 $((HEADER_DEADLINE_S - 1)) \
+    $((HEADER_DEADLINE_S + size / (MIN_RATE_KIBPS * 1024) + 60)) 127.0.0.3 \
+    >"$work/slowread.json" 2>"$work/slowread.err" &
+spid=$!
+
 # 3. Malformed requests.
 abuse malformed malformed "$port" "$token" "$snaps" "$HEADER_DEADLINE_S"
 healthy "the malformed requests"
@@ -211,6 +226,13 @@ done
 healthy "the parallel downloads"
 par_note=$(json "$work/parallel.json" '"%d threads x %s s: %d downloads (%s MiB) of %d versions, all verify; /healthz meanwhile %d probes, p50 %s ms, max %s ms" % (j["threads"], j["seconds"], j["downloads"], j["mib"], j["versions"], j["healthz_probes"], j["healthz_ms"]["p50"], j["healthz_ms"]["max"])')
 
+# 7. The slow reader's end.
+wait "$spid" || { spid=; fail "slowread: $(head -c 1500 "$work/slowread.err")"; }
+spid=
+json "$work/slowread.json" 'j["how"]' | grep -q '^reset' ||
+    fail "the slow reader's connection ended by $(json "$work/slowread.json" 'j["how"]'), not a reset"
+sread_note=$(json "$work/slowread.json" '"%d of %d bytes read at %.0f B/s (the whole at that rate: %d s); reset after %s s" % (j["received"], j["response_bytes"], j["bytes_per_s"], j["whole_response_at_this_rate_s"], j["ended_s"])')
+
 # The counters, then SIGTERM.
 c=$(get /metrics "$work/metrics")
 [ "$c" = 200 ] || fail "/metrics with the token: $c"
@@ -218,6 +240,8 @@ m5=$(awk '$1 == "derrd_http_requests_total{code=\"5xx\"}" { print $2 }' "$work/m
 m4=$(awk '$1 == "derrd_http_requests_total{code=\"4xx\"}" { print $2 }' "$work/metrics")
 m2=$(awk '$1 == "derrd_http_requests_total{code=\"2xx\"}" { print $2 }' "$work/metrics")
 [ "$m5" = 0 ] || fail "/metrics counts ${m5:-no} 5xx answers"
+cut=$(awk '$1 == "derrd_http_connections_cut_total{reason=\"min_rate\"}" { print $2 }' "$work/metrics")
+[ "${cut:-0}" -ge 1 ] || fail "/metrics counts ${cut:-no} connections cut for the minimum rate"
 t0=$(date +%s%N)
 kill -TERM "$pid"
 rc=0
@@ -229,4 +253,5 @@ stop_ms=$((($(date +%s%N) - t0) / 1000000))
 total_s=$(python3 -c "print(round(($(date +%s%N) - $t_start) / 1e9, 1))")
 echo "http_abuse: ok in $total_s s (first snapshot after $((t_snap / 1000)) s). bind: $bind_note." \
      "token: $token_note. malformed: $mal_note. oversized: $over_note. slow clients: $slow_note." \
-     "parallel: $par_note. counters: ${m2} 2xx, ${m4} 4xx, 0 5xx. SIGTERM: exit 0 in $stop_ms ms."
+     "parallel: $par_note. slow reader: $sread_note. counters: ${m2} 2xx, ${m4} 4xx, 0 5xx," \
+     "$cut cut for the minimum rate. SIGTERM: exit 0 in $stop_ms ms."
