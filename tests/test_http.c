@@ -4,8 +4,9 @@
  * path traversal and bad `latest` links, methods, the bearer token, the
  * readiness and metrics callbacks, an over-long header, start-up errors,
  * strict request rules (Host, header fields, no body on a GET), the per-
- * address limit, the header deadline that closes slow clients (and spares
- * slow downloads), and 32 parallel downloads while `latest` is replaced and
+ * address limit, port 0, the header deadline that closes slow clients (and
+ * spares slow downloads), the minimum rate and the idle timeout that reset
+ * slow readers, and 32 parallel downloads while `latest` is replaced and
  * old files deleted underneath them (every body must be exactly one version,
  * matching its ETag).
  *
