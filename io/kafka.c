@@ -207,6 +207,7 @@ struct kafka_consumer {
      * down, session lost) would otherwise never be retried. */
     rd_kafka_topic_partition_list_t *durable;
     int brokers_up;      /* from the last statistics; -1 before the first */
+    int coord_up;        /* the group's coordinator known and up (1), not (0), -1 unknown */
 };
 
 static void kafka__list_free(rd_kafka_topic_partition_list_t *l)
@@ -227,6 +228,14 @@ static kafka_pos_t *kafka__positions(const rd_kafka_topic_partition_list_t *l, i
 static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_list_t *l,
                                int wait_ms);
 static void kafka__destroy(kafka_consumer_t *c, int closed);
+
+/* No broker, or no group coordinator, reachable by the last statistics: a
+ * commit would wait for a coordinator, and librdkafka's teardown with it,
+ * until the group session times out (57 s measured). */
+static int kafka__no_coordinator(const kafka_consumer_t *c)
+{
+    return c->brokers_up == 0 || c->coord_up == 0;
+}
 
 /* After an assignment: stores and commits the durable positions of the
  * assigned partitions again (see struct kafka_consumer). */
@@ -314,8 +323,9 @@ static void kafka__commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 }
 
 /* librdkafka's statistics (every statistics.interval.ms): counts the
- * connections in state "UP". A reachable cluster keeps at least one (the
- * group coordinator's); none means no broker can be reached. */
+ * connections in state "UP" (a reachable cluster keeps at least one, the
+ * group coordinator's; none means no broker can be reached), and notes
+ * whether the group has a coordinator it is connected to (cgrp "up"). */
 static int kafka__stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     (void)rk;
@@ -332,6 +342,10 @@ static int kafka__stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
         }
         c->brokers_up = up;
     }
+    json_t *cgrp = root ? json_object_get(root, "cgrp") : NULL;
+    const char *cstate = json_string_value(json_object_get(cgrp, "state"));
+    if (cstate)
+        c->coord_up = strcmp(cstate, "up") == 0;
     json_decref(root);
     return 0; /* librdkafka frees json */
 }
@@ -349,6 +363,7 @@ int kafka_consumer_new(kafka_consumer_t **out, const kafka_config_t *cfg, const 
     }
     c->cbs = *cbs;
     c->brokers_up = -1;
+    c->coord_up = -1;
     const char *forced[] = { "group.id", group, "enable.auto.offset.store", "false",
                              "enable.partition.eof", "false", NULL };
     const char *defaults[] = { "auto.offset.reset", "earliest",
@@ -521,8 +536,8 @@ static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_lis
             log_warn("kafka: offset store: %s", rd_kafka_err2str(e));
             rc = -EIO;
         }
-        if (c->brokers_up == 0)
-            return rc; /* stored: auto-commit sends it once a broker is back */
+        if (kafka__no_coordinator(c))
+            return rc; /* stored: auto-commit sends it once a coordinator is back */
         e = wait_ms < 0 ? rd_kafka_commit(c->rk, l, 1) : kafka__commit_wait(c, l, wait_ms);
         if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
             if (wait_ms >= 0)
@@ -570,9 +585,10 @@ void kafka_consumer_close(kafka_consumer_t *c, int timeout_ms)
     if (!c)
         return;
     int closed = 0;
-    if (c->brokers_up == 0) {
-        log_notice("kafka: no broker reachable: not leaving the group (its membership "
-                   "times out; a restart reads from the checkpoint's positions)");
+    if (kafka__no_coordinator(c)) {
+        log_notice("kafka: no %s reachable: not leaving the group (its membership times "
+                   "out; a restart reads from the checkpoint's positions)",
+                   c->brokers_up == 0 ? "broker" : "group coordinator");
         kafka__destroy(c, 0);
         return;
     }

@@ -96,9 +96,9 @@ void kafka_consumer_pause(kafka_consumer_t *c, int pause);
 int kafka_consumer_paused(const kafka_consumer_t *c);
 
 /* Stores pos as durable and commits it, waiting at most wait_ms for the
- * broker's answer (wait_ms < 0: not at all). While no broker is up
- * (kafka_consumer_brokers_up() == 0) it only stores: auto-commit sends the
- * stored offsets once one is back. The consumer remembers the last
+ * broker's answer (wait_ms < 0: not at all). While no broker or no group
+ * coordinator is up (librdkafka's last statistics) it only stores:
+ * auto-commit sends the stored offsets once the coordinator is back. The consumer remembers the last
  * durable position of every partition: those not assigned now are stored
  * and committed when they are assigned again (one daemon per group: another
  * member's commits could be moved back). Returns 0 or a negative errno. */
@@ -119,9 +119,10 @@ int kafka_consumer_lags(kafka_consumer_t *c, kafka_lag_t *out, int max);
 int kafka_consumer_brokers_up(const kafka_consumer_t *c);
 
 /* Leaves the group (committing the stored offsets) within timeout_ms and
- * frees everything; c may be NULL. While no broker is up it frees at once
- * without leaving: a commit waiting for a coordinator would hold
- * librdkafka's teardown until the group session times out. */
+ * frees everything; c may be NULL. While no broker or no group coordinator
+ * is up it frees at once without leaving: a commit waiting for a
+ * coordinator would hold librdkafka's teardown until the group session
+ * times out. */
 void kafka_consumer_close(kafka_consumer_t *c, int timeout_ms);
 
 typedef struct kafka_producer kafka_producer_t;

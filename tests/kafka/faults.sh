@@ -35,6 +35,8 @@
 #            with nothing new to checkpoint. It also (TAIL_KILL=1, default)
 #            kills derrd after the burst's checkpoint and restarts it during
 #            the outage: the restart commits the checkpoint it loaded.
+#   stop     the coordinator's broker down (the others up), then SIGTERM:
+#            exit 0 within 8 s, without waiting for the group
 # Every request error is pushed on one broker's error stack and the test
 # waits until that stack is empty, so each counted fault was served.
 # Then, exactly as ingest.sh: the checkpoint's interaction set equals the
@@ -335,11 +337,29 @@ fi
 kill "$sampler_pid" 2>/dev/null || true
 wait "$sampler_pid" 2>/dev/null || true
 sampler_pid=
+# The stop, while only the group's coordinator is unreachable (the other
+# brokers up, everything committed): derrd neither commits nor leaves the
+# group then, where librdkafka would hold the exit for the unanswered
+# commits until the session timed out (55 s at the default session, 6 s
+# here, on top of derrd's own 10 s waits for the commit and the close).
+mock coord "$group" 2 >/dev/null
+injected[coord]=$((${injected[coord]} + 1))
+sleep 2
+mock down 2 >/dev/null
+injected[down]=$((${injected[down]} + 1))
+sleep 3 # librdkafka's statistics (each second) see it
+t_term=$(now_ms)
 kill -TERM "$pid"
 rc=0
 wait "$pid" || rc=$?
 pid=
+stop_ms=$(($(now_ms) - t_term))
+mock up 2 >/dev/null
 [ "$rc" = 0 ] || fail "derrd exited $rc on SIGTERM"
+grep -q "no group coordinator reachable: not leaving the group" "$work/derrd.$run.log" ||
+    fail "derrd did not see its coordinator down at the stop: $(tail -3 "$work/derrd.$run.log")"
+[ "$stop_ms" -le 8000 ] || fail "SIGTERM with the coordinator down took $stop_ms ms"
+say "stop with the coordinator down: exit 0 in $stop_ms ms"
 
 # ---- checks ----------------------------------------------------------------------------
 "$BUILD/derrd" --dump-state --state-dir "$work/state" --topic "$topic" 2>/dev/null |
