@@ -10,6 +10,8 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <time.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>
@@ -57,6 +59,8 @@ static const struct {
     { "enable.auto.offset.store", NULL,
       "derrd stores offsets itself, once its checkpoint covers them" },
     { "enable.partition.eof", NULL, "derrd sets it" },
+    { "enable.auto.commit", NULL,
+      "derrd relies on it to commit what it stored while no coordinator answered" },
     { "partition.assignment.strategy", "cooperative-sticky",
       "derrd's rebalance handling is eager: range or roundrobin" },
 };
@@ -208,6 +212,7 @@ struct kafka_consumer {
     rd_kafka_topic_partition_list_t *durable;
     int brokers_up;      /* from the last statistics; -1 before the first */
     int coord_up;        /* the group's coordinator known and up (1), not (0), -1 unknown */
+    int sync_failed;     /* the last commit that waited for its answer got none or an error */
 };
 
 static void kafka__list_free(rd_kafka_topic_partition_list_t *l)
@@ -227,11 +232,12 @@ static kafka_pos_t *kafka__positions(const rd_kafka_topic_partition_list_t *l, i
 
 static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_list_t *l,
                                int wait_ms);
-static void kafka__destroy(kafka_consumer_t *c, int closed);
+static void kafka__destroy(kafka_consumer_t *c, int closed, int timeout_ms);
 
-/* No broker, or no group coordinator, reachable by the last statistics: a
- * commit would wait for a coordinator, and librdkafka's teardown with it,
- * until the group session times out (57 s measured). */
+/* No broker, or no group coordinator, reachable by the last statistics
+ * (served by the consumer's poll: during a shutdown they are as old as the
+ * shutdown): a commit would wait for a coordinator, and librdkafka's
+ * teardown with it, until the group session times out (57 s measured). */
 static int kafka__no_coordinator(const kafka_consumer_t *c)
 {
     return c->brokers_up == 0 || c->coord_up == 0;
@@ -539,6 +545,8 @@ static int kafka__store_commit(kafka_consumer_t *c, rd_kafka_topic_partition_lis
         if (kafka__no_coordinator(c))
             return rc; /* stored: auto-commit sends it once a coordinator is back */
         e = wait_ms < 0 ? rd_kafka_commit(c->rk, l, 1) : kafka__commit_wait(c, l, wait_ms);
+        if (wait_ms >= 0)
+            c->sync_failed = e && e != RD_KAFKA_RESP_ERR__NO_OFFSET;
         if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
             if (wait_ms >= 0)
                 log_warn("kafka: commit: %s%s", rd_kafka_err2str(e),
@@ -585,11 +593,13 @@ void kafka_consumer_close(kafka_consumer_t *c, int timeout_ms)
     if (!c)
         return;
     int closed = 0;
-    if (kafka__no_coordinator(c)) {
-        log_notice("kafka: no %s reachable: not leaving the group (its membership times "
-                   "out; a restart reads from the checkpoint's positions)",
-                   c->brokers_up == 0 ? "broker" : "group coordinator");
-        kafka__destroy(c, 0);
+    if (kafka__no_coordinator(c) || c->sync_failed) {
+        log_notice("kafka: %s: not leaving the group (its membership times out; a restart "
+                   "reads from the checkpoint's positions)",
+                   c->sync_failed            ? "the last commit went unanswered"
+                   : c->brokers_up == 0     ? "no broker reachable"
+                                             : "no group coordinator reachable");
+        kafka__destroy(c, 0, timeout_ms);
         return;
     }
     rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
@@ -614,17 +624,106 @@ void kafka_consumer_close(kafka_consumer_t *c, int timeout_ms)
                      "time out", timeout_ms);
     }
     rd_kafka_queue_destroy(q);
-    kafka__destroy(c, closed);
+    kafka__destroy(c, closed, timeout_ms);
 }
 
-static void kafka__destroy(kafka_consumer_t *c, int closed)
+/* librdkafka's teardown, on a thread of its own: it waits for commits that
+ * have no coordinator until the group session times out, whatever the
+ * destroy flags (45 s by default, more with static membership), which a
+ * shutdown cannot afford. The last of the thread and its caller to let go
+ * frees it. */
+typedef struct {
+    kafka_consumer_t *c;
+    int flags;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, abandoned;
+} kafka_teardown_t;
+
+static void kafka__consumer_free(kafka_consumer_t *c)
 {
-    rd_kafka_queue_destroy(c->queue);
-    rd_kafka_destroy_flags(c->rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     kafka__list_free(c->assigned);
     kafka__list_free(c->durable);
     free(c->topic);
     free(c);
+}
+
+static void kafka__teardown_free(kafka_teardown_t *t)
+{
+    kafka__consumer_free(t->c);
+    pthread_cond_destroy(&t->cv);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+static void *kafka__teardown(void *arg)
+{
+    kafka_teardown_t *t = arg;
+    rd_kafka_destroy_flags(t->c->rk, t->flags);
+    pthread_mutex_lock(&t->mu);
+    t->done = 1;
+    int abandoned = t->abandoned;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    if (abandoned)
+        kafka__teardown_free(t);
+    return NULL;
+}
+
+static void kafka__destroy(kafka_consumer_t *c, int closed, int timeout_ms)
+{
+    rd_kafka_queue_destroy(c->queue);
+    int flags = closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE;
+    kafka_teardown_t *t = calloc(1, sizeof(*t));
+    pthread_condattr_t ca;
+    pthread_t th;
+    int ok = t && pthread_condattr_init(&ca) == 0;
+    if (ok) {
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        ok = pthread_cond_init(&t->cv, &ca) == 0;
+        pthread_condattr_destroy(&ca);
+        if (ok && pthread_mutex_init(&t->mu, NULL) != 0) {
+            pthread_cond_destroy(&t->cv);
+            ok = 0;
+        }
+    }
+    if (ok) {
+        t->c = c;
+        t->flags = flags;
+        ok = pthread_create(&th, NULL, kafka__teardown, t) == 0;
+        if (!ok) {
+            pthread_cond_destroy(&t->cv);
+            pthread_mutex_destroy(&t->mu);
+        }
+    }
+    if (!ok) { /* no thread: unbounded, but done */
+        free(t);
+        rd_kafka_destroy_flags(c->rk, flags);
+        kafka__consumer_free(c);
+        return;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&t->mu);
+    while (!t->done && pthread_cond_timedwait(&t->cv, &t->mu, &until) != ETIMEDOUT)
+        ;
+    int done = t->done;
+    t->abandoned = !done;
+    pthread_mutex_unlock(&t->mu);
+    if (done) {
+        pthread_join(th, NULL);
+        kafka__teardown_free(t);
+    } else {
+        pthread_detach(th);
+        log_warn("kafka: librdkafka's teardown did not end within %d ms (commits waiting for "
+                 "a group coordinator); going on without it", timeout_ms);
+    }
 }
 
 /* ---- producer ------------------------------------------------------------------ */

@@ -28,7 +28,7 @@ void kafka_config_free(kafka_config_t *cfg);
 /* Adds or replaces key. Returns 0, or -EINVAL with the reason (librdkafka's)
  * in err when the key or value is invalid, or -ENOMEM. Refused too: what the
  * consumer sets itself (group.id, enable.auto.offset.store,
- * enable.partition.eof) and the cooperative assignor, which its eager
+ * enable.partition.eof, enable.auto.commit) and the cooperative assignor, which its eager
  * rebalance handling does not support. */
 int kafka_config_set(kafka_config_t *cfg, const char *key, const char *value, char *err,
                      size_t errlen);
