@@ -129,11 +129,11 @@ static int dataset__dense(int64_t cells, int64_t ids)
 
 int dataset_check_items(const dataset_t *ds, const char *dir, char *err, size_t errlen)
 {
-    int64_t ids = 2 * ds->n_train + (int64_t)ds->n_users * (2 + ds->n_cands);
-    if (dataset__dense(ds->n_items, ids))
+    if (dataset__dense(ds->n_items, ds->n_ids))
         return 0;
     snprintf(err, errlen, "%s: item ids up to %d for the %lld ids in the files (item ids must "
-             "be dense: tables are sized by the largest)", dir, ds->n_items - 1, (long long)ids);
+             "be dense: tables are sized by the largest)", dir, ds->n_items - 1,
+             (long long)ds->n_ids);
     return -EBADMSG;
 }
 
@@ -192,6 +192,7 @@ int dataset_load(dataset_t *ds, const char *dir, char *err, size_t errlen)
     ds->n_items = ni;
     ds->n_train = tr.n / 2;
     ds->n_cands = wc ? wc - 1 : 0;
+    ds->n_ids = ids;
     ds->train_u = malloc((size_t)ds->n_train * sizeof(int32_t));
     ds->train_i = malloc((size_t)ds->n_train * sizeof(int32_t));
     ds->valid = malloc((size_t)nu * sizeof(int32_t));

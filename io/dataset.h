@@ -37,6 +37,7 @@ typedef struct {
     int32_t *valid;     /* (n_users) held-out item or -1 */
     int32_t *test;      /* (n_users) held-out item or -1 */
     int32_t n_cands;    /* candidates per user */
+    int64_t n_ids;      /* ids read from the four files */
     int32_t *cands;     /* (n_users, n_cands); rows of users without a line are -1 */
 } dataset_t;
 

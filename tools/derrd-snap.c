@@ -493,7 +493,8 @@ static int cmd_eval(int argc, char **argv)
     int32_t *vt = NULL, *tt = NULL;
     snapshot_t *s = open_or_die(path);
     const snapshot_desc_t *d = snapshot_desc(s);
-    if (dataset_load(&ds, data, err, sizeof(err)) < 0) {
+    if (dataset_load(&ds, data, err, sizeof(err)) < 0 ||
+        dataset_check_items(&ds, data, err, sizeof(err)) < 0) { /* mf_init sizes by items */
         fprintf(stderr, "derrd-snap: %s\n", err);
         status = CLI_EXIT_USAGE;
         goto out;
