@@ -1186,6 +1186,35 @@ TEST(http_slow_download_not_cut) { http_test_in_dir(http_test_slow_download_body
  * kernels buffer, so the server is still sending it at the deadline. */
 #define HTTP_TEST_HUGE (32u << 20)
 
+/* Reads fd to its end, at about rate bytes a second (0: as fast as it
+ * comes), adding to *got; returns 1 when the end was a reset, 0 when not,
+ * -1 (a failed test) without memory. */
+static int http_test_read_all(int fd, double rate, size_t *got)
+{
+    char *buf = malloc(256 << 10);
+    if (!buf) {
+        test_fail(__FILE__, __LINE__, "out of memory");
+        return -1;
+    }
+    int reset = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buf, 256 << 10, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            reset = n < 0 && errno == ECONNRESET;
+            break;
+        }
+        *got += (size_t)n;
+        if (rate > 0) {
+            struct timespec ts = { 0, (long)((double)n / rate * 1e9) };
+            nanosleep(&ts, NULL);
+        }
+    }
+    free(buf);
+    return reset;
+}
+
 static void http_test_slow_reader_body(const char *dir)
 {
     /* 2 s + 32 MiB at 8 MiB/s: 6 s to send it */
@@ -1211,25 +1240,10 @@ static void http_test_slow_reader_body(const char *dir)
     CHECK(send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1));
     double t0 = test_now();
     size_t got = 0;
-    int reset = 0;
-    char *buf = malloc(256 << 10);
-    REQUIRE(buf);
-    for (;;) {
-        /* about 2 MiB a second, a quarter of the rate: some 16 s for the
-         * file, never 2 s without a read */
-        ssize_t n = recv(fd, buf, 256 << 10, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            reset = n < 0 && errno == ECONNRESET;
-            break;
-        }
-        got += (size_t)n;
-        struct timespec ts = { 0, (long)((double)n / (2 << 20) * 1e9) };
-        nanosleep(&ts, NULL);
-    }
+    /* about 2 MiB a second, a quarter of the rate: some 16 s for the file,
+     * never 2 s without a read */
+    int reset = http_test_read_all(fd, 2 << 20, &got);
     double took = test_now() - t0;
-    free(buf);
     close(fd);
     if (got >= HTTP_TEST_HUGE)
         test_fail(__FILE__, __LINE__, "the slow reader got all %zu bytes in %.2f s", got, took);
@@ -1252,22 +1266,8 @@ static void http_test_slow_reader_body(const char *dir)
     struct timespec idle = { 4, 0 };
     nanosleep(&idle, NULL);
     got = 0;
-    reset = 0;
-    buf = malloc(256 << 10);
-    REQUIRE(buf);
-    for (;;) {
-        ssize_t n = recv(fd, buf, 256 << 10, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            reset = n < 0 && errno == ECONNRESET;
-            break;
-        }
-        got += (size_t)n;
-    }
-    free(buf);
+    CHECK(http_test_read_all(fd, 0, &got) == 1);
     close(fd);
-    CHECK(reset);
     CHECK(got < HTTP_TEST_HUGE);
     http_stop(h);
 }
