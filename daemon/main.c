@@ -117,6 +117,29 @@ static void daemon__close_cb(uv_handle_t *h) { (void)h; }
 static atomic_int daemon__early_stop; /* lock-free: safe in a handler, on any thread */
 static void daemon__early_signal(int signum) { atomic_store(&daemon__early_stop, signum); }
 
+/* libuv gives a signal its default action back when the last handle for it
+ * closes, and the shutdown closes the loop's: a second SIGTERM or a reload
+ * late in the shutdown would then end the process (setting SIG_IGN right
+ * after the close left a window a storm of signals hit). These handles, on
+ * a loop that never runs and is never closed, keep libuv's handler for the
+ * process's life; what they receive is dropped. */
+static uv_loop_t daemon__guard_loop;
+static uv_signal_t daemon__guard[3];
+
+static void daemon__guard_cb(uv_signal_t *h, int signum) { (void)h, (void)signum; }
+
+static int daemon__guard_signals(void)
+{
+    static const int signums[3] = { SIGTERM, SIGINT, SIGHUP };
+    if (uv_loop_init(&daemon__guard_loop))
+        return -1;
+    for (int k = 0; k < 3; k++)
+        if (uv_signal_init(&daemon__guard_loop, &daemon__guard[k]) ||
+            uv_signal_start(&daemon__guard[k], daemon__guard_cb, signums[k]))
+            return -1;
+    return 0;
+}
+
 /* Peak resident set size in KiB, from /proc (0 when unknown). */
 static long daemon__peak_rss_kib(void)
 {
@@ -200,12 +223,7 @@ static void daemon__shutdown(daemon_t *d, int exit_code)
     uv_close((uv_handle_t *)&d->sigterm, daemon__close_cb);
     uv_close((uv_handle_t *)&d->sigint, daemon__close_cb);
     uv_close((uv_handle_t *)&d->sighup, daemon__close_cb);
-    /* Closing its handles gives each signal its default action back, which
-     * would end the process on a second SIGTERM or a reload during the
-     * rest of the shutdown: the final checkpoint is written, so ignore them. */
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
+    /* the signals stay libuv's, and ignored, by daemon__guard_signals() */
     uv_close((uv_handle_t *)&d->stats_timer, daemon__close_cb);
     uv_close((uv_handle_t *)&d->metrics_timer, daemon__close_cb);
     uv_close((uv_handle_t *)&d->wd_timer, daemon__close_cb);
@@ -883,6 +901,9 @@ int main(int argc, char **argv)
         uv_signal_start(&d.sigterm, daemon__signal_cb, SIGTERM);
         uv_signal_start(&d.sigint, daemon__signal_cb, SIGINT);
         uv_signal_start(&d.sighup, daemon__sighup_cb, SIGHUP);
+        if (daemon__guard_signals())
+            log_warn("cannot keep SIGTERM, SIGINT and SIGHUP handled to the end: one "
+                     "late in a shutdown may end it");
         d.last_stats_ms = log_now_ms();
         d.start_ms = log_wall_ms();
         if (!(d.status = status_new(DERRD_VERSION)))
