@@ -264,13 +264,7 @@ static void *http__reaper(void *arg)
                            n_rate, h->deadline_ms / 1000, h->min_rate / 1024);
             pthread_mutex_lock(&h->conn_mu);
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += HTTP_REAP_TICK_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = log_deadline(HTTP_REAP_TICK_MS);
         if (!h->stop)
             pthread_cond_timedwait(&h->conn_cv, &h->conn_mu, &ts);
     }

@@ -112,14 +112,7 @@ staging_batch_t *staging_take(staging_t *s, int timeout_ms)
 {
     pthread_mutex_lock(&s->mu);
     if (!s->head && timeout_ms > 0 && !s->woken) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += timeout_ms / 1000;
-        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = log_deadline((uint64_t)timeout_ms);
         while (!s->head && !s->woken)
             if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
                 break;

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <time.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>
@@ -702,14 +701,7 @@ static void kafka__destroy(kafka_consumer_t *c, int closed, int timeout_ms)
         kafka__consumer_free(c);
         return;
     }
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = log_deadline((uint64_t)timeout_ms);
     pthread_mutex_lock(&t->mu);
     while (!t->done && pthread_cond_timedwait(&t->cv, &t->mu, &until) != ETIMEDOUT)
         ;

@@ -10,6 +10,7 @@
 #define DERRD_LOG_H
 
 #include <stdint.h>
+#include <time.h>
 
 /* syslog priorities */
 enum { LOG_LVL_ERR = 3, LOG_LVL_WARNING = 4, LOG_LVL_NOTICE = 5, LOG_LVL_INFO = 6,
@@ -44,5 +45,9 @@ int log_ratelimit_ok(log_ratelimit_t *rl, uint64_t interval_ms, uint64_t *suppre
 /* Milliseconds of CLOCK_MONOTONIC and of the wall clock. */
 uint64_t log_now_ms(void);
 uint64_t log_wall_ms(void);
+
+/* CLOCK_MONOTONIC ms milliseconds from now, as pthread_cond_timedwait
+ * wants it of a condition variable set to that clock. */
+struct timespec log_deadline(uint64_t ms);
 
 #endif
