@@ -6,7 +6,8 @@
  * even when its gradient is only the weight-decay term. A row that sits out k
  * steps therefore keeps drifting on its momentum. adam_table_update() brings a
  * row up to date in closed form when it next gets a gradient (and
- * adam_table_flush() brings every row up to date before the model is read):
+ * adam_table_flush() brings every row up to date; distill does it at every
+ * epoch's end):
  * m decays by beta1^k, v by beta2^k, and the parameter moves by the sum of the
  * k momentum steps it would have taken, a geometric series (summed step by
  * step in the first ADAM_EXACT steps, where the bias correction still

@@ -1088,16 +1088,17 @@ int distill_epoch_on(distill_t *d, const int32_t *pos, int64_t nnz, distill_stat
             return -ENOMEM;
         pool_run(d->pool, d->nparts, distill__update, &up);
     }
+    /* Every row is brought up to date at each epoch's end, whether or not
+     * the model is read: catching a gap up in two parts is not quite the
+     * same as in one, so reading only when it was needed would make the
+     * trajectory depend on how often the model is read. */
+    distill__job_t job = { d };
+    pool_run(d->pool, d->nparts, distill__flush, &job);
     d->epoch++;
     return 0;
 }
 
-const mf_t *distill_model(distill_t *d)
-{
-    distill__job_t job = { d };
-    pool_run(d->pool, d->nparts, distill__flush, &job);
-    return &d->model;
-}
+const mf_t *distill_model(distill_t *d) { return &d->model; }
 
 int distill_warm_start_rows(distill_t *d, const mf_t *pm, int32_t epochs)
 {
@@ -1116,7 +1117,6 @@ int distill_warm_start(distill_t *d, distill_t *prev)
 {
     if (d->cfg.dim != prev->cfg.dim || d->step != 0 || d->epoch != 0)
         return -EINVAL;
-    /* prev's rows may lag its last step (lazy Adam): bring them up to date. */
     int rc = distill_warm_start_rows(d, distill_model(prev), prev->epoch);
     if (rc)
         return rc;
