@@ -42,7 +42,9 @@ BINS := $(BUILD)/derrd $(BUILD)/derrd-train $(BUILD)/derrd-replay $(BUILD)/derrd
 
 all: deps-check $(BINS) $(BUILD)/derrd-tests
 
-$(BUILD)/obj/%.o: %.c
+# deps-check first: under make -j the compiler must not start before the
+# headers are installed.
+$(BUILD)/obj/%.o: %.c | deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
