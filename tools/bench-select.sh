@@ -8,7 +8,10 @@
 # time) and writes its JSON line to bench/out/select/. The setting with the
 # highest mean valid HR@5 over the seeds is selected by this script, before
 # any test figure is printed; then the table shows valid and test for all.
-# Env: SEEDS (default "0 1 2"), JOBS (default: CPUs), METHOD (default derrd).
+# Env: SEEDS (default "0 1 2"), JOBS (default: CPUs), METHOD (default derrd),
+# SETTINGS: a file of settings, one per line ("-" for the defaults; lines
+# starting with # are skipped) instead of the grid below; its runs go to
+# bench/out/select-<file name>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 teacher=${1:?usage: tools/bench-select.sh TEACHER_EMB [DATA_DIR]}
@@ -17,6 +20,7 @@ seeds=${SEEDS:-0 1 2}
 jobs=${JOBS:-$(nproc)}
 method=${METHOD:-derrd}
 out=bench/out/select
+[ -z "${SETTINGS:-}" ] || out=bench/out/select-$(basename "$SETTINGS" .txt)
 train=build/derrd-train
 [ -x "$train" ] || make "$train"
 [ -f "$data/train.tsv" ] || { echo "bench-select: no dataset at $data" >&2; exit 2; }
@@ -35,6 +39,14 @@ settings=(
     "--lambda-de 0.02 --lambda-rrd 0.0005 --rrd-sample 1"
     "--de-max-experts 1"
 )
+if [ -n "${SETTINGS:-}" ]; then
+    [ -f "$SETTINGS" ] || { echo "bench-select: no settings file $SETTINGS" >&2; exit 2; }
+    settings=()
+    while IFS= read -r line; do
+        case $line in '#'*|'') continue ;; -) line= ;; esac
+        settings+=("$line")
+    done < "$SETTINGS"
+fi
 
 list=$out/runs.tsv
 : > "$list"
