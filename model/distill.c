@@ -926,6 +926,12 @@ static void distill__flush(void *ctx, int part, int worker)
         }
 }
 
+static void distill__flush_all(distill_t *d)
+{
+    distill__job_t job = { d };
+    pool_run(d->pool, d->nparts, distill__flush, &job);
+}
+
 /* The step's anchors of side rs: the n_all of all, or a random share of them
  * (the loss weight 1 / sample makes up for the rest). */
 static void distill__rrd_anchors(distill_t *d, distill__rrd_side_t *rs, const int32_t *all,
@@ -1088,17 +1094,24 @@ int distill_epoch_on(distill_t *d, const int32_t *pos, int64_t nnz, distill_stat
             return -ENOMEM;
         pool_run(d->pool, d->nparts, distill__update, &up);
     }
-    /* Every row is brought up to date at each epoch's end, whether or not
-     * the model is read: catching a gap up in two parts is not quite the
-     * same as in one, so reading only when it was needed would make the
-     * trajectory depend on how often the model is read. */
-    distill__job_t job = { d };
-    pool_run(d->pool, d->nparts, distill__flush, &job);
+    /* A whole epoch ends with every row brought up to date, whether or not
+     * the model is read: a gap caught up in two parts is not quite the
+     * same as in one, so catching up only on a read would make the
+     * trajectory depend on how often the model is read. It costs a pass
+     * over the rows, less than the epoch's pass over the pairs; an epoch on
+     * a sample leaves it to distill_model, so that its cost follows the
+     * sample, not the state. */
+    if (!pos)
+        distill__flush_all(d);
     d->epoch++;
     return 0;
 }
 
-const mf_t *distill_model(distill_t *d) { return &d->model; }
+const mf_t *distill_model(distill_t *d)
+{
+    distill__flush_all(d); /* nothing to do after a whole epoch */
+    return &d->model;
+}
 
 int distill_warm_start_rows(distill_t *d, const mf_t *pm, int32_t epochs)
 {
@@ -1117,6 +1130,7 @@ int distill_warm_start(distill_t *d, distill_t *prev)
 {
     if (d->cfg.dim != prev->cfg.dim || d->step != 0 || d->epoch != 0)
         return -EINVAL;
+    /* prev's rows may lag its last step (lazy Adam): bring them up to date. */
     int rc = distill_warm_start_rows(d, distill_model(prev), prev->epoch);
     if (rc)
         return rc;

@@ -153,7 +153,8 @@ void distill_free(distill_t *d);
  * meaning as tables grow; new rows keep their random init), prev's experts
  * and selection networks when both use DE with the same shape, and prev's
  * epoch count, so the Gumbel temperature and the random streams go on where
- * prev stopped. prev may be freed afterwards. The optimizer starts fresh (zero
+ * prev stopped. prev's rows are first brought up to date (as distill_model
+ * does); it may be freed afterwards. The optimizer starts fresh (zero
  * moments, step 0). Returns 0, or -EINVAL when the dims differ or d has
  * already trained. */
 int distill_warm_start(distill_t *d, distill_t *prev);
@@ -181,10 +182,12 @@ int distill_epoch(distill_t *d, distill_stats_t *stats);
  * Returns 0, -EINVAL (n or a position out of range), -ENOMEM or -EDOM. */
 int distill_epoch_on(distill_t *d, const int32_t *pos, int64_t n, distill_stats_t *stats);
 
-/* The model, owned by d and valid until the next epoch or distill_free().
- * Every row is up to date with the last step: each epoch ends by catching
- * lazy Adam's idle rows up, whether or not the model is read, so reading it
- * (or not) never changes the training. */
+/* Brings every row up to date with the last step and returns the model,
+ * owned by d and valid until the next epoch or distill_free(). After a
+ * whole epoch (distill_epoch) there is nothing to bring up to date: each
+ * ends by catching lazy Adam's idle rows up, read or not, so reading the
+ * model never changes the training. After distill_epoch_on, whose cost
+ * follows its sample, rows may lag and a read catches them up in place. */
 const mf_t *distill_model(distill_t *d);
 
 #endif
