@@ -32,7 +32,9 @@
 #include "io/fsutil.h"
 #include "io/kafka.h"
 #include "io/log.h"
+#include "io/proc.h"
 #include "io/snapshot.h"
+#include "model/gemm.h"
 
 #define DERRD_VERSION "0.3.0"
 
@@ -455,6 +457,20 @@ static int daemon__load_models(void *ud, const checkpoint_t *ck, char *err, size
     return rounds_load(ud, ck, err, errlen);
 }
 
+/* Which BLAS kernels this process runs, and why (main's restart). */
+static void daemon__log_blas(int restart_rc)
+{
+    const char *env = getenv("OPENBLAS_CORETYPE"), *better = gemm_better_core();
+    if (env)
+        log_info("BLAS kernels %s (OPENBLAS_CORETYPE=%s)", gemm_backend(), env);
+    else if (better)
+        log_warn("BLAS kernels %s, OpenBLAS's slow generic ones, on a CPU that runs %s; "
+                 "starting again with OPENBLAS_CORETYPE=%s failed (%s): set it in the "
+                 "environment", gemm_backend(), better, better, strerror(-restart_rc));
+    else
+        log_info("BLAS kernels %s", gemm_backend());
+}
+
 static int daemon__dump_state(const options_t *o)
 {
     state_t st;
@@ -715,6 +731,10 @@ static void daemon__sighup_cb(uv_signal_t *h, int signum)
 
 int main(int argc, char **argv)
 {
+    /* Before any file or socket exists: OpenBLAS reads OPENBLAS_CORETYPE
+     * when it loads, so naming better kernels than its generic fallback
+     * takes a new start (model/gemm.h, io/proc.h). */
+    int blas_rc = proc_restart_with_env(argv, "OPENBLAS_CORETYPE", gemm_better_core());
     daemon_t d = { 0 };
     d.argc = argc;
     d.argv = argv;
@@ -730,6 +750,7 @@ int main(int argc, char **argv)
         return status;
     }
     log_setup(log_level_parse(d.opt.log_level), -1);
+    daemon__log_blas(blas_rc);
     d.config_text = daemon__options_text(&d.opt);
     if (dump) {
         int rc = daemon__dump_state(&d.opt);

@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* LAPACK (Fortran calling convention), from OpenBLAS. */
 extern void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
@@ -17,6 +18,22 @@ void gemm_setup(void)
 const char *gemm_backend(void)
 {
     return openblas_get_corename();
+}
+
+const char *gemm_better_core(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (strcmp(openblas_get_corename(), "Prescott") != 0)
+        return NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return "Haswell";
+#endif
+    return NULL;
 }
 
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha,

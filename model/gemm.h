@@ -19,6 +19,15 @@ void gemm_setup(void);
  * "Haswell", ...). "Prescott" means the slow generic fallback. */
 const char *gemm_backend(void);
 
+/* When OpenBLAS fell back to its generic "Prescott" kernels on a CPU that
+ * runs better ones (it does not know every CPU model: Debian's 0.3.21 does
+ * not know this project's Xeons and runs sgemm about 4 times slower), the
+ * kernel set to name in OPENBLAS_CORETYPE: "SkylakeX" with AVX-512
+ * (F, CD, BW, DQ, VL), "Haswell" with AVX2 and FMA. NULL otherwise. The
+ * variable is read when OpenBLAS loads, so a process that wants it set
+ * must start again (io/proc.h). */
+const char *gemm_better_core(void);
+
 void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha,
           const float *a, int lda, const float *b, int ldb, float beta,
           float *c, int ldc);

@@ -440,6 +440,61 @@ TEST(cli_train_student_json)
     test_in_tmpdir("cli", cli_train_student_json_in);
 }
 
+/* The "blas_core" of derrd-train's JSON line run with OPENBLAS_CORETYPE set
+ * to value (NULL: unset), into out; 0 or -1. */
+static int cli_test_blas_core(const char *dir, const char *value, char *out, size_t len)
+{
+    char *saved = getenv("OPENBLAS_CORETYPE") ? strdup(getenv("OPENBLAS_CORETYPE")) : NULL;
+    if (value)
+        setenv("OPENBLAS_CORETYPE", value, 1);
+    else
+        unsetenv("OPENBLAS_CORETYPE");
+    test_run_t r;
+    const char *args[] = { "--data", dir, "--method", "student", "--max-epochs", "1", "--json",
+                           "--quiet", NULL };
+    int rc = cli_test_run(&r, dir, args);
+    if (saved)
+        setenv("OPENBLAS_CORETYPE", saved, 1);
+    else
+        unsetenv("OPENBLAS_CORETYPE");
+    free(saved);
+    const char *k = rc == 0 && r.out ? strstr(r.out, "\"blas_core\": \"") : NULL;
+    const char *e = k ? strchr(k + 14, '"') : NULL;
+    if (!e || (size_t)(e - (k + 14)) >= len) {
+        cli_test_print("blas_core", &r);
+        test_run_close(&r);
+        return -1;
+    }
+    memcpy(out, k + 14, (size_t)(e - (k + 14)));
+    out[e - (k + 14)] = 0;
+    test_run_close(&r);
+    return 0;
+}
+
+/* OpenBLAS falls back to its slow generic kernels on CPUs it does not know
+ * (this project's Xeons); derrd-train then starts again with better ones
+ * named, unless the operator named some. */
+static void cli_blas_kernels_in(const char *dir)
+{
+    int32_t nu, ni;
+    REQUIRE(cli_test_tiny(dir, &nu, &ni) == 0);
+    char core[64];
+    REQUIRE(cli_test_blas_core(dir, NULL, core, sizeof(core)) == 0);
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        CHECK(strcmp(core, "Prescott") != 0);
+        if (!strcmp(core, "Prescott"))
+            fprintf(stderr, "    derrd-train ran OpenBLAS's generic kernels on an AVX2 CPU\n");
+    }
+    REQUIRE(cli_test_blas_core(dir, "Prescott", core, sizeof(core)) == 0);
+    CHECK(strcmp(core, "Prescott") == 0); /* the operator's choice stands */
+}
+
+TEST(cli_blas_kernels)
+{
+    test_in_tmpdir("cli", cli_blas_kernels_in);
+}
+
 static void cli_train_teacher_save_then_derrd_in(const char *dir)
 {
     int32_t nu, ni;

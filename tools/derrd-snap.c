@@ -25,7 +25,9 @@
 
 #include "io/dataset.h"
 #include "io/embfile.h"
+#include "io/proc.h"
 #include "io/snapshot.h"
+#include "model/gemm.h"
 #include "model/metrics.h"
 #include "model/mf.h"
 #include "model/pool.h"
@@ -926,6 +928,8 @@ out:
 
 int main(int argc, char **argv)
 {
+    /* as derrd-train: better BLAS kernels than OpenBLAS's fallback */
+    (void)proc_restart_with_env(argv, "OPENBLAS_CORETYPE", gemm_better_core());
     cli_init("derrd-snap");
     if (argc < 2)
         cli_die_usage("%s", "a command is required: verify, info, recommend, eval, from-emb or "

@@ -19,6 +19,7 @@
 #include "io/dataset.h"
 #include "io/embfile.h"
 #include "io/fsutil.h"
+#include "io/proc.h"
 #include "model/distill.h"
 #include "model/gemm.h"
 #include "model/metrics.h"
@@ -246,6 +247,9 @@ static void print_result(const char *label, const fit_result_t *r)
 
 int main(int argc, char **argv)
 {
+    /* OpenBLAS's generic kernels where this CPU runs better ones: start
+     * again with them named (model/gemm.h). */
+    (void)proc_restart_with_env(argv, "OPENBLAS_CORETYPE", gemm_better_core());
     cli_init("derrd-train");
     const char *data = NULL, *method = NULL, *variant = "paper", *teacher_file = NULL;
     const char *save = NULL;

@@ -78,6 +78,13 @@ pid=
 cmp -s "$work/expect.tsv" "$work/got.tsv" || fail "stored pairs differ from the produced set"
 grep -q "invalid=$((malformed + 1)) dead_lettered=$((malformed + 1)) " "$work/derrd.log" ||
     fail "derrd's summary: $(grep -o 'invalid=[0-9]* dead_lettered=[0-9]*' "$work/derrd.log")"
+# It says which BLAS kernels it runs, and runs no generic ones on a CPU
+# with better (main's restart with OPENBLAS_CORETYPE; model/gemm.h).
+grep -Eq "BLAS kernels [A-Za-z0-9]+" "$work/derrd.log" || fail "no BLAS kernels line in the log"
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx2 /proc/cpuinfo; then
+    ! grep -q "BLAS kernels Prescott" "$work/derrd.log" ||
+        fail "OpenBLAS's generic kernels on an AVX2 CPU: $(grep 'BLAS kernels' "$work/derrd.log")"
+fi
 echo "embedded: ok ($(wc -l <"$work/got.tsv") interactions through the mock cluster," \
     "$((malformed + 1)) dead letters, one of them cut from $big bytes)"
 

@@ -1,0 +1,17 @@
+/*
+ * proc: process-level helpers.
+ */
+#ifndef DERRD_PROC_H
+#define DERRD_PROC_H
+
+/* Starts this program again (/proc/self/exe, same arguments, same pid) with
+ * the environment variable name set to value, unless value is NULL or name
+ * is already set: an operator's own setting always wins, and the second
+ * start does not start a third. For settings a library reads when it loads
+ * (OPENBLAS_CORETYPE), so call it first thing in main, before any thread,
+ * file or socket exists. Returns only when it did not start again: 0 when
+ * there was nothing to do, -errno when execv failed (the process goes on
+ * as it is). */
+int proc_restart_with_env(char *const argv[], const char *name, const char *value);
+
+#endif
