@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "io/kafka.h"
+#include "model/gemm.h"
 
 typedef struct {
     uint64_t t_ms;     /* wall clock */
@@ -97,9 +98,10 @@ char *status_metrics(const status_t *s, const status_in_t *in)
     FILE *f = open_memstream(&text, &len);
     if (!f)
         return NULL;
-    status__family(f, "build_info", "gauge", "Always 1; the labels name the versions.");
-    fprintf(f, "derrd_build_info{version=\"%s\",librdkafka=\"%s\"} 1\n", s->version,
-            kafka_version());
+    status__family(f, "build_info", "gauge",
+                   "Always 1; the labels name the versions and the BLAS kernels.");
+    fprintf(f, "derrd_build_info{version=\"%s\",librdkafka=\"%s\",blas=\"%s\"} 1\n",
+            s->version, kafka_version(), gemm_backend());
     GAUGE("start_time_seconds", "Start time of the daemon, Unix seconds.",
           (double)in->start_ms / 1000.0);
     GAUGE("ready", "1 when /readyz answers ready.", in->ready);

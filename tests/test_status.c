@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "daemon/status.h"
+#include "model/gemm.h"
 #include "test.h"
 
 /* 1 when text has line as a whole line. */
@@ -67,6 +68,9 @@ TEST(status_metrics_values)
     char *m = status_metrics(s, &in);
     REQUIRE(m);
     CHECK(strstr(m, "\nderrd_build_info{version=\"9.9.9\",librdkafka=\"") != NULL);
+    char blas[96];
+    snprintf(blas, sizeof(blas), "\",blas=\"%s\"} 1\n", gemm_backend());
+    CHECK(strstr(m, blas) != NULL);
     CHECK(status_test_line(m, "derrd_start_time_seconds 1700000000.250"));
     CHECK(status_test_line(m, "derrd_events_consumed_total 12345"));
     CHECK(status_test_line(m, "derrd_interactions 12345678")); /* every digit */
