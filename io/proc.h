@@ -4,7 +4,8 @@
 #ifndef DERRD_PROC_H
 #define DERRD_PROC_H
 
-/* Starts this program again (/proc/self/exe, same arguments, same pid) with
+/* Starts this program again (the file /proc/self/exe names, same arguments,
+ * same pid, same process name) with
  * the environment variable name set to value, unless value is NULL or name
  * is already set: an operator's own setting always wins, and the second
  * start does not start a third. For settings a library reads when it loads

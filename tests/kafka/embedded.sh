@@ -42,6 +42,9 @@ start_derrd() {
 valid=20000 malformed=200 dups=1000 big=300000
 start_derrd "$work/derrd.log" --topic demo --state-dir "$work/state" \
     --dead-letter-topic demo-dlq --exit-after-events $((valid + malformed + dups + 2))
+# Still named derrd, whether or not it started again for the BLAS kernels
+# (ps, pgrep and journald go by this name).
+[ "$(cat "/proc/$pid/comm")" = derrd ] || fail "process name $(cat "/proc/$pid/comm"), not derrd"
 "$BUILD/derrd-replay" --brokers "$B" --topic demo --synthetic $valid --format text \
     --malformed 0.01 --duplicates 0.05 --expect-out "$work/expect.tsv" \
     >"$work/replay.json" 2>"$work/replay.log" || fail "derrd-replay: $(cat "$work/replay.log")"
@@ -120,7 +123,7 @@ kill -TERM "$pid"
 # Until it has exited (a zombie, state Z, still takes kill without error).
 state=
 while [ -e "/proc/$pid/stat" ]; do
-    read -r _ _ state _ <"/proc/$pid/stat" || break
+    { read -r _ _ state _ <"/proc/$pid/stat"; } 2>/dev/null || break
     [ "$state" != Z ] || break
     # (reaped between the check and here: kill fails, which ends the loop)
     kill -TERM "$pid" 2>/dev/null && kill -INT "$pid" 2>/dev/null &&
