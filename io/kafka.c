@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1025,7 +1026,18 @@ int kafka_mock_new(kafka_mock_t **out, int brokers, char *err, size_t errlen)
         free(m);
         return -EINVAL;
     }
+    /* The cluster's thread takes the signal mask of the thread that starts
+     * it, and librdkafka 2.0.2 lets it die when a signal interrupts its
+     * poll ("Mock cluster failed to poll"); rd_kafka_mock_cluster_destroy
+     * then waits for it forever. A SIGTERM at the wrong moment hung derrd
+     * after "stopped cleanly" (embedded.sh's signal storm, once in a few
+     * runs). Its thread is started with every signal blocked, as
+     * rd_kafka_new does for its own. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     m->mc = rd_kafka_mock_cluster_new(m->rk, brokers);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!m->mc) {
         snprintf(err, errlen, "mock cluster: could not start %d brokers", brokers);
         rd_kafka_destroy(m->rk);
