@@ -466,7 +466,9 @@ static void daemon__log_blas(int restart_rc)
     else if (better)
         log_warn("BLAS kernels %s, OpenBLAS's slow generic ones, on a CPU that runs %s; "
                  "starting again with OPENBLAS_CORETYPE=%s failed (%s): set it in the "
-                 "environment", gemm_backend(), better, better, strerror(-restart_rc));
+                 "environment", gemm_backend(), better, better,
+                 restart_rc == -ESTALE ? "the path it was started from names another file"
+                                       : strerror(-restart_rc));
     else
         log_info("BLAS kernels %s", gemm_backend());
 }

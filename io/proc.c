@@ -2,22 +2,30 @@
 #include "proc.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <stdlib.h>
+#include <sys/auxv.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int proc_restart_with_env(char *const argv[], const char *name, const char *value)
 {
     if (!value || getenv(name))
         return 0;
-    /* The binary's own path, not /proc/self/exe: the kernel names the new
-     * process after the file executed, and "exe" is what ps, pgrep and
-     * journald would show. */
-    char path[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
-    if (n <= 0 || n >= (ssize_t)sizeof(path) - 1)
-        return n < 0 ? -errno : -ENAMETOOLONG;
-    path[n] = '\0';
+    /* The path this program was started from, not /proc/self/exe: the
+     * kernel names a process after the file name it execs, and "exe" is
+     * not what ps, pgrep, top or the journal's _COMM should see. A path
+     * that names another file is not started: /proc/self/exe is the
+     * dynamic loader when the program was run as `ld.so PROGRAM ARGS`, or
+     * the path holds a new binary by now. A path that is gone (a deleted
+     * binary, fexecve's /dev/fd/N) leaves /proc/self/exe. */
+    const char *path = (const char *)getauxval(AT_EXECFN);
+    struct stat self, there;
+    if (stat("/proc/self/exe", &self) != 0)
+        return -errno;
+    if (!path || stat(path, &there) != 0)
+        path = "/proc/self/exe";
+    else if (there.st_dev != self.st_dev || there.st_ino != self.st_ino)
+        return -ESTALE;
     if (setenv(name, value, 1) != 0)
         return -errno;
     execv(path, argv);
