@@ -42,7 +42,7 @@ settings=(
 if [ -n "${SETTINGS:-}" ]; then
     [ -f "$SETTINGS" ] || { echo "bench-select: no settings file $SETTINGS" >&2; exit 2; }
     settings=()
-    while IFS= read -r line; do
+    while IFS= read -r line || [ -n "$line" ]; do # a last line without a newline too
         case $line in '#'*|'') continue ;; -) line= ;; esac
         settings+=("$line")
     done < "$SETTINGS"
