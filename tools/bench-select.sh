@@ -46,6 +46,7 @@ if [ -n "${SETTINGS:-}" ]; then
         case $line in '#'*|'') continue ;; -) line= ;; esac
         settings+=("$line")
     done < "$SETTINGS"
+    [ "${#settings[@]}" -gt 0 ] || { echo "bench-select: no settings in $SETTINGS" >&2; exit 2; }
 fi
 
 list=$out/runs.tsv
