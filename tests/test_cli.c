@@ -480,12 +480,14 @@ static void cli_blas_kernels_in(const char *dir)
     REQUIRE(cli_test_tiny(dir, &nu, &ni) == 0);
     char core[64];
     REQUIRE(cli_test_blas_core(dir, NULL, core, sizeof(core)) == 0);
+#if defined(__x86_64__) && defined(__GNUC__) /* x86 builtins, as in model/gemm.c */
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         CHECK(strcmp(core, "Prescott") != 0);
         if (!strcmp(core, "Prescott"))
             fprintf(stderr, "    derrd-train ran OpenBLAS's generic kernels on an AVX2 CPU\n");
     }
+#endif
     REQUIRE(cli_test_blas_core(dir, "Prescott", core, sizeof(core)) == 0);
     CHECK(strcmp(core, "Prescott") == 0); /* the operator's choice stands */
 }
