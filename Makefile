@@ -85,12 +85,12 @@ $(BUILD)/derrd-tests: $(TEST_OBJ) $(BUILD)/obj/daemon/status.o $(BUILD)/obj/daem
 	$(CC) $(LDFLAGS) -o $@ $^ -lmicrohttpd $(IO_LIBS) $(BLAS_LIBS)
 
 # kcheck: the integration tests' direct librdkafka client (tests/kafka/).
-$(BUILD)/kcheck: tests/kafka/kcheck.c
+$(BUILD)/kcheck: tests/kafka/kcheck.c | deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) -lrdkafka
 
 # kafka-mockctl: a mock cluster in its own process, faults on command.
-$(BUILD)/kafka-mockctl: tests/kafka/kafka_mockctl.c
+$(BUILD)/kafka-mockctl: tests/kafka/kafka_mockctl.c | deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) -lrdkafka
 
@@ -227,7 +227,8 @@ demo: all
 
 # Installs what is missing, once: the build needs the headers below.
 .PHONY: deps-check deps-test-check
-deps-test-check:
+# After deps-check: two apt-get runs at once fail on the dpkg lock.
+deps-test-check: deps-check
 	@tools/install-deps.sh --if-missing-tests
 
 deps-check:
