@@ -150,7 +150,7 @@ static const option_def_t option_defs[] = {
     { "stats-interval-ms", OPT_INT, O(stats_interval_ms), 0, 86400000, "10000",
       "log an ingest summary this often (0 = never)", 0 },
     { "shutdown-timeout-ms", OPT_INT, O(shutdown_timeout_ms), 100, 600000, "10000",
-      "bound on each shutdown step (dead letters, leaving the group)", 0 },
+      "bound on each shutdown step (dead letters, final commit, group leave, teardown)", 0 },
     { "exit-after-events", OPT_INT, O(exit_after_events), 0, LONG_MAX, "0",
       "benchmarks and tests: stop cleanly once this many events are applied (0 = run on)", 0 },
 };
