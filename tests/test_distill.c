@@ -365,10 +365,11 @@ TEST_SLOW(distill_same_result_any_thread_count, 240)
     ratings_close(&x.train);
 }
 
-/* Reading the model (an evaluation, a snapshot) must not change what the
- * next epoch computes, so that derrd-train --eval-every and the daemon's
- * publishing leave the trajectory alone: lazy Adam's catch-up of a gap in
- * two parts is not quite the catch-up in one. */
+/* Reading the model (an evaluation, a snapshot) after a whole epoch must
+ * not change what the next epoch computes, so that derrd-train
+ * --eval-every leaves the trajectory alone: lazy Adam's catch-up of a gap
+ * in two parts is not quite the catch-up in one. (Epochs on a sample,
+ * distill_epoch_on, leave the catch-up to the read: distill.h.) */
 TEST_SLOW(distill_reading_leaves_training_alone, 120)
 {
     static test_distill__data_t x;
