@@ -95,10 +95,14 @@ struct http {
     pthread_t reaper;
 };
 
-/* Per request, in libmicrohttpd's request context. */
+/* Per request, in libmicrohttpd's request context: made when the request
+ * line has been read (http__uri; by http__handle if that failed), freed in
+ * http__completed. */
 typedef struct {
     uint64_t body; /* bytes of the queued body (0 for HEAD) */
+    int started;   /* http__handle has had the headers */
     int answered;
+    int bad_target; /* the request target as sent holds a space */
 } http_req_t;
 
 static void http__warn(http_t *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -665,15 +669,17 @@ static enum MHD_Result http__field_iter(void *cls, enum MHD_ValueKind kind, cons
 
 /* Whether the header fields are well formed, which libmicrohttpd does not
  * check in full: a name of token characters (no space before the colon, no
- * byte above 0x7f), a value without control characters but tab, and at most
- * one Host (RFC 9112 3.2, 5.1). libmicrohttpd 0.9.75 ends a value at a NUL
- * before this sees it: what precedes the NUL is checked (and a token must
- * still match in full). */
-static int http__fields_ok(struct MHD_Connection *conn)
+ * byte above 0x7f), a value without control characters but tab, at most one
+ * Host, and one on anything but HTTP/1.0 (RFC 9112 3.2, 5.1; libmicrohttpd
+ * takes HTTP/1.2 and later 1.x for 1.1). libmicrohttpd 0.9.75 ends a value
+ * at a NUL before this sees it: what precedes the NUL is checked (and a
+ * token must still match in full). */
+static int http__fields_ok(struct MHD_Connection *conn, const char *version)
 {
     http_fields_t f = { 0, 0 };
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, http__field_iter, &f);
-    return !f.bad && f.hosts <= 1;
+    int v10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
+    return !f.bad && (f.hosts == 1 || (v10 && f.hosts == 0));
 }
 
 /* Whether the request announces a body: any Transfer-Encoding, or a
@@ -708,16 +714,19 @@ static enum MHD_Result http__handle(void *cls, struct MHD_Connection *conn, cons
 {
     http_t *h = cls;
     http_req_t *req = *req_cls;
-    (void)version;
     (void)upload_data;
     int head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-    if (!req) {
-        if (!(req = calloc(1, sizeof(*req))))
+    if (!req || !req->started) {
+        if (!req && !(req = calloc(1, sizeof(*req))))
             return MHD_NO;
         *req_cls = req; /* freed in http__completed */
+        req->started = 1;
         http__conn_request(h, conn, 1);
         atomic_fetch_add_explicit(&h->requests, 1, memory_order_relaxed);
-        if (!http__fields_ok(conn))
+        if (req->bad_target)
+            return http__text(h, conn, req, head, MHD_HTTP_BAD_REQUEST,
+                              "malformed request line\n", NULL, NULL);
+        if (!http__fields_ok(conn, version))
             return http__text(h, conn, req, head, MHD_HTTP_BAD_REQUEST,
                               "malformed header field\n", NULL, NULL);
         if (!head && strcmp(method, MHD_HTTP_METHOD_GET) != 0)
@@ -758,6 +767,20 @@ static enum MHD_Result http__handle(void *cls, struct MHD_Connection *conn, cons
     if (strcmp(url, "/readyz") == 0)
         return http__ready(h, conn, req, head);
     return http__text(h, conn, req, head, MHD_HTTP_NOT_FOUND, "not found\n", NULL, NULL);
+}
+
+/* The request target as sent, before libmicrohttpd splits off the query
+ * and unescapes it. Not strict (see http_start), libmicrohttpd passes on
+ * what stands between the first and the last space of the request line:
+ * a space in it is refused in http__handle. Returns the request's context. */
+static void *http__uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    http_req_t *req = calloc(1, sizeof(*req));
+    if (req)
+        req->bad_target = strchr(uri, ' ') != NULL;
+    return req;
 }
 
 static void http__completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -912,8 +935,13 @@ int http_start(http_t **out, const http_cfg_t *cfg, char *err, size_t errlen)
         { MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)cfg->per_ip_limit, NULL },
         { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)http__completed, h },
         { MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)http__notify_conn, h },
-        /* HTTP/1.1 without Host, spaces in the URL or header names: 400 */
-        { MHD_OPTION_STRICT_FOR_CLIENT, 1, NULL },
+        /* Not strict: libmicrohttpd 0.9.75's own 400 for a missing Host
+         * sends its header block twice (the first block's Content-Length
+         * then frames the second). http__handle refuses a missing Host and
+         * a space in the request target itself (400); a space in a header
+         * name is still libmicrohttpd's to refuse (it would take -1). */
+        { MHD_OPTION_STRICT_FOR_CLIENT, 0, NULL },
+        { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)http__uri, NULL },
         { MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)http__unescape, NULL },
         { threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL },
         { MHD_OPTION_END, 0, NULL },

@@ -1,8 +1,9 @@
 /*
  * http: the daemon's HTTP endpoints, on libmicrohttpd (confined to
  * daemon/http.c). GET and HEAD only; anything else gets 405. Requests are
- * parsed strictly: malformed header fields, a missing Host on HTTP/1.1, or
- * a body on GET or HEAD get 400 before any body is read.
+ * parsed strictly: malformed header fields, a missing Host on HTTP/1.1, a
+ * space in the request target, or a body on GET or HEAD get 400 before any
+ * body is read.
  *
  *   GET /v1/snapshot            the file <snapshot_dir>/latest points to,
  *                               ETag "<version>", 304 on If-None-Match

@@ -894,9 +894,13 @@ static void http_test_strict_body(const char *dir)
         const char *req;
         int status; /* -400: 400, or closed without an answer */
     } cases[] = {
-        /* HTTP/1.1 requires Host (RFC 9112 3.2); HTTP/1.0 does not */
+        /* HTTP/1.1 requires Host (RFC 9112 3.2), and so does a later 1.x
+         * (taken for 1.1); HTTP/1.0 does not */
         { "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz HTTP/1.9\r\nConnection: close\r\n\r\n", 400 },
+        { "HEAD /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 400 },
         { "GET /healthz HTTP/1.0\r\n\r\n", 200 },
+        { "GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n", 200 },
         /* a GET or HEAD with a body: 400 before the body is read */
         { "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 400 },
         { "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -909,9 +913,11 @@ static void http_test_strict_body(const char *dir)
           200 },
         { "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 00\r\nConnection: close\r\n\r\n",
           200 },
-        /* a space in the URL (libmicrohttpd 0.9.75 closes without an
-         * answer) */
-        { "GET /heal thz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", -400 },
+        /* a space in the request target, in the path or the query */
+        { "GET /heal thz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz?a b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /?  HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400 },
+        { "GET /healthz?%20 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200 },
         /* header fields: a space before the colon or in the name, a byte
          * that is no token character, a control character in the value,
          * two Hosts (RFC 9112 3.2, 5.1) */
@@ -936,6 +942,16 @@ static void http_test_strict_body(const char *dir)
         if (r.status != (want < 0 ? -want : want) && !(want < 0 && r.raw_len == 0))
             test_fail(__FILE__, __LINE__, "case %zu: status %d, want %d: %.60s", k, r.status,
                       want, r.raw ? r.raw : "");
+        /* One whole answer, framed by its Content-Length (none after a
+         * HEAD). libmicrohttpd 0.9.75's own 400 for a missing Host sent
+         * its header block twice, the first block's length framing the
+         * second (fuzz_http). */
+        char v[64] = "";
+        int head = strncmp(cases[k].req, "HEAD ", 5) == 0;
+        if (r.status && (!http_test_header(&r, "Content-Length", v, sizeof(v)) ||
+                         r.body_len != (head ? 0 : strtoul(v, NULL, 10))))
+            test_fail(__FILE__, __LINE__, "case %zu: %zu body bytes, Content-Length %s: %.300s",
+                      k, r.body_len, v, r.raw);
         http_test_resp_free(&r);
     }
     CHECK(http_test_get(port, "/healthz", "", &r) == 0);
