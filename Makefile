@@ -6,7 +6,8 @@
 #                   fault tests (test-unit, test-kafka, test-faults run a part each)
 #   make asan       the unit and integration tests under AddressSanitizer + UBSan
 #   make tsan       threaded unit tests and derrd end to end under ThreadSanitizer
-#   make fuzz       libFuzzer on the untrusted-input parsers, FUZZ_SECONDS each (fuzz-build)
+#   make fuzz       libFuzzer on the untrusted-input parsers and the HTTP server,
+#                   FUZZ_SECONDS each (fuzz-build)
 #   make bench      the CiteULike reproduction table (bench/RESULTS.md)
 #   make bench-ingest   Kafka ingest rate vs a bare consumer (bench/RESULTS.md)
 #   make bench-serving  snapshot recommend cost, student vs dim 200, and sizes
@@ -146,16 +147,17 @@ $(BUILD)/c11threads.so: tests/tsan/c11threads.c
 	$(CC) -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra -Werror -fPIC -shared -pthread -o $@ $<
 
 
-# ---- libFuzzer: the parsers of untrusted input (tests/fuzz/README.md) -------
+# ---- libFuzzer: untrusted input, parsers and the HTTP server (tests/fuzz/) --
 # fuzz-build: $(BUILD)/fuzz/fuzz_<target>, built by clang with libFuzzer, ASan
-# and UBSan, io/ (and daemon/options.c for fuzz_config) compiled alike there.
+# and UBSan, io/ (and daemon/options.c for fuzz_config, daemon/http.c for
+# fuzz_http) compiled alike there.
 # fuzz: each target in turn for FUZZ_SECONDS on a scratch copy of its seeds
 # (tests/fuzz/corpus/<target>/ is only read); fails on any crash, leak,
 # timeout or sanitizer report and keeps the input in $(BUILD)/fuzz/artifacts/.
 # fuzz-seeds: rewrites the seeds made by the project's own writers.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= event config snapshot checkpoint embfile dataset
+FUZZ_TARGETS ?= event config snapshot checkpoint embfile dataset http
 FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_CFLAGS  := -O1 -g -std=c11 -D_GNU_SOURCE -fno-math-errno -fno-trapping-math -Wall -Wextra \
                 -Werror -Wshadow -Wvla -pthread -I. -fno-omit-frame-pointer \
@@ -176,6 +178,12 @@ $(FUZZ_DIR)/libfuzz.a: $(FUZZ_LIB_OBJ)
 $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DIR)/libfuzz.a
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(IO_LIBS) -lm
 .SECONDARY: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o)
+
+# fuzz_http runs the real server: daemon/http.c and libmicrohttpd (the
+# system's, not instrumented: only http.c's branches guide the fuzzer).
+$(FUZZ_DIR)/fuzz_http: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_http.o $(FUZZ_DIR)/obj/daemon/http.o \
+                       $(FUZZ_DIR)/libfuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -lmicrohttpd $(IO_LIBS) -lm
 
 fuzz-build: fuzz-deps $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 

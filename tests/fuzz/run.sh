@@ -31,6 +31,7 @@ fuzz_one() {
     case $t in
     event) opts+=(-max_len=4200) ;;   # just past EVENT_MAX_BYTES
     config) opts+=(-max_len=9000) ;;  # lines past CONFIG_MAX_LINE
+    http) opts+=(-max_len=34000) ;;   # headers past the server's 32 KiB a connection
     esac
     echo "fuzz: $bin ${opts[*]} $work" >&2
     local stamp=$dir/work/$t.start
