@@ -7,18 +7,30 @@
  * input a fuzzer finds is fixed in io/ and added here (or as a seed) as a
  * regression test. Seeds of the readers that take a path are read from
  * there (embfile) or cut into a scratch directory as fuzz_dataset does
- * (dataset).
+ * (dataset). fuzz_http's seeds go to a server set up as fuzz_http's (its
+ * token, snapshot versions and traps), sent as fuzz_http sends them.
  *
  * Run from the repository root (as make does): the corpus is read from
  * tests/fuzz/corpus/.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
 
+#include "daemon/http.h"
 #include "daemon/options.h"
 #include "io/buf.h"
 #include "io/checkpoint.h"
@@ -27,6 +39,7 @@
 #include "io/embfile.h"
 #include "io/event.h"
 #include "io/fsutil.h"
+#include "io/log.h"
 #include "io/snapshot.h"
 #include "test.h"
 #include "testutil.h"
@@ -223,6 +236,208 @@ TEST(fuzzregress_dataset_sparse_user_ids_refused)
     test_in_tmpdir("fuzzregress", fuzzregress_dataset_sparse_users_in);
 }
 
+/* ---- HTTP requests --------------------------------------------------------------- */
+
+/* The server of tests/fuzz/fuzz_http.c: its token, versions 7 and 8
+ * published (latest 8), "secret", version 10 a symlink to it, version 11 a
+ * FIFO; started by the first seed, stopped after the corpus. */
+#define FUZZREGRESS_HTTP_TOKEN "fuzz-t0ken-Q7"
+
+static http_t *fuzzregress_http_server;
+static char *fuzzregress_http_dir;
+
+static int fuzzregress_http_text(void *ud, char **body, size_t *len)
+{
+    (void)ud;
+    *body = strdup("fuzzregress\n");
+    *len = 12;
+    return *body ? 0 : -ENOMEM;
+}
+
+static int fuzzregress_http_start(char *err, size_t errlen)
+{
+    log_setup(LOG_LVL_ERR - 1, 0); /* the bad-* seeds provoke warnings on purpose */
+    if (!(fuzzregress_http_dir = test_tmpdir_new("fuzzregress"))) {
+        snprintf(err, errlen, "no scratch directory");
+        return -EIO;
+    }
+    const char *dir = fuzzregress_http_dir;
+    float ue[2 * 4] = { 1, 2, 3, 4, 5, 6, 7, 8 }, ie[3 * 4] = { 0 };
+    const char *uid[2] = { "u1", "u2" }, *iid[3] = { "i1", "i2", "i3" };
+    const uint16_t ulen[2] = { 2, 2 }, ilen[3] = { 2, 2, 2 };
+    for (uint64_t v = 7; v <= 8; v++) {
+        snapshot_desc_t d = { .version = v, .created_ms = 1000, .dim = 4, .n_users = 2,
+                              .n_items = 3, .user_emb = ue, .item_emb = ie, .user_ids = uid,
+                              .user_id_len = ulen, .item_ids = iid, .item_id_len = ilen,
+                              .topic = "t" };
+        int rc = snapshot_publish(dir, &d, 3, 2, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    char secret[512], path[512];
+    snprintf(secret, sizeof(secret), "%s/secret", dir);
+    FILE *f = fopen(secret, "w");
+    if (!f || fputs("TOPSECRET", f) < 0 || fclose(f) != 0) {
+        snprintf(err, errlen, "%s: cannot write", secret);
+        return -EIO;
+    }
+    snapshot_path(dir, 10, path, sizeof(path));
+    int rc = symlink(secret, path) == 0 ? 0 : -errno;
+    snapshot_path(dir, 11, path, sizeof(path));
+    if (rc < 0 || mkfifo(path, 0600) < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(rc < 0 ? -rc : errno));
+        return -EIO;
+    }
+    http_cfg_t cfg = { .token = FUZZREGRESS_HTTP_TOKEN, .snapshot_dir = dir,
+                       .metrics = fuzzregress_http_text, .status = fuzzregress_http_text };
+    return http_start(&fuzzregress_http_server, &cfg, err, errlen);
+}
+
+static void fuzzregress_http_stop(void)
+{
+    http_stop(fuzzregress_http_server);
+    fuzzregress_http_server = NULL;
+    test_tmpdir_free(fuzzregress_http_dir);
+    fuzzregress_http_dir = NULL;
+}
+
+/* Reads from fd into *buf until the server closes or, with head, until a
+ * whole header block has come; at most 10 s. */
+static void fuzzregress_http_read(int fd, char *buf, size_t cap, size_t *len, int head)
+{
+    for (int k = 0; k < 1000 && *len < cap; k++) {
+        if (head && memmem(buf, *len, "\r\n\r\n", 4))
+            return;
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        if (poll(&pfd, 1, 10) == 0)
+            continue;
+        ssize_t n = recv(fd, buf + *len, cap - *len, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n <= 0)
+            return;
+        *len += (size_t)n;
+    }
+}
+
+/* As fuzz_http does: the server's end of fd's connection, found among this
+ * process's descriptors (-1 when not found in a second). */
+static int fuzzregress_http_server_end(int fd, uint16_t port)
+{
+    struct sockaddr_in me, a, b;
+    socklen_t len = sizeof(me);
+    if (getsockname(fd, (struct sockaddr *)&me, &len) < 0)
+        return -1;
+    int sfd = -1;
+    for (int k = 0; k < 1000 && sfd < 0; k++) {
+        DIR *d = opendir("/proc/self/fd");
+        if (!d)
+            return -1;
+        for (struct dirent *e; sfd < 0 && (e = readdir(d));) {
+            int n = atoi(e->d_name);
+            socklen_t la = sizeof(a), lb = sizeof(b);
+            struct tcp_info ti;
+            socklen_t lt = sizeof(ti);
+            if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && n != fd && n != dirfd(d) &&
+                getsockname(n, (struct sockaddr *)&a, &la) == 0 && la == sizeof(a) &&
+                a.sin_family == AF_INET && a.sin_port == htons(port) &&
+                getpeername(n, (struct sockaddr *)&b, &lb) == 0 && b.sin_port == me.sin_port &&
+                getsockopt(n, IPPROTO_TCP, TCP_INFO, &ti, &lt) == 0 &&
+                ti.tcpi_state == TCP_ESTABLISHED)
+                sfd = n;
+        }
+        closedir(d);
+        if (sfd < 0)
+            poll(NULL, 0, 1);
+    }
+    return sfd;
+}
+
+/* Waits until the server has read everything sent to sfd, its end (or has
+ * closed it): only then does the end of the client's stream reach
+ * libmicrohttpd for sure (see fuzz_http_wait_taken). */
+static void fuzzregress_http_wait_taken(int sfd)
+{
+    int queued = 0;
+    for (int k = 0; k < 5000 && sfd >= 0 && ioctl(sfd, SIOCINQ, &queued) == 0 && queued; k++)
+        poll(NULL, 0, 1);
+}
+
+/* As fuzz_http sends a seed: at once, then the end of the stream; or, cut
+ * at a line "##", the part before it, its answer, then the rest. Returns
+ * 0 when every request got a 2xx or 304, -EBADMSG when any was refused (a
+ * 4xx or 505) or none was answered, with the statuses in err. */
+static int fuzzregress_http(const char *path, const unsigned char *data, size_t len, char *err,
+                            size_t errlen)
+{
+    (void)path;
+    int rc;
+    if (!fuzzregress_http_server && (rc = fuzzregress_http_start(err, errlen)) < 0) {
+        test_fail(__FILE__, __LINE__, "the server: %s", err);
+        return -EIO;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = { .sin_family = AF_INET,
+                               .sin_port = htons(http_port(fuzzregress_http_server)) };
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = { 10, 0 };
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0 ||
+        connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+        snprintf(err, errlen, "connect: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -EIO;
+    }
+    size_t cap = 1 << 20, got = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    const unsigned char *cut = memmem(data, len, "\n##\n", 4);
+    size_t first = cut ? (size_t)(cut - data) + 1 : len;
+    int sfd = fuzzregress_http_server_end(fd, http_port(fuzzregress_http_server));
+    send(fd, data, first, MSG_NOSIGNAL);
+    if (cut) {
+        if (memmem(data, first, "\n\r\n", 3) || memmem(data, first, "\n\n", 2))
+            fuzzregress_http_read(fd, buf, cap, &got, 1);
+        send(fd, data + first + 3, len - first - 3, MSG_NOSIGNAL);
+    }
+    fuzzregress_http_wait_taken(sfd);
+    shutdown(fd, SHUT_WR);
+    fuzzregress_http_read(fd, buf, cap, &got, 0);
+    close(fd);
+    buf[got] = 0;
+
+    /* The statuses, response by response (no body after a 304 or a HEAD's
+     * answer: the next status line follows at once). */
+    int ok = 1, n = 0;
+    size_t pos = 0, at = 0;
+    err[0] = 0;
+    while (pos + 12 <= got && memcmp(buf + pos, "HTTP/1.1 ", 9) == 0) {
+        int status = atoi(buf + pos + 9);
+        const char *end = memmem(buf + pos, got - pos, "\r\n\r\n", 4);
+        if (!end)
+            break;
+        size_t body = 0, hn = (size_t)(end + 4 - (buf + pos)), rest = got - pos - hn;
+        const char *cl = memmem(buf + pos, hn, "\r\nContent-Length: ", 18);
+        if (cl && status != 304 && status >= 200 && rest > 0 &&
+            memcmp(buf + pos + hn, "HTTP/1.1 ", rest < 9 ? rest : 9) != 0)
+            body = strtoul(cl + 18, NULL, 10);
+        if (body > rest)
+            body = rest;
+        ok &= (status >= 200 && status < 300) || status == 304;
+        n++;
+        if (at < errlen)
+            at += (size_t)snprintf(err + at, errlen - at, "%s%d", n > 1 ? " " : "status ", status);
+        pos += hn + body;
+    }
+    free(buf);
+    if (n == 0)
+        snprintf(err, errlen, "no answer");
+    return ok && n > 0 ? 0 : -EBADMSG;
+}
+
 /* ---- the seed corpus ------------------------------------------------------------- */
 
 typedef struct {
@@ -329,6 +544,7 @@ TEST(fuzzregress_seed_corpus_outcomes)
         { "checkpoint", fuzzregress_checkpoint, NULL },
         { "embfile", fuzzregress_embfile, NULL },
         { "dataset", fuzzregress_dataset, NULL },
+        { "http", fuzzregress_http, NULL },
     };
     for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]); t++) {
         char dirpath[512];
@@ -369,4 +585,5 @@ TEST(fuzzregress_seed_corpus_outcomes)
             test_fail(__FILE__, __LINE__, "%s: %d seeds, %d of them bad: want both kinds",
                       dirpath, seen, bad);
     }
+    fuzzregress_http_stop();
 }
