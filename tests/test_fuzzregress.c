@@ -43,6 +43,7 @@
 #include "io/snapshot.h"
 #include "test.h"
 #include "testutil.h"
+#include "tests/sockpeer.h"
 
 #define FUZZREGRESS_CORPUS "tests/fuzz/corpus"
 
@@ -320,38 +321,6 @@ static void fuzzregress_http_read(int fd, char *buf, size_t cap, size_t *len, in
     }
 }
 
-/* As fuzz_http does: the server's end of fd's connection, found among this
- * process's descriptors (-1 when not found in a second). */
-static int fuzzregress_http_server_end(int fd, uint16_t port)
-{
-    struct sockaddr_in me, a, b;
-    socklen_t len = sizeof(me);
-    if (getsockname(fd, (struct sockaddr *)&me, &len) < 0)
-        return -1;
-    int sfd = -1;
-    for (int k = 0; k < 1000 && sfd < 0; k++) {
-        DIR *d = opendir("/proc/self/fd");
-        if (!d)
-            return -1;
-        for (struct dirent *e; sfd < 0 && (e = readdir(d));) {
-            int n = atoi(e->d_name);
-            socklen_t la = sizeof(a), lb = sizeof(b);
-            struct tcp_info ti;
-            socklen_t lt = sizeof(ti);
-            if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && n != fd && n != dirfd(d) &&
-                getsockname(n, (struct sockaddr *)&a, &la) == 0 && la == sizeof(a) &&
-                a.sin_family == AF_INET && a.sin_port == htons(port) &&
-                getpeername(n, (struct sockaddr *)&b, &lb) == 0 && b.sin_port == me.sin_port &&
-                getsockopt(n, IPPROTO_TCP, TCP_INFO, &ti, &lt) == 0 &&
-                ti.tcpi_state == TCP_ESTABLISHED)
-                sfd = n;
-        }
-        closedir(d);
-        if (sfd < 0)
-            poll(NULL, 0, 1);
-    }
-    return sfd;
-}
 
 /* Waits until the server has read everything sent to sfd, its end (or has
  * closed it): only then does the end of the client's stream reach
@@ -396,7 +365,7 @@ static int fuzzregress_http(const char *path, const unsigned char *data, size_t 
     }
     const unsigned char *cut = memmem(data, len, "\n##\n", 4);
     size_t first = cut ? (size_t)(cut - data) + 1 : len;
-    int sfd = fuzzregress_http_server_end(fd, http_port(fuzzregress_http_server));
+    int sfd = sockpeer_server_end(fd, http_port(fuzzregress_http_server), 1000);
     send(fd, data, first, MSG_NOSIGNAL);
     if (cut) {
         if (memmem(data, first, "\n\r\n", 3) || memmem(data, first, "\n\n", 2))

@@ -67,6 +67,7 @@
 #include "io/log.h"
 #include "io/snapshot.h"
 #include "tests/fuzz/fuzzutil.h"
+#include "tests/sockpeer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -299,39 +300,13 @@ static int fuzz_http_read(int fd, fuzz_http_in_t *in, uint64_t until_ms, int sto
     return 1;
 }
 
-/* The server's end of the connection whose client end is fd: the socket
- * among this process's descriptors bound to the server's port, connected
- * to fd's port and established (libmicrohttpd accepts on its own threads,
- * so it is waited for). */
+/* The server's end of the connection whose client end is fd
+ * (tests/sockpeer.h): libmicrohttpd accepts on its own threads. */
 static int fuzz_http_server_end(int fd)
 {
-    struct sockaddr_in me, a, b;
-    socklen_t len = sizeof(me);
-    FUZZ_CHECK(getsockname(fd, (struct sockaddr *)&me, &len) == 0);
-    uint64_t until = fuzz_http_now_ms() + FUZZ_HTTP_WAIT_MS;
-    for (;;) {
-        DIR *d = opendir("/proc/self/fd");
-        FUZZ_CHECK(d != NULL);
-        int found = -1;
-        for (struct dirent *e; found < 0 && (e = readdir(d));) {
-            int n = atoi(e->d_name);
-            socklen_t la = sizeof(a), lb = sizeof(b);
-            struct tcp_info ti;
-            socklen_t lt = sizeof(ti);
-            if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && n != fd && n != dirfd(d) &&
-                getsockname(n, (struct sockaddr *)&a, &la) == 0 && la == sizeof(a) &&
-                a.sin_family == AF_INET && a.sin_port == htons(fuzz_http_port) &&
-                getpeername(n, (struct sockaddr *)&b, &lb) == 0 && b.sin_port == me.sin_port &&
-                getsockopt(n, IPPROTO_TCP, TCP_INFO, &ti, &lt) == 0 &&
-                ti.tcpi_state == TCP_ESTABLISHED)
-                found = n;
-        }
-        closedir(d);
-        if (found >= 0)
-            return found;
-        FUZZ_CHECK(fuzz_http_now_ms() < until); /* never accepted */
-        sched_yield();
-    }
+    int sfd = sockpeer_server_end(fd, fuzz_http_port, FUZZ_HTTP_WAIT_MS);
+    FUZZ_CHECK(sfd >= 0); /* never accepted */
+    return sfd;
 }
 
 /* Waits until the server has read every byte sent to sfd, its end (or has
