@@ -86,6 +86,7 @@ struct distill {
     adam_table_t opt;       /* rows: users, then items */
     int32_t epoch;
     int64_t step;
+    int64_t synced;         /* every row is up to date with this step */
 
     int32_t *pair_u;        /* (nnz) training pairs */
     int32_t *pair_i;
@@ -926,10 +927,14 @@ static void distill__flush(void *ctx, int part, int worker)
         }
 }
 
+/* Brings every row up to date with the last step, once per step. */
 static void distill__flush_all(distill_t *d)
 {
+    if (d->synced == d->step)
+        return;
     distill__job_t job = { d };
     pool_run(d->pool, d->nparts, distill__flush, &job);
+    d->synced = d->step;
 }
 
 /* The step's anchors of side rs: the n_all of all, or a random share of them
