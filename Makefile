@@ -165,7 +165,7 @@ FUZZ_CFLAGS  := -O1 -g -std=c11 -D_GNU_SOURCE -fno-math-errno -fno-trapping-math
 FUZZ_LIB_OBJ := $(IO_SRC:%.c=$(FUZZ_DIR)/obj/%.o) $(FUZZ_DIR)/obj/daemon/options.o \
                 $(FUZZ_DIR)/obj/daemon/state.o $(FUZZ_DIR)/obj/model/idmap.o \
                 $(FUZZ_DIR)/obj/model/iset.o $(FUZZ_DIR)/obj/model/rng.o \
-                $(FUZZ_DIR)/obj/tests/fuzz/fuzzutil.o $(FUZZ_DIR)/obj/tests/sockpeer.o
+                $(FUZZ_DIR)/obj/tests/fuzz/fuzzutil.o $(FUZZ_DIR)/obj/tests/httpwire.o
 
 $(FUZZ_DIR)/obj/%.o: %.c | fuzz-deps
 	@mkdir -p $(dir $@)

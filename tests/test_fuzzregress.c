@@ -43,7 +43,7 @@
 #include "io/snapshot.h"
 #include "test.h"
 #include "testutil.h"
-#include "tests/sockpeer.h"
+#include "tests/httpwire.h"
 
 #define FUZZREGRESS_CORPUS "tests/fuzz/corpus"
 
@@ -365,7 +365,7 @@ static int fuzzregress_http(const char *path, const unsigned char *data, size_t 
     }
     const unsigned char *cut = memmem(data, len, "\n##\n", 4);
     size_t first = cut ? (size_t)(cut - data) + 1 : len;
-    int sfd = sockpeer_server_end(fd, http_port(fuzzregress_http_server), 1000);
+    int sfd = httpwire_server_end(fd, http_port(fuzzregress_http_server), 1000);
     send(fd, data, first, MSG_NOSIGNAL);
     if (cut) {
         if (memmem(data, first, "\n\r\n", 3) || memmem(data, first, "\n\n", 2))

@@ -34,6 +34,7 @@
 #include "io/log.h"
 #include "test.h"
 #include "testutil.h"
+#include "tests/httpwire.h"
 
 /* ---- a tiny HTTP client ---------------------------------------------------- */
 
@@ -140,25 +141,7 @@ static int http_test_get(uint16_t port, const char *path, const char *extra, htt
 /* The value of header name in r (first one), copied into out; 0 if absent. */
 static int http_test_header(const http_test_resp_t *r, const char *name, char *out, size_t cap)
 {
-    size_t nl = strlen(name);
-    const char *p = r->head, *end = r->head + r->head_len;
-    if (!p)
-        return 0;
-    p = memchr(p, '\n', (size_t)(end - p)); /* skip the status line */
-    while (p && ++p < end) {
-        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-        if (!eol)
-            break;
-        if ((size_t)(eol - p) > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
-            const char *v = p + nl + 1;
-            while (*v == ' ')
-                v++;
-            snprintf(out, cap, "%.*s", (int)(eol - v), v);
-            return 1;
-        }
-        p = eol + 1;
-    }
-    return 0;
+    return r->head && httpwire_header(r->head, r->head_len, name, out, cap);
 }
 
 static int http_test_body_is(const http_test_resp_t *r, const void *data, size_t len)

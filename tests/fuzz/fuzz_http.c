@@ -67,7 +67,7 @@
 #include "io/log.h"
 #include "io/snapshot.h"
 #include "tests/fuzz/fuzzutil.h"
-#include "tests/sockpeer.h"
+#include "tests/httpwire.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -301,10 +301,10 @@ static int fuzz_http_read(int fd, fuzz_http_in_t *in, uint64_t until_ms, int sto
 }
 
 /* The server's end of the connection whose client end is fd
- * (tests/sockpeer.h): libmicrohttpd accepts on its own threads. */
+ * (tests/httpwire.h): libmicrohttpd accepts on its own threads. */
 static int fuzz_http_server_end(int fd)
 {
-    int sfd = sockpeer_server_end(fd, fuzz_http_port, FUZZ_HTTP_WAIT_MS);
+    int sfd = httpwire_server_end(fd, fuzz_http_port, FUZZ_HTTP_WAIT_MS);
     FUZZ_CHECK(sfd >= 0); /* never accepted */
     return sfd;
 }
@@ -328,28 +328,6 @@ static void fuzz_http_wait_taken(int fd, int sfd, fuzz_http_in_t *in)
 }
 
 /* ---- what came back -------------------------------------------------------- */
-
-/* The value of header name in the header block h[0..n) (its first line is
- * the status line), cut to cap; 0 when absent. */
-static int fuzz_http_header(const char *h, size_t n, const char *name, char *out, size_t cap)
-{
-    size_t nl = strlen(name);
-    const char *end = h + n, *p = memchr(h, '\n', n);
-    while (p && ++p < end) {
-        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-        if (!eol)
-            break;
-        if ((size_t)(eol - p) > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
-            const char *v = p + nl + 1;
-            while (v < eol && *v == ' ')
-                v++;
-            snprintf(out, cap, "%.*s", (int)(eol - v), v);
-            return 1;
-        }
-        p = eol + 1;
-    }
-    return 0;
-}
 
 /* Whether s[0..n) holds a FUZZ_HTTP_SLICE-byte slice of either snapshot
  * file (the server only ever sends a file whole, but a slice also finds
@@ -385,14 +363,14 @@ static void fuzz_http_check_snapshot(int status, const char *h, size_t hn, const
 {
     char etag[64], ver[64], clen[64], want[64];
     FUZZ_CHECK(status == 200 || status == 304);
-    FUZZ_CHECK(fuzz_http_header(h, hn, "ETag", etag, sizeof(etag)));
-    FUZZ_CHECK(fuzz_http_header(h, hn, "X-Derrd-Snapshot-Version", ver, sizeof(ver)));
+    FUZZ_CHECK(httpwire_header(h, hn, "ETag", etag, sizeof(etag)));
+    FUZZ_CHECK(httpwire_header(h, hn, "X-Derrd-Snapshot-Version", ver, sizeof(ver)));
     int64_t v = fuzz_http_number(ver);
     FUZZ_CHECK(v == 7 || v == 8);
     snprintf(want, sizeof(want), "\"%s\"", ver);
     FUZZ_CHECK(strcmp(etag, want) == 0);
     size_t len = fuzz_http_file_len[v - 7];
-    FUZZ_CHECK(fuzz_http_header(h, hn, "Content-Length", clen, sizeof(clen)));
+    FUZZ_CHECK(httpwire_header(h, hn, "Content-Length", clen, sizeof(clen)));
     FUZZ_CHECK(fuzz_http_number(clen) == (int64_t)len);
     FUZZ_CHECK(bn == 0 || (status == 200 && (cut ? bn < len : bn == len) &&
                            memcmp(b, fuzz_http_file[v - 7], bn) == 0));
@@ -434,7 +412,7 @@ static void fuzz_http_check_responses(const fuzz_http_in_t *in, int token, int h
          * before derrd sees the request; bench/RELIABILITY.md): that, and
          * only that, is let through. */
         if ((status == 400 || status == 413) && rest >= hn && memcmp(p + hn, p, hn) == 0 &&
-            !fuzz_http_header(p, hn, "Content-Type", v, sizeof(v))) {
+            !httpwire_header(p, hn, "Content-Type", v, sizeof(v))) {
             pos += hn;
             continue;
         }
@@ -447,7 +425,7 @@ static void fuzz_http_check_responses(const fuzz_http_in_t *in, int token, int h
         int cut = 0;
         if (!bodiless) {
             int64_t cl = -1;
-            if (fuzz_http_header(p, hn, "Content-Length", v, sizeof(v)))
+            if (httpwire_header(p, hn, "Content-Length", v, sizeof(v)))
                 cl = fuzz_http_number(v);
             bn = cl < 0 ? rest : (size_t)cl;
             if (bn > rest) {
@@ -457,10 +435,10 @@ static void fuzz_http_check_responses(const fuzz_http_in_t *in, int token, int h
             }
         }
         if (status == 401)
-            FUZZ_CHECK(fuzz_http_header(p, hn, "WWW-Authenticate", v, sizeof(v)) &&
+            FUZZ_CHECK(httpwire_header(p, hn, "WWW-Authenticate", v, sizeof(v)) &&
                        strcmp(v, "Bearer") == 0);
-        int snap = status == 304 || fuzz_http_header(p, hn, "ETag", v, sizeof(v)) ||
-                   fuzz_http_header(p, hn, "X-Derrd-Snapshot-Version", v, sizeof(v));
+        int snap = status == 304 || httpwire_header(p, hn, "ETag", v, sizeof(v)) ||
+                   httpwire_header(p, hn, "X-Derrd-Snapshot-Version", v, sizeof(v));
         if (snap) {
             FUZZ_CHECK(token);
             fuzz_http_check_snapshot(status, p, hn, p + hn, bn, cut);
