@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "io/buf.h"
 #include "io/event.h"
 #include "io/log.h"
 
@@ -424,21 +425,16 @@ typedef struct {
     const state_t *st;
 } ingest_readback_t;
 
-static int ingest__header_i64(const kafka_msg_t *m, const char *name, int64_t *out)
+/* A header derrd wrote as "%lld" (anyone may write to the topic, so only
+ * that form is taken), at most max. */
+static int ingest__header_i64(const kafka_msg_t *m, const char *name, int64_t max, int64_t *out)
 {
     const void *v;
     size_t len;
-    char buf[24];
-    if (kafka_msg_header(m, name, &v, &len) || len == 0 || len >= sizeof(buf))
+    uint64_t x;
+    if (kafka_msg_header(m, name, &v, &len) || buf_parse_dec(v, len, (uint64_t)max, &x))
         return -1;
-    memcpy(buf, v, len);
-    buf[len] = 0;
-    char *end;
-    errno = 0;
-    long long x = strtoll(buf, &end, 10);
-    if (errno || *end || x < 0)
-        return -1;
-    *out = x;
+    *out = (int64_t)x;
     return 0;
 }
 
@@ -450,8 +446,8 @@ static void ingest__readback_cb(void *ud, const kafka_msg_t *m)
     size_t tlen;
     int64_t part, off;
     if (kafka_msg_header(m, HDR_TOPIC, &t, &tlen) || tlen != strlen(in->topic) ||
-        memcmp(t, in->topic, tlen) != 0 || ingest__header_i64(m, HDR_PARTITION, &part) ||
-        ingest__header_i64(m, HDR_OFFSET, &off) || part > INT32_MAX)
+        memcmp(t, in->topic, tlen) != 0 || ingest__header_i64(m, HDR_PARTITION, INT32_MAX, &part) ||
+        ingest__header_i64(m, HDR_OFFSET, INT64_MAX, &off))
         return;
     /* Only events the checkpoint does not cover can be read again. */
     if (off < state_position(rb->st, (int32_t)part))

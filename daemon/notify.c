@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/buf.h"
 #include "io/log.h"
 
 #define NOTIFY_STATUS_MAX 1000       /* bytes of STATUS text kept */
@@ -40,20 +41,6 @@ static void notify__err(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-/* Parses a whole unsigned decimal (strtoull alone takes "-1" and " 1"). */
-static int notify__parse_u64(const char *s, uint64_t *out)
-{
-    if (!s || *s < '0' || *s > '9')
-        return -EINVAL;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end)
-        return -EINVAL;
-    *out = v;
-    return 0;
 }
 
 /* $NOTIFY_SOCKET -> address. Linux takes a path socket's name without the
@@ -98,12 +85,12 @@ static int notify__watchdog_env(uint64_t *usec, char *err, size_t errlen)
     if (!u)
         return 0;
     uint64_t v, pid;
-    if (notify__parse_u64(u, &v) || v == 0) {
+    if (buf_parse_dec(u, strlen(u), UINT64_MAX, &v) || v == 0) {
         notify__err(err, errlen, "WATCHDOG_USEC=%s: not a positive number of microseconds", u);
         return -EINVAL;
     }
     if (p) {
-        if (notify__parse_u64(p, &pid) || pid == 0) {
+        if (buf_parse_dec(p, strlen(p), UINT64_MAX, &pid) || pid == 0) {
             notify__err(err, errlen, "WATCHDOG_PID=%s: not a process id", p);
             return -EINVAL;
         }

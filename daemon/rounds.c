@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/buf.h"
 #include "io/embfile.h"
 #include "io/log.h"
 #include "io/snapshot.h"
@@ -593,14 +594,8 @@ static int rounds__load_teacher_file(rounds_t *r, const state_t *st, char *err, 
         for (int64_t k = 0; k < rows; k++) {
             size_t len;
             const char *key = idmap_key(ids, k, &len);
-            char buf[24];
-            if (!key || len == 0 || len >= sizeof(buf))
-                continue;
-            memcpy(buf, key, len);
-            buf[len] = 0;
-            char *end;
-            long long v = strtoll(buf, &end, 10);
-            if (*end || v < 0 || v >= file_rows)
+            uint64_t v;
+            if (!key || file_rows == 0 || buf_parse_dec(key, len, (uint64_t)file_rows - 1, &v))
                 continue; /* not in the file: a zero row */
             memcpy(dst + (size_t)k * ef.dim, src + (size_t)v * ef.dim, ef.dim * sizeof(float));
             mapped++;

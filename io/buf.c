@@ -117,3 +117,21 @@ const char *cursor_str16(cursor_t *c, size_t *len)
     *len = p ? n : 0;
     return (const char *)p;
 }
+
+int buf_parse_dec(const void *p, size_t len, uint64_t max, uint64_t *out)
+{
+    const unsigned char *s = p;
+    if (len == 0 || (s[0] == '0' && len > 1))
+        return -EINVAL;
+    uint64_t v = 0;
+    for (size_t k = 0; k < len; k++) {
+        if (s[k] < '0' || s[k] > '9')
+            return -EINVAL;
+        unsigned d = (unsigned)(s[k] - '0');
+        if (d > max || v > (max - d) / 10) /* v * 10 + d > max, without overflow */
+            return -EINVAL;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}

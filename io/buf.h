@@ -47,6 +47,13 @@ uint64_t cursor_u64(cursor_t *c);
 const char *cursor_str16(cursor_t *c, size_t *len);
 static inline size_t cursor_left(const cursor_t *c) { return (size_t)(c->end - c->p); }
 
+/* A whole decimal in len untrusted bytes (not NUL-terminated), in its one
+ * canonical form, as "%llu" prints it: "0", or a digit 1-9 then digits; no
+ * sign, no space, no leading zero. 0 and *out = the value when it is at
+ * most max; -EINVAL otherwise (*out untouched). strtoll alone takes " 7",
+ * "+7" and "007", wraps "-1", and needs a NUL. */
+int buf_parse_dec(const void *p, size_t len, uint64_t max, uint64_t *out);
+
 /* Little-endian loads and stores on raw memory. */
 static inline uint32_t buf_load_u32(const unsigned char *p)
 {

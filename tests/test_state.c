@@ -1760,3 +1760,45 @@ TEST(staging_take_waits_until_a_push_or_a_wake)
     }
     staging_free(s);
 }
+
+/* buf_parse_dec: the canonical decimal and nothing else, bounded by max. */
+static int parse_dec(const char *s, uint64_t max, uint64_t *out)
+{
+    return buf_parse_dec(s, strlen(s), max, out);
+}
+
+TEST(buf_parse_dec_takes_only_canonical_decimals)
+{
+    uint64_t v = 1;
+    CHECK(parse_dec("0", UINT64_MAX, &v) == 0 && v == 0);
+    CHECK(parse_dec("7", UINT64_MAX, &v) == 0 && v == 7);
+    CHECK(parse_dec("1234567", UINT64_MAX, &v) == 0 && v == 1234567);
+    CHECK(parse_dec("18446744073709551615", UINT64_MAX, &v) == 0 && v == UINT64_MAX);
+    CHECK(parse_dec("9223372036854775807", INT64_MAX, &v) == 0 && v == INT64_MAX);
+    CHECK(parse_dec("2147483647", INT32_MAX, &v) == 0 && v == INT32_MAX);
+    CHECK(parse_dec("3", 3, &v) == 0 && v == 3);
+    CHECK(parse_dec("0", 0, &v) == 0 && v == 0);
+
+    static const char *const bad[] = {
+        "", " 7", "7 ", "+7", "-7", "-0", "07", "00", "0x7", "7a", "1e3", "1.0", "\t1",
+        "18446744073709551616", /* 2^64: wraps an unchecked u64 to 0 */
+        "99999999999999999999999",
+    };
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        v = 42;
+        if (parse_dec(bad[k], UINT64_MAX, &v) != -EINVAL || v != 42)
+            test_fail(__FILE__, __LINE__, "'%s' was taken (%llu)", bad[k], (unsigned long long)v);
+    }
+    /* the bound: max itself passes, max + 1 does not, whatever its digits */
+    v = 42;
+    CHECK(parse_dec("9223372036854775808", INT64_MAX, &v) == -EINVAL && v == 42);
+    CHECK(parse_dec("2147483648", INT32_MAX, &v) == -EINVAL && v == 42);
+    CHECK(parse_dec("4", 3, &v) == -EINVAL);
+    CHECK(parse_dec("10", 9, &v) == -EINVAL);
+    CHECK(parse_dec("9", 9, &v) == 0 && v == 9);
+    CHECK(parse_dec("1", 0, &v) == -EINVAL);
+    /* not NUL-terminated: exactly len bytes are read */
+    CHECK(buf_parse_dec("123456", 3, UINT64_MAX, &v) == 0 && v == 123);
+    static const char nul[] = { '1', '\0', '2' };
+    CHECK(buf_parse_dec(nul, sizeof(nul), UINT64_MAX, &v) == -EINVAL);
+}
