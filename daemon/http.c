@@ -21,6 +21,7 @@
 /* microhttpd.h wants the socket types above first. */
 #include <microhttpd.h>
 
+#include "io/buf.h"
 #include "io/log.h"
 
 #define HTTP_DEFAULT_BIND "127.0.0.1"
@@ -52,6 +53,8 @@ typedef struct http_conn {
     uint64_t since_ms; /* monotonic: accepted, or the last request done */
     uint64_t send_by_ms; /* monotonic: the queued response's deadline; 0 = none queued */
     int in_request;    /* 1 from a request's full headers to its end */
+    int served;        /* a request on it has ended: it is kept alive */
+    int line;          /* the next request's line has arrived (since the last end) */
     int reaped;        /* shut down by the reaper; libmicrohttpd closes it */
 } http_conn_t;
 
@@ -72,15 +75,17 @@ struct http {
     char start_err[512];
     log_ratelimit_t log_rl;
     _Atomic uint64_t requests, status_2xx, status_304, status_4xx, status_5xx, bytes_sent;
-    _Atomic uint64_t cut_headers, cut_rate; /* the reaper's, by reason */
+    _Atomic uint64_t cut_headers, cut_rate, cut_idle; /* the reaper's, by reason */
     /* The reaper: libmicrohttpd's timeout is an idle timeout, so a client
      * that sends a header byte every few seconds would hold a connection
      * (and, with enough of them, every connection) forever. The reaper
      * shuts down a connection whose request headers have not arrived in
      * full deadline_ms after it was accepted or its last request ended:
      * HTTP_HEADER_DEADLINE_S, or timeout_s when that is shorter. A client
-     * sends its headers in one go; an idle kept-alive connection is closed
-     * as soon, which frees the slot for another client.
+     * sends its headers in one go; an idle kept-alive connection (no next
+     * request line) is closed as soon, which frees the slot for another
+     * client, and counted apart: that close is routine (a scraper that
+     * keeps its connection between scrapes), not a slow client.
      * The same holds for a response read a few bytes before each idle
      * timeout: a snapshot of megabytes would hold its connection for
      * hours. A response must be sent in full within deadline_ms plus its
@@ -200,6 +205,8 @@ static void http__conn_request(http_t *h, struct MHD_Connection *conn, int in_re
     if (!in_request) {
         c->since_ms = http__now_ms();
         c->send_by_ms = 0;
+        c->served = 1;
+        c->line = 0;
     }
     pthread_mutex_unlock(&h->conn_mu);
 }
@@ -238,14 +245,17 @@ static void *http__reaper(void *arg)
     pthread_mutex_lock(&h->conn_mu);
     while (!h->stop) {
         uint64_t now = http__now_ms();
-        unsigned n_headers = 0, n_rate = 0;
+        unsigned n_headers = 0, n_rate = 0, n_idle = 0;
         for (http_conn_t *c = h->conns; c; c = c->next) {
             if (c->reaped)
                 continue;
             if (!c->in_request) {
                 if (now - c->since_ms < h->deadline_ms)
                     continue;
-                n_headers++;
+                if (c->served && !c->line)
+                    n_idle++;
+                else
+                    n_headers++;
             } else {
                 if (!c->send_by_ms || now < c->send_by_ms)
                     continue;
@@ -255,10 +265,11 @@ static void *http__reaper(void *arg)
             shutdown(c->fd, SHUT_RDWR);
             c->reaped = 1;
         }
-        if (n_headers || n_rate) {
+        if (n_headers || n_rate || n_idle) {
             pthread_mutex_unlock(&h->conn_mu);
             atomic_fetch_add_explicit(&h->cut_headers, n_headers, memory_order_relaxed);
             atomic_fetch_add_explicit(&h->cut_rate, n_rate, memory_order_relaxed);
+            atomic_fetch_add_explicit(&h->cut_idle, n_idle, memory_order_relaxed);
             if (n_headers)
                 http__warn(h, "closed %u connection(s) that sent no full request headers "
                            "within %" PRIu64 " s", n_headers, h->deadline_ms / 1000);
@@ -276,22 +287,14 @@ static void *http__reaper(void *arg)
     return NULL;
 }
 
-/* Digits only, 1 or more, no overflow. */
+/* Digits only, 1 or more, with or without leading zeros, no overflow. */
 static int http__parse_u64(const char *s, size_t n, uint64_t *out)
 {
-    if (n == 0)
-        return -EINVAL;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -EINVAL;
-        unsigned d = (unsigned)(s[i] - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return -EINVAL;
-        v = v * 10 + d;
+    while (n > 1 && s[0] == '0') {
+        s++;
+        n--;
     }
-    *out = v;
-    return 0;
+    return buf_parse_dec(s, n, UINT64_MAX, out);
 }
 
 /* Exactly student-<20 digits>.dsnap: no slash, no dot-dot, nothing else. */
@@ -374,12 +377,7 @@ static int http__open_version(http_t *h, const char *ver, uint64_t *version, int
 {
     if (!h->dir)
         return -ENOENT;
-    size_t n = strlen(ver);
-    while (n > 1 && ver[0] == '0') { /* with or without leading zeros */
-        ver++;
-        n--;
-    }
-    if (http__parse_u64(ver, n, version) < 0)
+    if (http__parse_u64(ver, strlen(ver), version) < 0)
         return -ENOENT;
     char name[HTTP_SNAP_NAME_LEN + 1];
     snprintf(name, sizeof(name), HTTP_SNAP_PREFIX "%020" PRIu64 HTTP_SNAP_SUFFIX, *version);
@@ -775,8 +773,15 @@ static enum MHD_Result http__handle(void *cls, struct MHD_Connection *conn, cons
  * a space in it is refused in http__handle. Returns the request's context. */
 static void *http__uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    (void)cls;
-    (void)conn;
+    http_t *h = cls;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    http_conn_t *c = ci ? ci->socket_context : NULL;
+    if (c) { /* no longer idle: the reaper's deadline now counts a slow request */
+        pthread_mutex_lock(&h->conn_mu);
+        c->line = 1;
+        pthread_mutex_unlock(&h->conn_mu);
+    }
     http_req_t *req = calloc(1, sizeof(*req));
     if (req)
         req->bad_target = strchr(uri, ' ') != NULL;
@@ -903,7 +908,9 @@ int http_start(http_t **out, const http_cfg_t *cfg, char *err, size_t errlen)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&h->conn_cv, &ca);
     pthread_condattr_destroy(&ca);
-    unsigned deadline = timeout < HTTP_HEADER_DEADLINE_S ? timeout : HTTP_HEADER_DEADLINE_S;
+    unsigned deadline = cfg->header_deadline_s ? cfg->header_deadline_s : HTTP_HEADER_DEADLINE_S;
+    if (deadline > timeout)
+        deadline = timeout;
     h->deadline_ms = (uint64_t)deadline * 1000u;
     h->min_rate = (uint64_t)(cfg->min_rate_kibps ? cfg->min_rate_kibps
                                                  : HTTP_DEFAULT_MIN_RATE_KIBPS) * 1024u;
@@ -941,7 +948,7 @@ int http_start(http_t **out, const http_cfg_t *cfg, char *err, size_t errlen)
          * a space in the request target itself (400); a space in a header
          * name is still libmicrohttpd's to refuse (it would take -1). */
         { MHD_OPTION_STRICT_FOR_CLIENT, 0, NULL },
-        { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)http__uri, NULL },
+        { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)http__uri, h },
         { MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)http__unescape, NULL },
         { threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)threads, NULL },
         { MHD_OPTION_END, 0, NULL },
@@ -1015,4 +1022,5 @@ void http_stats(const http_t *h, http_stats_t *out)
     out->bytes_sent = atomic_load_explicit(&m->bytes_sent, memory_order_relaxed);
     out->cut_headers = atomic_load_explicit(&m->cut_headers, memory_order_relaxed);
     out->cut_rate = atomic_load_explicit(&m->cut_rate, memory_order_relaxed);
+    out->cut_idle = atomic_load_explicit(&m->cut_idle, memory_order_relaxed);
 }

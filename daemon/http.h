@@ -45,6 +45,8 @@ typedef struct {
                                * min(10, timeout_s) s of the connection (or of
                                * its last request), else it is closed: slow
                                * clients cannot hold connections */
+    unsigned header_deadline_s; /* 0 = min(10, timeout_s), the "min(10, timeout_s)"
+                                 * above and below; at most timeout_s */
     unsigned min_rate_kibps;  /* KiB/s; 0 = 16. A response must be sent in full
                                * within min(10, timeout_s) s plus its size at
                                * this rate, else the connection is reset: slow
@@ -88,6 +90,7 @@ typedef struct {
                           * an aborted download counts nothing) */
     uint64_t cut_headers; /* connections closed for want of full request headers in time */
     uint64_t cut_rate;    /* connections reset for a response not taken in time */
+    uint64_t cut_idle;    /* kept-alive connections closed with no next request in time */
 } http_stats_t;
 
 /* A snapshot of the counters; each is read atomically, the set is not. */

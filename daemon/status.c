@@ -223,6 +223,9 @@ char *status_metrics(const status_t *s, const status_in_t *in)
         fprintf(f, "derrd_http_connections_cut_total{reason=\"header_deadline\"} %llu\n"
                    "derrd_http_connections_cut_total{reason=\"min_rate\"} %llu\n",
                 (unsigned long long)hs->cut_headers, (unsigned long long)hs->cut_rate);
+        COUNTER("http_idle_closed_total",
+                "Kept-alive HTTP connections closed for want of a next request in time.",
+                hs->cut_idle);
     }
     if (fclose(f) != 0) {
         free(text);

@@ -1063,8 +1063,10 @@ static void *http_test_timed_get(void *arg)
 
 static void http_test_slow_body(const char *dir)
 {
-    /* 2 connections, 2 s: the header deadline is 2 s too */
-    http_cfg_t cfg = { .snapshot_dir = dir, .max_connections = 2, .timeout_s = 2 };
+    /* 2 connections, a header deadline of 2 s, before the idle timeout (so
+     * that the reaper, not libmicrohttpd, closes an idle connection) */
+    http_cfg_t cfg = { .snapshot_dir = dir, .max_connections = 2, .timeout_s = 4,
+                       .header_deadline_s = 2 };
     char err[256];
     http_t *h = NULL;
     REQUIRE(http_start(&h, &cfg, err, sizeof(err)) == 0);
@@ -1109,27 +1111,45 @@ static void http_test_slow_body(const char *dir)
     if (t.seconds > 9.0)
         test_fail(__FILE__, __LINE__, "a normal request took %.2f s", t.seconds);
 
-    /* A kept-alive connection: its next request's deadline starts when
-     * the last one ends. */
-    int k = http_test_connect(port);
-    REQUIRE(k >= 0);
+    http_stats_t st;
+    http_stats(h, &st);
+    CHECK_EQ_INT(st.cut_headers, HTTP_TEST_SLOW_CONNS);
+    CHECK_EQ_INT(st.cut_idle, 0);
+
+    /* Two kept-alive connections: the next request's deadline starts when
+     * the last one ends. One trickles its next request; the other sends
+     * nothing more, a routine idle close, counted apart. */
+    int k = http_test_connect(port), idle = http_test_connect(port);
+    REQUIRE(k >= 0 && idle >= 0);
     static const char req[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    CHECK(send(k, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1));
     char buf[512];
+    CHECK(send(k, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1));
     ssize_t n = recv(k, buf, sizeof(buf) - 1, 0);
+    CHECK(n > 12 && memcmp(buf, "HTTP/1.1 200", 12) == 0);
+    CHECK(send(idle, req, sizeof(req) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(req) - 1));
+    n = recv(idle, buf, sizeof(buf) - 1, 0);
     CHECK(n > 12 && memcmp(buf, "HTTP/1.1 200", 12) == 0);
     double t0 = test_now();
     CHECK(send(k, line, sizeof(line) - 1, MSG_NOSIGNAL) == (ssize_t)(sizeof(line) - 1));
-    double gone = 0;
-    while (!gone && test_now() - t0 < 10) {
+    double gone = 0, idle_gone = 0;
+    while ((!gone || !idle_gone) && test_now() - t0 < 10) {
         struct timespec ts = { 0, 100 * 1000 * 1000 };
         nanosleep(&ts, NULL);
-        if (!http_test_trickle(k))
+        if (!gone && !http_test_trickle(k))
             gone = test_now() - t0;
+        if (!idle_gone && recv(idle, buf, sizeof(buf), MSG_DONTWAIT) == 0)
+            idle_gone = test_now() - t0;
     }
     close(k);
+    close(idle);
     if (gone < 1.8 || gone > 8.0)
         test_fail(__FILE__, __LINE__, "kept-alive slow request closed after %.2f s", gone);
+    if (idle_gone < 1.8 || idle_gone > 8.0)
+        test_fail(__FILE__, __LINE__, "idle kept-alive connection closed after %.2f s",
+                  idle_gone);
+    http_stats(h, &st);
+    CHECK_EQ_INT(st.cut_headers, HTTP_TEST_SLOW_CONNS + 1);
+    CHECK_EQ_INT(st.cut_idle, 1);
 
     http_stop(h);
 }
