@@ -10,13 +10,18 @@
  *   - the JSON fast path and jansson alone agree on every JSON message:
  *     same result, same event, same reason;
  *   - what was decoded encodes (JSON always; text whenever the message was
- *     text) and decodes back to the same event, and the encoders honour cap.
+ *     text) and decodes back to the same event, and the encoders honour cap;
+ *   - io/buf.h's buf_parse_dec, which reads the dead-letter topic's
+ *     partition and offset headers (bytes a producer controls too), takes
+ *     exactly what "%llu" prints, up to its bound.
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/buf.h"
 #include "io/event.h"
 #include "tests/fuzz/fuzzutil.h"
 
@@ -90,8 +95,37 @@ static int fuzz_event_round_trip(const event_t *ev,
     return n;
 }
 
+/* buf_parse_dec against "%llu": it takes the bytes exactly when printing
+ * the value gives them back, under UINT64_MAX and under a bound. */
+static void fuzz_event_decimal(const uint8_t *data, size_t size)
+{
+    uint64_t v = 0, w = 0;
+    int rc = buf_parse_dec(data, size, UINT64_MAX, &v);
+    if (rc == 0) {
+        char back[24];
+        int n = snprintf(back, sizeof(back), "%llu", (unsigned long long)v);
+        FUZZ_CHECK(n > 0 && (size_t)n == size && memcmp(back, data, size) == 0);
+    } else {
+        FUZZ_CHECK(rc == -EINVAL);
+        /* refused: no digits-only form of 1..20 bytes that fits prints as it */
+        int canonical = size >= 1 && size <= 20 && !(data[0] == '0' && size > 1);
+        for (size_t k = 0; canonical && k < size; k++)
+            canonical = data[k] >= '0' && data[k] <= '9';
+        if (canonical) { /* then only an overflow is refused: 20 digits over 2^64 - 1 */
+            FUZZ_CHECK(size == 20 && memcmp(data, "18446744073709551615", 20) > 0);
+        }
+    }
+    /* a bound: INT32_MAX, the partition header's */
+    int rc32 = buf_parse_dec(data, size, INT32_MAX, &w);
+    FUZZ_CHECK(rc32 == ((rc == 0 && v <= INT32_MAX) ? 0 : -EINVAL));
+    if (rc32 == 0)
+        FUZZ_CHECK(w == v);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    fuzz_event_decimal(data, size < 32 ? size : 32);
+
     static event_t ev, ev2, ev3;
     char err[256], err2[256];
     memset(err, 0x55, sizeof(err));
