@@ -977,8 +977,6 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         sd = distill_new_reusing(&sc, x->train, teacher, r->pool,
                                  reuse_topn ? r->student.d : NULL,
                                  reuse_topn ? r->stale_round : NULL, err, errlen);
-        if (sd)
-            taken = 0; /* the lists are made: the flags taken are spent */
         if (sd) {
             out->topn_computed = distill_topn_computed(sd);
             out->topn_filtered = distill_topn_filtered(sd);
@@ -1039,6 +1037,7 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     if (sd != r->student.d) {
         rounds__replace(r, &r->student, sd, x->train);
         mf_close(&r->saved_student);
+        taken = 0; /* the new lists are kept: the flags taken are spent */
     }
     if (!reuse) { /* the round's data becomes the last data */
         ratings_t *keep = fresh.train;

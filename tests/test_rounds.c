@@ -607,3 +607,55 @@ TEST_SLOW(rounds_events_between_epochs, 240)
     state_close(&st);
     test_rounds__rm(dir);
 }
+
+/* A between-epochs hook that abandons the round from its `fail_from`-th
+ * call on (0: never): the way a round fails once its top-N lists are made
+ * (in the daemon, a student that diverges, -EDOM, does the same). */
+typedef struct {
+    int calls, fail_from;
+} test_rounds_fail_t;
+
+static int test_rounds__fail(void *ud)
+{
+    test_rounds_fail_t *f = ud;
+    f->calls++;
+    return f->fail_from > 0 && f->calls >= f->fail_from;
+}
+
+/* A round that fails after it took the stale flags and made its top-N lists
+ * gives the flags back: the next round still owes the changed user a new
+ * (or filtered) list. Before, the flags were spent with the lists the failed
+ * round threw away, and the user's list stayed the old one, holding items
+ * it had since interacted with. */
+TEST_SLOW(rounds_failed_round_gives_back_the_stale_flags, 120)
+{
+    char dir[] = "/tmp/derrd-rounds-flags.XXXXXX", snapdir[600], err[512];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.gate_margin = 1.0; /* this test is about lists, not quality */
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    rounds_result_t res;
+    test_rounds__feed(&st, 0, T_USERS, 1);
+    REQUIRE(rounds_run(r, &st, 1000, &res, err, sizeof(err)) == 0);
+
+    /* u3 interacts with more items; the round that would take it in fails
+     * at its first student epoch (no teacher epoch: the tables stayed). */
+    test_rounds__feed(&st, 3, 4, 77);
+    rounds_note_changed(r, 3);
+    test_rounds_fail_t f = { 0, 1 };
+    rounds_set_between_epochs(r, test_rounds__fail, &f);
+    CHECK_EQ_INT(rounds_run(r, &st, T_PER_USER, &res, err, sizeof(err)), -ECANCELED);
+    CHECK(res.teacher_refreshed == 0 || res.teacher_refreshed == 4);
+    CHECK_EQ_INT(res.topn_computed + res.topn_filtered, 1); /* the lists were made */
+
+    /* The next round owes u3 its list. */
+    rounds_set_between_epochs(r, NULL, NULL);
+    REQUIRE(rounds_run(r, &st, T_PER_USER, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.teacher_refreshed, 0);
+    CHECK_EQ_INT(res.topn_computed + res.topn_filtered, 1);
+    rounds_free(r);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
