@@ -79,6 +79,10 @@ struct rounds {
     uint64_t *arrival;          /* (arrival_cap) wall ms of a user row's first event */
     int64_t arrival_cap;
     int64_t published_users;    /* rows below this were in a published snapshot */
+    int topn_behind;            /* how far the teacher moved since the student's top-N
+                                 * lists were made (over rounds that failed after it
+                                 * changed): 0 not, 1 trained, 2 refreshed in full or
+                                 * loaded (every list is owed) */
 };
 
 static int rounds__cmp_double(const void *a, const void *b);
@@ -952,25 +956,31 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         }
     }
     out->teacher_seconds = (double)(log_now_ms() - tt) / 1000.0;
+    /* Owed until a student with new lists is kept: a round that fails after
+     * its teacher changed leaves the lists of the teacher before. */
+    int moved = out->teacher_refreshed == 2 || out->teacher_refreshed == 3 ? 2
+                : out->teacher_refreshed == 1                            ? 1
+                                                                          : 0;
+    if (moved > r->topn_behind)
+        r->topn_behind = moved;
 
     /* The student: warm DE-RRD epochs against the teacher. */
     uint64_t ts = log_now_ms();
     distill_t *sd = r->student.d;
     rc = 0;
-    if (!reuse || teacher_changed) {
+    if (!reuse || teacher_changed || r->topn_behind) {
         distill_cfg_t sc = rounds__student_cfg(r);
         /* Between full refreshes, with new events, the lists of users
          * without new data are reused: a fold-in epoch moves the teacher a
          * little, and recomputing every list would make every round, and
          * every new user's wait for a snapshot, longer. */
-        int reuse_topn = new_events > 0 && r->student.d && out->teacher_refreshed != 2 &&
-                         out->teacher_refreshed != 3 &&
+        int reuse_topn = new_events > 0 && r->student.d && r->topn_behind < 2 &&
                          x->train->n_users <= r->stale_round_cap;
         /* When the teacher's rows did not move (kept, or new rows folded
          * in), a changed user's list needs no new pass over the items: its
          * newly observed items leave it, and the rest is still the
          * teacher's ranking. After a teacher epoch they are computed. */
-        if (reuse_topn && (out->teacher_refreshed == 0 || out->teacher_refreshed == 4))
+        if (reuse_topn && r->topn_behind == 0)
             for (int64_t u = 0; u < x->train->n_users; u++)
                 if (r->stale_round[u])
                     r->stale_round[u] = DISTILL_LIST_FILTER;
@@ -1038,6 +1048,7 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         rounds__replace(r, &r->student, sd, x->train);
         mf_close(&r->saved_student);
         taken = 0; /* the new lists are kept: the flags taken are spent */
+        r->topn_behind = 0;
     }
     if (!reuse) { /* the round's data becomes the last data */
         ratings_t *keep = fresh.train;

@@ -659,3 +659,47 @@ TEST_SLOW(rounds_failed_round_gives_back_the_stale_flags, 120)
     state_close(&st);
     test_rounds__rm(dir);
 }
+
+/* A round that refreshes the teacher in full and then fails: the student's
+ * lists are still the old teacher's, so the next round computes every list
+ * again, as docs/ROUNDS.md asks after a full refresh. Before, the next round
+ * saw its teacher "kept" and reused every list of the teacher before the
+ * refresh, until the next full refresh. */
+TEST_SLOW(rounds_failed_round_keeps_a_full_refresh_owed, 180)
+{
+    char dir[] = "/tmp/derrd-rounds-refresh.XXXXXX", snapdir[600], err[512];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.gate_margin = 1.0;
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    rounds_result_t res;
+    test_rounds__feed(&st, 0, T_USERS, 1);
+    REQUIRE(rounds_run(r, &st, 1000, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.topn_computed, T_USERS);
+
+    /* A full refresh falls due; the round fails at its first student epoch,
+     * after the teacher's. */
+    rounds_live_t live = { .teacher_refresh_ms = 1, .teacher_refresh_min_ms = 0,
+                           .teacher_refresh_growth = cfg.teacher_refresh_growth,
+                           .settle_patience = cfg.settle_patience,
+                           .gate_margin = cfg.gate_margin };
+    rounds_set_live(r, &live);
+    usleep(5 * 1000);
+    test_rounds_fail_t f = { 0, cfg.teacher_epochs + 1 };
+    rounds_set_between_epochs(r, test_rounds__fail, &f);
+    CHECK_EQ_INT(rounds_run(r, &st, 1, &res, err, sizeof(err)), -ECANCELED);
+    CHECK_EQ_INT(res.teacher_refreshed, 2);
+
+    /* No refresh due now: the teacher is kept, and every list is owed. */
+    live.teacher_refresh_ms = 0;
+    rounds_set_live(r, &live);
+    rounds_set_between_epochs(r, NULL, NULL);
+    REQUIRE(rounds_run(r, &st, 1, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.teacher_refreshed, 0);
+    CHECK_EQ_INT(res.topn_computed, T_USERS);
+    rounds_free(r);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
