@@ -875,6 +875,10 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
 {
     memset(out, 0, sizeof(*out));
     out->hr10 = out->ndcg10 = out->teacher_hr10 = out->teacher_ndcg10 = NAN;
+    if (r->cfg.abort && atomic_load(r->cfg.abort)) {
+        snprintf(err, errlen, "shutting down");
+        return -ECANCELED; /* asked before the round began: none starts */
+    }
     r->resume = 0;
     int64_t nnz = iset_count(st->inter);
     if (nnz < r->cfg.min_interactions)

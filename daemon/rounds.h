@@ -54,7 +54,8 @@ typedef struct {
     const char *snapshot_dir;
     int snapshot_keep, zstd_level;
     /* Polled between epochs: non-zero abandons the round (-ECANCELED), so a
-     * shutdown waits for one epoch at most. May be NULL. */
+     * shutdown waits for one epoch at most; and no round begins once it is
+     * set. May be NULL. */
     const atomic_int *abort;
     notify_wd_t *wd; /* NULL, or the watchdog gate: beaten between epochs */
 } rounds_cfg_t;
@@ -127,7 +128,8 @@ int rounds_want_idle(const rounds_t *r);
 
 /* Runs one round on st (read only). new_events: events applied since the
  * last round. Returns 0 (see out->published), 1 when there is too little data
- * for a round, or a negative errno with the reason in err. */
+ * for a round, or a negative errno with the reason in err: -ECANCELED when
+ * the round was abandoned, or not begun because cfg.abort was already set. */
 int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_result_t *out,
                char *err, size_t errlen);
 

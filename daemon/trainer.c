@@ -21,6 +21,7 @@ struct trainer {
     uint64_t last_round_ms; /* monotonic */
     int between_rc;         /* trainer__apply failed between epochs */
     int starved;            /* the last round found too little data; new events clear it */
+    int rounds_over;        /* a round was abandoned for a shutdown: none starts again */
 
     pthread_mutex_t mu; /* guards the fields below */
     kafka_pos_t *durable;
@@ -175,7 +176,7 @@ static int trainer__between_epochs(void *ud)
 static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
 {
     rounds_t *r = t->cfg.rounds;
-    if (!r)
+    if (!r || t->rounds_over)
         return;
     uint64_t now = log_now_ms();
     /* Settling (nothing new, the held-out quality still improving) runs
@@ -227,7 +228,12 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
         return;
     }
     if (rc == -ECANCELED) {
-        log_notice("round %llu abandoned: shutting down", (unsigned long long)res.round);
+        /* The loop asks for a shutdown (cfg.abort) before it stops this
+         * thread, and winds ingestion down meanwhile: rounds started then
+         * would only be abandoned in turn, back to back. */
+        t->rounds_over = 1;
+        if (res.round)
+            log_notice("round %llu abandoned: shutting down", (unsigned long long)res.round);
         return;
     }
     if (rc < 0) {
@@ -283,14 +289,15 @@ static void *trainer__main(void *arg)
     int rc = 0;
     while (!atomic_load(&t->stop)) {
         uint64_t now = log_now_ms(), wake = next;
-        if (t->cfg.rounds && t->since_round > 0 &&
+        int rounds_on = t->cfg.rounds && !t->rounds_over;
+        if (rounds_on && t->since_round > 0 &&
             t->last_round_ms + (uint64_t)t->cfg.round_interval_ms < wake)
             wake = t->last_round_ms + (uint64_t)t->cfg.round_interval_ms;
-        if (t->cfg.rounds && t->since_round == 0 && rounds_want_idle(t->cfg.rounds))
+        if (rounds_on && t->since_round == 0 && rounds_want_idle(t->cfg.rounds))
             wake = now;
         /* A round due by its event count starts now, not when the next
          * batch or checkpoint comes (after a burst, none may come soon). */
-        if (t->cfg.rounds && t->since_round >= (uint64_t)t->cfg.round_min_events &&
+        if (rounds_on && t->since_round >= (uint64_t)t->cfg.round_min_events &&
             !t->starved)
             wake = now;
         int wait = wake > now ? (int)(wake - now) : 0;

@@ -703,3 +703,80 @@ TEST_SLOW(rounds_failed_round_keeps_a_full_refresh_owed, 180)
     state_close(&st);
     test_rounds__rm(dir);
 }
+
+/* A shutdown is asked (the rounds' abort flag) before the trainer is
+ * stopped: ingestion winds down meanwhile, which may take seconds. No round
+ * starts once it is asked. Before, the trainer started round after round
+ * (the events were still due), each building its data and abandoned at its
+ * first epoch, logging each, until trainer_stop; the final checkpoint then
+ * counted them all. */
+TEST_SLOW(trainer_starts_no_round_once_a_shutdown_is_asked, 120)
+{
+    char dir[] = "/tmp/derrd-abort.XXXXXX", snapdir[600], err[512], path[700];
+    char logpath[700];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
+    atomic_int abort_round = 1; /* asked: the loop is winding ingestion down */
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.threads = 1;
+    cfg.abort = &abort_round;
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    staging_t *stg = staging_new();
+    REQUIRE(stg);
+    /* The trainer's log, to count the rounds it abandons. */
+    snprintf(logpath, sizeof(logpath), "%s/log", dir);
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *lf = fopen(logpath, "w+");
+    REQUIRE(saved >= 0 && lf && dup2(fileno(lf), 2) == 2);
+    trainer_cfg_t tc = { .state_dir = dir, .checkpoint_ms = 600000, .keep = 3,
+                         .notify = test_rounds__noop, .rounds = r, .round_min_events = 100,
+                         .round_interval_ms = 600000 };
+    trainer_t *t;
+    REQUIRE(trainer_start(&t, &st, stg, &tc) == 0);
+    staging_push(stg, test_rounds__batch(0, 2000, -1));
+    trainer_stats_t ts;
+    for (int k = 0; k < 600; k++) {
+        trainer_stats(t, &ts);
+        if (ts.applied + ts.duplicates >= 2000)
+            break;
+        usleep(10 * 1000);
+    }
+    usleep(500 * 1000);
+    CHECK_EQ_INT(trainer_stop(t), 0);
+    trainer_free(t);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    int abandoned = 0;
+    char line[1024];
+    rewind(lf);
+    while (fgets(line, sizeof(line), lf))
+        abandoned += strstr(line, "abandoned") != NULL;
+    fclose(lf);
+    CHECK(ts.applied + ts.duplicates >= 2000);
+    CHECK(abandoned <= 1);
+    /* The final checkpoint's round counter: no round ran. */
+    uint64_t *seqs = NULL;
+    int n = 0;
+    REQUIRE(checkpoint_list(dir, &seqs, &n) == 0 && n > 0);
+    checkpoint_path(dir, seqs[0], path, sizeof(path));
+    free(seqs);
+    checkpoint_t *ck;
+    REQUIRE(checkpoint_open(path, &ck, err, sizeof(err)) == 0);
+    const unsigned char *p;
+    size_t len;
+    REQUIRE(checkpoint_section(ck, CKPT_MODELS, &p, &len) == 0 && len >= 8);
+    uint64_t round = 0;
+    for (int k = 7; k >= 0; k--)
+        round = round << 8 | p[k];
+    printf("    rounds started after the shutdown was asked: %llu (%d abandoned)\n",
+           (unsigned long long)round, abandoned);
+    CHECK_EQ_INT(round, 0);
+    checkpoint_free(ck);
+    rounds_free(r);
+    staging_free(stg);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
