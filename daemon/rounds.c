@@ -1123,9 +1123,12 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     out->gate_allowance = allow;
     if (!isnan(p) && !isnan(out->hr10) && out->hr10 < p - allow) {
         out->gated = 1;
-    } else if (new_events == 0 && !isnan(p) && !isnan(out->hr10) && out->hr10 <= p) {
+    } else if (new_events == 0 && x->train->n_users <= r->published_users && !isnan(p) &&
+               !isnan(out->hr10) && out->hr10 <= p) {
         /* Settling on unchanged data: publish improvements only, so the
-         * snapshot left when the rounds settle is the best one seen. */
+         * snapshot left when the rounds settle is the best one seen. Users
+         * no snapshot holds yet (a restart's checkpoint may have them) are
+         * not unchanged data: the gate alone decides. */
         out->not_better = 1;
     } else {
         uint64_t tp = log_now_ms();

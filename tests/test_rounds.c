@@ -780,3 +780,61 @@ TEST_SLOW(trainer_starts_no_round_once_a_shutdown_is_asked, 120)
     state_close(&st);
     test_rounds__rm(dir);
 }
+
+/* After a restart, the checkpoint may hold users no snapshot has (they came
+ * after the last round that published, or during it). The first round runs
+ * without new events (rounds_want_idle: a restart with unpublished data),
+ * and it must publish them when the gate allows: "publish improvements
+ * only" is for settling on data every snapshot already holds. Before, the
+ * round was withheld as "not better" than the HR@10 the checkpoint
+ * recorded, and the new users waited for the next event. Here the recorded
+ * figure is 1.0 and the gate allows any drop, so only that rule could
+ * withhold the round. */
+TEST_SLOW(rounds_restart_publishes_the_users_no_snapshot_has, 180)
+{
+    char dir[] = "/tmp/derrd-rounds-restart.XXXXXX", snapdir[600], err[512], path[700];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.gate_margin = 1.0;
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    rounds_result_t res;
+    test_rounds__feed(&st, 0, T_USERS / 2, 1);
+    REQUIRE(rounds_run(r, &st, 1000, &res, err, sizeof(err)) == 0);
+    REQUIRE(res.published);
+    rounds_free(r);
+
+    /* More users, checkpointed but in no round; then a restart. */
+    test_rounds__feed(&st, T_USERS / 2, T_USERS, 2);
+    checkpoint_writer_t *w = checkpoint_writer_new();
+    REQUIRE(w);
+    buf_t *b = checkpoint_writer_section(w, CKPT_MODELS);
+    double one = 1.0;
+    uint64_t bits;
+    memcpy(&bits, &one, sizeof(bits));
+    uint64_t fields[7] = { res.round, res.teacher_version, res.snapshot_version, 0, 0, bits,
+                           T_USERS / 2 };
+    for (int k = 0; k < 7; k++)
+        buf_put_u64(b, fields[k]);
+    REQUIRE(checkpoint_writer_commit(w, dir, 1, 1, 5, err, sizeof(err)) == 0);
+    checkpoint_writer_free(w);
+    checkpoint_path(dir, 1, path, sizeof(path));
+    checkpoint_t *ck;
+    REQUIRE(checkpoint_open(path, &ck, err, sizeof(err)) == 0);
+    REQUIRE((r = rounds_new(&cfg, err, sizeof(err))));
+    REQUIRE(rounds_load(r, ck, err, sizeof(err)) == 0);
+    checkpoint_free(ck);
+    CHECK(rounds_want_idle(r));
+    REQUIRE(rounds_run(r, &st, 0, &res, err, sizeof(err)) == 0); /* as the trainer runs it */
+    CHECK_EQ_INT(res.users, T_USERS);
+    CHECK(!res.gated);
+    CHECK(res.published && !res.not_better);
+    snapshot_t *s;
+    REQUIRE(snapshot_open(snapdir, &s, err, sizeof(err)) == 0);
+    CHECK(snapshot_user_row(s, "u399", 4) >= 0);
+    snapshot_free(s);
+    rounds_free(r);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
