@@ -523,8 +523,9 @@ static distill_cfg_t rounds__student_cfg(const rounds_t *r)
 /* Loads cfg.teacher_file when it changed, mapping its rows to ours: the
  * file's row k is the entity whose external id is the decimal k (the ids of
  * the shared dataset format and of `derrd-train --save`). Returns 1 when a
- * new teacher was loaded, 0 when unchanged, or a negative errno; a bad file
- * keeps the old teacher. */
+ * new teacher was loaded, 2 when the teacher only grew to new ids (the same
+ * file mapped again, or the old teacher grown with zero rows), 0 when
+ * unchanged, or a negative errno; a bad file keeps the old teacher. */
 /* Extends the loaded teacher to the current tables with zero rows (new ids
  * the file has no row for). Returns 0 or -ENOMEM. */
 static int rounds__grow_file_teacher(rounds_t *r, int64_t n_users, int64_t n_items)
@@ -606,9 +607,13 @@ static int rounds__load_teacher_file(rounds_t *r, const state_t *st, char *err, 
         }
     }
     free(ef.rows);
+    /* The same file read again for new ids: the known rows are as they were. */
+    int same = r->file_teacher.ue && mtime == r->file_mtime_ns;
     mf_close(&r->file_teacher);
     r->file_teacher = m;
     r->file_mtime_ns = mtime;
+    if (same)
+        return 2;
     log_notice("rounds: teacher loaded from %s: dim %d, %lld of %lld rows mapped",
                r->cfg.teacher_file, m.dim, (long long)mapped, (long long)(n_users + n_items));
     return 1;

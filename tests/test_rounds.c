@@ -838,3 +838,62 @@ TEST_SLOW(rounds_restart_publishes_the_users_no_snapshot_has, 180)
     state_close(&st);
     test_rounds__rm(dir);
 }
+
+/* --teacher-file: a round whose tables grew maps the new ids again, from
+ * the same file, but the teacher's rows of the known ids stay what they
+ * were: the teacher is grown, not reloaded (docs/ROUNDS.md: reloaded when
+ * the file changes), so only the new user's top-N list is computed. Before,
+ * every round with a new id counted as a teacher loaded from the file, and
+ * computed every list again. */
+TEST_SLOW(rounds_teacher_file_grown_is_not_reloaded, 120)
+{
+    char dir[] = "/tmp/derrd-rounds-tgrow.XXXXXX", snapdir[600], tpath[600], err[512];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
+    snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
+    enum { NU = 100, NI = 60, TD = 16 };
+    staging_batch_t *b = staging_batch_new();
+    REQUIRE(b);
+    for (int u = 0; u <= NU; u++) /* user NU comes later */
+        for (int i = 0; i < 5; i++) {
+            char us[24], is[24];
+            int ul = snprintf(us, sizeof(us), "%d", u);
+            int il = snprintf(is, sizeof(is), "%d", (u * 3 + i * 7) % NI);
+            if (u == NU && i == 0) {
+                REQUIRE(state_apply(&st, b) == 0);
+                staging_batch_free(b);
+                REQUIRE((b = staging_batch_new()));
+            }
+            REQUIRE(staging_batch_add(b, STAGED_ADD, 1, u * 5 + i, us, (size_t)ul, is,
+                                      (size_t)il) == 0);
+        }
+    size_t n = (size_t)(NU + NI) * TD;
+    float *rows = malloc(n * sizeof(float));
+    REQUIRE(rows);
+    rng_t g;
+    rng_init_stream(&g, 5, RNG_TEST, 0x7f, 0);
+    for (size_t k = 0; k < n; k++)
+        rows[k] = rng_float(&g) - 0.5f;
+    REQUIRE(embfile_write(tpath, TD, NU, NI, rows, err, sizeof(err)) == 0);
+    free(rows);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.teacher_file = tpath;
+    cfg.gate_margin = 1.0;
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    rounds_result_t res;
+    REQUIRE(rounds_run(r, &st, 500, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.teacher_refreshed, 3);
+    CHECK_EQ_INT(res.topn_computed, NU);
+
+    /* A new user, the file unchanged. */
+    REQUIRE(state_apply(&st, b) == 0);
+    staging_batch_free(b);
+    REQUIRE(rounds_run(r, &st, 5, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.users, NU + 1);
+    CHECK_EQ_INT(res.teacher_refreshed, 1);
+    CHECK_EQ_INT(res.topn_computed, 1);
+    rounds_free(r);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
