@@ -919,7 +919,7 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     int rc;
     if (!reuse && (rc = rounds__data(r, st, &fresh)) < 0) {
         snprintf(err, errlen, "round data: %s", strerror(-rc));
-        return rc;
+        goto fail; /* the flags taken go back */
     }
     rounds_data_t *x = reuse ? &r->data : &fresh;
     r->round++;

@@ -6,11 +6,13 @@
  * student; the models survive a checkpoint.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -893,6 +895,80 @@ TEST_SLOW(rounds_teacher_file_grown_is_not_reloaded, 120)
     CHECK_EQ_INT(res.users, NU + 1);
     CHECK_EQ_INT(res.teacher_refreshed, 1);
     CHECK_EQ_INT(res.topn_computed, 1);
+    rounds_free(r);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
+
+/* The address space a test may still map: the current size plus extra. */
+static long test_rounds__vm_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmSize: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+/* A round whose data cannot be built (out of memory: here the address
+ * space is capped just above what the process holds) gives the stale flags
+ * it took back, as any failed round does. Before, it returned with them
+ * taken, and the next round reused the changed user's list unfiltered. */
+TEST_SLOW(rounds_data_failure_gives_back_the_stale_flags, 120)
+{
+#ifdef __SANITIZE_ADDRESS__
+    return; /* the sanitizer's shadow memory does not live under a cap */
+#endif
+    /* Large blocks mapped and unmapped, not kept in the heap: under the cap,
+     * the matrix cannot come from memory freed earlier. */
+    REQUIRE(mallopt(M_MMAP_THRESHOLD, 64 * 1024) == 1);
+    char dir[] = "/tmp/derrd-rounds-oom.XXXXXX", snapdir[600], err[512];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.gate_margin = 1.0;
+    cfg.teacher_refresh_growth = 1e9; /* no full refresh: lists are reused */
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    test_rounds__feed(&st, 0, T_USERS, 1);
+    rounds_result_t res;
+    REQUIRE(rounds_run(r, &st, 1000, &res, err, sizeof(err)) == 0);
+
+    /* Many more events (the next matrix takes MBs, more than the heap has
+     * free), among them u3's. */
+    staging_batch_t *b = staging_batch_new();
+    REQUIRE(b);
+    rng_t g;
+    rng_init_stream(&g, 7, RNG_TEST, 0x00b, 0);
+    for (int k = 0; k < 500000; k++) {
+        char us[16], is[16];
+        int ul = snprintf(us, sizeof(us), "u%u", (unsigned)rng_below(&g, 3000));
+        int il = snprintf(is, sizeof(is), "i%u", (unsigned)rng_below(&g, 2000));
+        REQUIRE(staging_batch_add(b, STAGED_ADD, 0, 1000000 + k, us, (size_t)ul, is,
+                                  (size_t)il) == 0);
+    }
+    REQUIRE(state_apply(&st, b) == 0);
+    staging_batch_free(b);
+    rounds_note_changed(r, 3);
+    struct rlimit old, cap;
+    long kib = test_rounds__vm_kib();
+    REQUIRE(kib > 0 && getrlimit(RLIMIT_AS, &old) == 0);
+    cap = old;
+    cap.rlim_cur = (rlim_t)(kib + 256) * 1024;
+    REQUIRE(setrlimit(RLIMIT_AS, &cap) == 0);
+    int rc = rounds_run(r, &st, 500000, &res, err, sizeof(err));
+    REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
+    if (!(rc == -ENOMEM && strstr(err, "round data")))
+        test_fail(__FILE__, __LINE__, "rounds_run returned %d, \"%s\"", rc, err);
+
+    /* The next round: the new users' lists, and u3's. */
+    REQUIRE(rounds_run(r, &st, 500000, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.users, 3000);
+    CHECK_EQ_INT(res.topn_computed + res.topn_filtered, 3000 - T_USERS + 1);
     rounds_free(r);
     state_close(&st);
     test_rounds__rm(dir);
