@@ -1052,7 +1052,14 @@ int snapshot_open(const char *path, snapshot_t **out, char *err, size_t errlen)
     for (int attempt = 0; attempt < 100; attempt++) {
         rc = snapshot__open_file(latest, out, err, errlen);
         if (rc != -ENOENT || lstat(latest, &st) < 0)
-            break;
+            return rc;
+    }
+    /* latest is there but still names a missing file: say which. */
+    char target[256];
+    ssize_t n = readlink(latest, target, sizeof(target) - 1);
+    if (n >= 0) {
+        target[n] = 0;
+        snprintf(err, errlen, "%s names %s, which does not exist", latest, target);
     }
     return rc;
 }

@@ -587,6 +587,31 @@ TEST(snapshot_publish_latest_and_keep)
     snap_test_in_dir(snap_test_publish);
 }
 
+/* latest names a file that is gone for good (deleted by hand, a partial
+ * restore): ENOENT, but the message must name the missing target, not
+ * claim that latest itself does not exist. */
+static void snap_test_dangling_latest(const char *dir)
+{
+    char err[512] = "", path[600];
+    snap_test_fix_t f;
+    REQUIRE(snap_test_fix_init(&f, 3, 4, 2, 1, 0, 0) == 0);
+    f.d.version = 3;
+    REQUIRE(snapshot_publish(dir, &f.d, 3, 1, err, sizeof(err)) == 0);
+    snapshot_path(dir, 3, path, sizeof(path));
+    REQUIRE(unlink(path) == 0);
+    snapshot_t *s = NULL;
+    CHECK_EQ_INT(snapshot_open(dir, &s, err, sizeof(err)), -ENOENT);
+    CHECK(s == NULL);
+    if (!strstr(err, "student-00000000000000000003.dsnap"))
+        test_fail(__FILE__, __LINE__, "err \"%s\" does not name the missing target", err);
+    snap_test_fix_close(&f);
+}
+
+TEST(snapshot_open_dangling_latest)
+{
+    snap_test_in_dir(snap_test_dangling_latest);
+}
+
 /* A publisher thread publishing 200 versions (keep 1, so the file latest
  * pointed to a moment ago is deleted right after each switch) while this
  * thread opens the directory in a loop: every open succeeds with a complete
