@@ -54,7 +54,9 @@
 /* The payload may be at most 64 times the frame, plus 64 MiB: a trained
  * model's floats compress about 1.2 times, so a real snapshot is far
  * inside, while a crafted frame of zeros (zstd reaches 30,000 times) can
- * make a reader allocate at most 64 times the file it was given. */
+ * make a reader allocate at most 64 times the file it was given, plus the
+ * slack, for the payload (the tables built from it: up to 7 times more,
+ * docs/SNAPSHOT.md). */
 #define SNAP_MAX_EXPAND 64
 #define SNAP_EXPAND_SLACK ((uint64_t)1 << 26)
 #define SNAP_MAX_DIM 4096
