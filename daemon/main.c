@@ -145,15 +145,8 @@ static int daemon__guard_signals(void)
 /* Peak resident set size in KiB, from /proc (0 when unknown). */
 static long daemon__peak_rss_kib(void)
 {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = 0;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
+    long kib = proc_status_kib("VmHWM");
+    return kib > 0 ? kib : 0;
 }
 
 /* One line with the run's figures, after the final checkpoint: what the

@@ -2,7 +2,9 @@
 #include "proc.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,4 +34,22 @@ int proc_restart_with_env(char *const argv[], const char *name, const char *valu
     int rc = -errno;
     unsetenv(name); /* what the process goes on with is what it loaded */
     return rc;
+}
+
+long proc_status_kib(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    size_t n = strlen(field);
+    long kib = -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':') {
+            if (sscanf(line + n + 1, "%ld kB", &kib) != 1)
+                kib = -1;
+            break;
+        }
+    fclose(f);
+    return kib;
 }

@@ -17,4 +17,8 @@
  * When the path is gone, /proc/self/exe is started (named "exe"). */
 int proc_restart_with_env(char *const argv[], const char *name, const char *value);
 
+/* A "kB" field of /proc/self/status ("VmHWM", "VmSize", ...) in KiB, or -1
+ * when there is no such file or field. */
+long proc_status_kib(const char *field);
+
 #endif

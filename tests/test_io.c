@@ -23,6 +23,7 @@
 #include "io/dataset.h"
 #include "io/embfile.h"
 #include "io/fsutil.h"
+#include "io/proc.h"
 #include "test.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -957,4 +958,15 @@ TEST(io_fsutil_read_all)
     CHECK(buf == NULL && strstr(err, path));
     io_test_dir_free(dir);
     IO_TEST_LEAK_CHECK();
+}
+
+/* proc_status_kib: a field of /proc/self/status in KiB, the whole name
+ * only, -1 when absent or not in kB. */
+TEST(io_proc_status_kib)
+{
+    long size = proc_status_kib("VmSize"), hwm = proc_status_kib("VmHWM");
+    CHECK(size > 0 && hwm > 0 && hwm <= size);
+    CHECK_EQ_INT(proc_status_kib("NoSuchField"), -1);
+    CHECK_EQ_INT(proc_status_kib("VmHW"), -1); /* a prefix of a field is not the field */
+    CHECK_EQ_INT(proc_status_kib("Name"), -1); /* not a kB field */
 }

@@ -25,6 +25,7 @@
 #include "io/snapshot.h"
 #include "model/rng.h"
 #include "test.h"
+#include "testutil.h"
 
 enum { T_USERS = 400, T_ITEMS = 300, T_CLUSTERS = 6, T_PER_USER = 16 };
 
@@ -900,20 +901,6 @@ TEST_SLOW(rounds_teacher_file_grown_is_not_reloaded, 120)
     test_rounds__rm(dir);
 }
 
-/* The address space a test may still map: the current size plus extra. */
-static long test_rounds__vm_kib(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kib = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmSize: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
-
 /* A round whose data cannot be built (out of memory: here the address
  * space is capped just above what the process holds) gives the stale flags
  * it took back, as any failed round does. Before, it returned with them
@@ -954,12 +941,8 @@ TEST_SLOW(rounds_data_failure_gives_back_the_stale_flags, 120)
     REQUIRE(state_apply(&st, b) == 0);
     staging_batch_free(b);
     rounds_note_changed(r, 3);
-    struct rlimit old, cap;
-    long kib = test_rounds__vm_kib();
-    REQUIRE(kib > 0 && getrlimit(RLIMIT_AS, &old) == 0);
-    cap = old;
-    cap.rlim_cur = (rlim_t)(kib + 256) * 1024;
-    REQUIRE(setrlimit(RLIMIT_AS, &cap) == 0);
+    struct rlimit old;
+    REQUIRE(test_cap_address_space(256 << 10, &old) == 0);
     int rc = rounds_run(r, &st, 50000, &res, err, sizeof(err));
     REQUIRE(setrlimit(RLIMIT_AS, &old) == 0);
     if (!(rc == -ENOMEM && strstr(err, "round data")))

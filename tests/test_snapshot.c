@@ -898,20 +898,7 @@ static void snap_test_limit_memory(void)
 {
     if (SNAP_TEST_ASAN)
         return;
-    FILE *fp = fopen("/proc/self/status", "r");
-    if (!fp)
-        return;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof(line), fp))
-        if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
-            break;
-    fclose(fp);
-    if (kb) {
-        struct rlimit rl = { (rlim_t)(kb * 1024 + (512ull << 20)),
-                             (rlim_t)(kb * 1024 + (512ull << 20)) };
-        CHECK(setrlimit(RLIMIT_AS, &rl) == 0);
-    }
+    test_cap_address_space((size_t)512 << 20, NULL);
 }
 
 static void snap_test_crafted(const char *dir)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "io/fsutil.h"
+#include "io/proc.h"
 #include "test.h"
 
 char *test_tmpdir_new(const char *tag)
@@ -153,4 +154,25 @@ double test_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int test_cap_address_space(size_t extra, struct rlimit *old)
+{
+    long kib = proc_status_kib("VmSize");
+    struct rlimit now;
+    if (kib <= 0 || getrlimit(RLIMIT_AS, &now) != 0) {
+        test_fail(__FILE__, __LINE__, "cannot read the address space's size or limit");
+        return -1;
+    }
+    if (old)
+        *old = now;
+    struct rlimit cap = now;
+    cap.rlim_cur = (rlim_t)kib * 1024 + (rlim_t)extra;
+    if (now.rlim_max != RLIM_INFINITY && cap.rlim_cur > now.rlim_max)
+        cap.rlim_cur = now.rlim_max;
+    if (setrlimit(RLIMIT_AS, &cap) != 0) {
+        test_fail(__FILE__, __LINE__, "setrlimit(RLIMIT_AS): %s", strerror(errno));
+        return -1;
+    }
+    return 0;
 }

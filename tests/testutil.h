@@ -6,6 +6,9 @@
 #ifndef DERRD_TESTUTIL_H
 #define DERRD_TESTUTIL_H
 
+#include <stddef.h>
+#include <sys/resource.h>
+
 /* A fresh directory /tmp/derrd-test-<tag>-XXXXXX (malloc'd), or NULL. */
 char *test_tmpdir_new(const char *tag);
 /* Removes dir and everything in it (a failure is a test failure), frees it. */
@@ -38,5 +41,12 @@ double test_json_num(const char *s, const char *key);
 
 /* Seconds on the monotonic clock (for ordering and loose bounds in tests). */
 double test_now(void);
+
+/* Caps this process's address space (the soft limit) at what it maps now
+ * plus extra bytes, so that an allocation past that fails; *old (unless
+ * NULL) gets the limit before, for setrlimit to put back. Returns 0, or -1
+ * after a test failure. Not under ASan or TSan, whose shadow memory needs
+ * the address space: skip the caller there. */
+int test_cap_address_space(size_t extra, struct rlimit *old);
 
 #endif
