@@ -743,7 +743,16 @@ static int rounds__publish(rounds_t *r, const state_t *st, const mf_t *m,
         ilen[k] = key ? (uint16_t)len : 0;
     }
     uint64_t now = log_wall_ms();
-    uint64_t version = r->snapshot_version + 1 > now ? r->snapshot_version + 1 : now;
+    /* Above the last version the checkpoint knows and the one latest names:
+     * a crash between a publish and its checkpoint leaves a version the
+     * checkpoint does not know, and with the wall clock stepped back since,
+     * the next one could repeat it (a client holding that ETag would get
+     * 304 for different bytes) or go below it. */
+    uint64_t floor = r->snapshot_version, on_disk = 0, mtime;
+    int lrc = snapshot_latest(r->cfg.snapshot_dir, &on_disk, &mtime);
+    if ((lrc == 0 || lrc == -ENOENT) && on_disk > floor)
+        floor = on_disk;
+    uint64_t version = floor + 1 > now ? floor + 1 : now;
     snapshot_desc_t desc = {
         .version = version,
         .created_ms = now,

@@ -339,6 +339,45 @@ TEST(rounds_refuse_a_diverged_student)
     test_rounds__rm(dir);
 }
 
+/* A published version the checkpoint does not know (a crash between the
+ * publish and the checkpoint), above the wall clock (which stepped back
+ * since): the next version goes above it, never repeats it. Here latest is
+ * made to name a version a day ahead, as a restart would find it. */
+TEST_SLOW(rounds_version_above_the_one_latest_names, 120)
+{
+    char dir[] = "/tmp/derrd-rounds-ver.XXXXXX", snapdir[600], err[512], path[700];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
+    test_rounds__feed(&st, 0, T_USERS, 1);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.gate_margin = 1.0; /* this test is about versions, not quality */
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    rounds_result_t res;
+    REQUIRE(rounds_run(r, &st, 1000, &res, err, sizeof(err)) == 0);
+    REQUIRE(res.published);
+    uint64_t ahead = res.snapshot_version + 86400000u;
+    char from[700], name[64], link[700];
+    snapshot_path(snapdir, res.snapshot_version, from, sizeof(from));
+    snapshot_path(snapdir, ahead, path, sizeof(path));
+    REQUIRE(rename(from, path) == 0);
+    snprintf(name, sizeof(name), "%s", strrchr(path, '/') + 1);
+    snapshot_latest_path(snapdir, link, sizeof(link));
+    REQUIRE(unlink(link) == 0 && symlink(name, link) == 0);
+
+    test_rounds__feed(&st, 0, T_USERS, 2);
+    REQUIRE(rounds_run(r, &st, 1000, &res, err, sizeof(err)) == 0);
+    REQUIRE(res.published);
+    if (res.snapshot_version <= ahead)
+        test_fail(__FILE__, __LINE__, "version %llu after latest named %llu",
+                  (unsigned long long)res.snapshot_version, (unsigned long long)ahead);
+    uint64_t v, mt;
+    CHECK(snapshot_latest(snapdir, &v, &mt) == 0 && v == res.snapshot_version);
+    rounds_free(r);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
+
 /* A forget reaches the next published snapshot: the user's id is gone
  * (its row stays, without an id, so row numbers hold), the others stay. */
 TEST_SLOW(rounds_forget_leaves_the_next_snapshot, 120)
