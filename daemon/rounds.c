@@ -62,8 +62,9 @@ struct rounds {
     void *between_ud;
     snapshot_pos_t *start_pos;  /* (n_start_pos) the state's positions when the round began */
     int n_start_pos, start_pos_cap;
-    int resume;                 /* no round tried yet by this process: one runs even
-                                 * without new events (a restart with unpublished data) */
+    int resume;                 /* no round done yet by this process (none tried, or
+                                 * each one failed): one runs even without new events
+                                 * (a restart with unpublished data) */
 
     rounds_data_t data;         /* the last round's matrix and held-out sample */
     mf_t published;             /* the student of the last published snapshot */
@@ -893,6 +894,7 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         snprintf(err, errlen, "shutting down");
         return -ECANCELED; /* asked before the round began: none starts */
     }
+    int resume = r->resume; /* a failed round leaves it to the next */
     r->resume = 0;
     int64_t nnz = iset_count(st->inter);
     if (nnz < r->cfg.min_interactions)
@@ -903,6 +905,7 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         snapshot_pos_t *p = realloc(r->start_pos, (size_t)st->n_pos * sizeof(*p));
         if (!p) {
             snprintf(err, errlen, "out of memory");
+            r->resume = resume;
             return -ENOMEM;
         }
         r->start_pos = p;
@@ -917,6 +920,7 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     int taken = rounds__take_stale(r, idmap_rows(st->users)) == 0;
     if (!taken) {
         snprintf(err, errlen, "out of memory");
+        r->resume = resume;
         return -ENOMEM;
     }
     uint64_t t0 = log_now_ms();
@@ -1168,12 +1172,14 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     out->seconds = (double)(log_now_ms() - t0) / 1000.0;
     return 0;
 fail:
+    r->resume = resume;
     if (taken)
         rounds__give_back_stale(r);
     if (!reuse)
         rounds__data_close(r, &fresh);
     return rc < 0 ? rc : -EIO;
 fail_keep:
+    r->resume = resume;
     out->seconds = (double)(log_now_ms() - t0) / 1000.0;
     return rc;
 }

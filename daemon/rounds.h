@@ -122,8 +122,9 @@ void rounds_note_changed(rounds_t *r, int64_t row);
 void rounds_freshness(const rounds_t *r, double *p50_ms, double *p99_ms, int64_t *users);
 
 /* 1 when an idle round (no new events) is still worth running: while the
- * held-out quality improves, and once after start (a restart resumes
- * training on the checkpoint's data without waiting for new events). */
+ * held-out quality improves, and after start until a round did not fail
+ * (a restart resumes training on the checkpoint's data without waiting for
+ * new events). */
 int rounds_want_idle(const rounds_t *r);
 
 /* Runs one round on st (read only). new_events: events applied since the

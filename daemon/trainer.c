@@ -10,6 +10,11 @@
 #include "io/log.h"
 #include "model/pool.h"
 
+/* The wait before a round after a failed one: doubling from the first to
+ * the second, back to none after a round that did not fail. */
+#define TRAINER_RETRY_MIN_MS 1000u
+#define TRAINER_RETRY_MAX_MS 60000u
+
 struct trainer {
     pthread_t thread;
     trainer_cfg_t cfg;
@@ -22,6 +27,8 @@ struct trainer {
     int between_rc;         /* trainer__apply failed between epochs */
     int starved;            /* the last round found too little data; new events clear it */
     int rounds_over;        /* a round was abandoned for a shutdown: none starts again */
+    uint64_t retry_at_ms;   /* monotonic: after a failed round, none starts before this */
+    uint64_t backoff_ms;    /* the wait after the last failure: 1 s, doubling to 60 s */
 
     pthread_mutex_t mu; /* guards the fields below */
     kafka_pos_t *durable;
@@ -179,6 +186,8 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
     if (!r || t->rounds_over)
         return;
     uint64_t now = log_now_ms();
+    if (now < t->retry_at_ms)
+        return;
     /* Settling (nothing new, the held-out quality still improving) runs
      * rounds back to back: the stream is quiet, the cores are free. */
     int due = t->since_round >= (uint64_t)t->cfg.round_min_events ||
@@ -237,9 +246,19 @@ static void trainer__maybe_round(trainer_t *t, uint64_t *next_ckpt)
         return;
     }
     if (rc < 0) {
-        log_err("round %llu failed: %s", (unsigned long long)res.round, err);
+        /* What failed (a teacher file not there yet, a full disk, memory)
+         * rarely mends within milliseconds: retrying at once ran hundreds
+         * of failing rounds a second, each building its data and logging. */
+        t->backoff_ms = t->backoff_ms ? t->backoff_ms * 2 : TRAINER_RETRY_MIN_MS;
+        if (t->backoff_ms > TRAINER_RETRY_MAX_MS)
+            t->backoff_ms = TRAINER_RETRY_MAX_MS;
+        t->retry_at_ms = t->last_round_ms + t->backoff_ms;
+        log_err("round %llu failed: %s; the next round in %.0f s at the earliest",
+                (unsigned long long)res.round, err, (double)t->backoff_ms / 1000.0);
         return;
     }
+    t->backoff_ms = 0;
+    t->retry_at_ms = 0;
     log_info("round %llu: %lld users, %lld items, %lld interactions; student HR@10 %.4f "
              "NDCG@10 %.4f, teacher HR@10 %.4f (%lld held out); teacher %s; %d top-N lists "
              "computed, %d filtered; student epochs on %lld pairs; %.2f s (teacher %.2f, student %.2f, "
@@ -289,17 +308,20 @@ static void *trainer__main(void *arg)
     int rc = 0;
     while (!atomic_load(&t->stop)) {
         uint64_t now = log_now_ms(), wake = next;
-        int rounds_on = t->cfg.rounds && !t->rounds_over;
-        if (rounds_on && t->since_round > 0 &&
-            t->last_round_ms + (uint64_t)t->cfg.round_interval_ms < wake)
-            wake = t->last_round_ms + (uint64_t)t->cfg.round_interval_ms;
-        if (rounds_on && t->since_round == 0 && rounds_want_idle(t->cfg.rounds))
-            wake = now;
-        /* A round due by its event count starts now, not when the next
-         * batch or checkpoint comes (after a burst, none may come soon). */
-        if (rounds_on && t->since_round >= (uint64_t)t->cfg.round_min_events &&
-            !t->starved)
-            wake = now;
+        if (t->cfg.rounds && !t->rounds_over) {
+            uint64_t due = UINT64_MAX;
+            if (t->since_round > 0)
+                due = t->last_round_ms + (uint64_t)t->cfg.round_interval_ms;
+            /* A round due by its event count starts now, not when the next
+             * batch or checkpoint comes (after a burst, none may come soon). */
+            if ((t->since_round == 0 && rounds_want_idle(t->cfg.rounds)) ||
+                (t->since_round >= (uint64_t)t->cfg.round_min_events && !t->starved))
+                due = now;
+            if (due != UINT64_MAX && due < t->retry_at_ms)
+                due = t->retry_at_ms; /* a failed round's backoff */
+            if (due < wake)
+                wake = due;
+        }
         int wait = wake > now ? (int)(wake - now) : 0;
         if (t->cfg.wd)
             notify_wd_idle(t->cfg.wd, NOTIFY_WD_TRAINER);

@@ -823,6 +823,74 @@ TEST_SLOW(trainer_starts_no_round_once_a_shutdown_is_asked, 120)
     test_rounds__rm(dir);
 }
 
+/* Runs a trainer over st with rounds against a teacher file that is not
+ * there (every round fails) for about seconds s, first pushing events
+ * when events > 0; returns the rounds that failed. */
+static uint64_t test_rounds__failing_trainer(const char *dir, const char *snapdir, state_t *st,
+                                             int events, double seconds)
+{
+    char err[512], tpath[700];
+    snprintf(tpath, sizeof(tpath), "%s/not-yet.emb", dir);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.threads = 1;
+    cfg.teacher_file = tpath;
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    staging_t *stg = staging_new();
+    if (!r || !stg) {
+        test_fail(__FILE__, __LINE__, "out of memory");
+        rounds_free(r);
+        staging_free(stg);
+        return 0;
+    }
+    trainer_cfg_t tc = { .state_dir = dir, .checkpoint_ms = 600000, .keep = 3,
+                         .notify = test_rounds__noop, .rounds = r, .round_min_events = 100,
+                         .round_interval_ms = 100 };
+    trainer_t *t;
+    trainer_stats_t ts = { 0 };
+    if (trainer_start(&t, st, stg, &tc) != 0) {
+        test_fail(__FILE__, __LINE__, "trainer_start failed");
+    } else {
+        if (events > 0)
+            staging_push(stg, test_rounds__batch(0, events, -1));
+        double t0 = test_now();
+        while (test_now() - t0 < seconds)
+            usleep(20 * 1000);
+        trainer_stats(t, &ts);
+        CHECK_EQ_INT(trainer_stop(t), 0);
+        trainer_free(t);
+    }
+    rounds_free(r);
+    staging_free(stg);
+    return ts.rounds_failed;
+}
+
+/* A round that fails is not retried at once: the next waits 1 s, then 2,
+ * doubling. Before, a --teacher-file not there yet ran hundreds of failing
+ * rounds a second (each building its data and logging an error). And a
+ * restart's first round that fails is retried without new events: before,
+ * nothing ran until an event came. */
+TEST_SLOW(trainer_backs_off_after_a_failed_round, 120)
+{
+    char dir[] = "/tmp/derrd-retry.XXXXXX", snapdir[600];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
+    /* With events: failures at about 0, 1 and 3 s, so 2 in 2.5 s. The state
+     * moves into the trainer. */
+    uint64_t failed = test_rounds__failing_trainer(dir, snapdir, &st, 2000, 2.5);
+    printf("    failed rounds in 2.5 s with new events: %llu\n", (unsigned long long)failed);
+    CHECK(failed >= 1 && failed <= 3);
+    /* A restart (the state moved into the trainer, and back from its last
+     * checkpoint): nothing new, the first round fails, and is tried again. */
+    char err[512];
+    REQUIRE(state_init(&st, "events") == 0);
+    REQUIRE(state_load(&st, dir, NULL, NULL, err, sizeof(err)) == 1);
+    REQUIRE(iset_count(st.inter) > 0);
+    failed = test_rounds__failing_trainer(dir, snapdir, &st, 0, 2.5);
+    printf("    failed rounds in 2.5 s after a restart: %llu\n", (unsigned long long)failed);
+    CHECK(failed >= 2 && failed <= 3);
+    test_rounds__rm(dir);
+}
+
 /* After a restart, the checkpoint may hold users no snapshot has (they came
  * after the last round that published, or during it). The first round runs
  * without new events (rounds_want_idle: a restart with unpublished data),
