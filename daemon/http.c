@@ -346,12 +346,13 @@ static int http__open_latest(http_t *h, uint64_t *version, int *fd_out, off_t *s
     if (dfd < 0)
         return errno == ENOTDIR ? -ENOENT : -errno;
     int rc = -ENOENT;
+    char name[64] = "";
     /* A prune between readlink and open removes the file latest named a
      * moment ago: a newer latest is in place by then, so look again. */
     for (int attempt = 0; attempt < 3; attempt++) {
-        char name[64];
         ssize_t n = readlinkat(dfd, "latest", name, sizeof(name) - 1);
         if (n < 0) {
+            name[0] = 0;
             rc = errno == EINVAL ? -EBADMSG : -errno; /* EINVAL: not a symlink */
             if (rc == -EBADMSG)
                 http__warn(h, "%s/latest is not a symlink", h->dir);
@@ -367,6 +368,8 @@ static int http__open_latest(http_t *h, uint64_t *version, int *fd_out, off_t *s
         if (rc != -ENOENT)
             break;
     }
+    if (rc == -ENOENT && name[0]) /* deleted by hand: served as none, said why */
+        http__warn(h, "%s/latest names %s, which does not exist", h->dir, name);
     close(dfd);
     return rc;
 }

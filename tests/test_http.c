@@ -514,6 +514,37 @@ static void http_test_traversal_body(const char *dir)
 
 TEST(http_snapshot_traversal) { http_test_in_dir(http_test_traversal_body); }
 
+/* A latest that names a file deleted by hand: 404 as when none was
+ * published, and the log says which file is missing (a fresh server: its
+ * warnings are limited to one a second). */
+static void http_test_dangling_body(const char *dir)
+{
+    http_t *h = http_test_start(dir, NULL);
+    REQUIRE(h);
+    uint16_t port = http_port(h);
+    REQUIRE(http_test_write(dir, 7, 100) == 0);
+    REQUIRE(http_test_latest_v(dir, 7) == 0);
+    char path[600], logpath[600];
+    http_test_name(path, sizeof(path), dir, 7);
+    REQUIRE(unlink(path) == 0);
+    snprintf(logpath, sizeof(logpath), "%s/log", dir);
+    http_test_resp_t r;
+    log_setup(LOG_LVL_WARNING, 0); /* http_test_in_dir silenced the warnings */
+    int saved = test_stderr_begin(logpath);
+    int got = http_test_get(port, "/v1/snapshot", "", &r);
+    char *log = test_stderr_end(saved, logpath);
+    CHECK(got == 0);
+    CHECK_EQ_INT(r.status, 404);
+    http_test_resp_free(&r);
+    if (!(log && strstr(log, "latest names student-00000000000000000007.dsnap, which does not "
+                             "exist")))
+        test_fail(__FILE__, __LINE__, "not logged: %s", log ? log : "(none)");
+    free(log);
+    http_stop(h);
+}
+
+TEST(http_snapshot_latest_names_a_missing_file) { http_test_in_dir(http_test_dangling_body); }
+
 /* ---- methods, paths ------------------------------------------------------- */
 
 static void http_test_methods_body(const char *dir)

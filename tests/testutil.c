@@ -176,3 +176,57 @@ int test_cap_address_space(size_t extra, struct rlimit *old)
     }
     return 0;
 }
+
+int test_stderr_begin(const char *path)
+{
+    fflush(stderr);
+    int saved = dup(2);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (saved < 0 || fd < 0 || dup2(fd, 2) != 2) {
+        test_fail(__FILE__, __LINE__, "cannot send stderr to %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        if (saved >= 0)
+            close(saved);
+        return -1;
+    }
+    close(fd);
+    return saved;
+}
+
+char *test_stderr_end(int saved, const char *path)
+{
+    if (saved < 0)
+        return NULL;
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        test_fail(__FILE__, __LINE__, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, len = 0;
+    char *text = malloc(cap);
+    size_t n;
+    while (text && (n = fread(text + len, 1, cap - 1 - len, f)) > 0) {
+        len += n;
+        if (len + 1 == cap) {
+            char *more = realloc(text, cap * 2);
+            if (!more) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = more;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (!text) {
+        test_fail(__FILE__, __LINE__, "out of memory");
+        return NULL;
+    }
+    text[len] = 0;
+    return text;
+}

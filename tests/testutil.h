@@ -42,6 +42,13 @@ double test_json_num(const char *s, const char *key);
 /* Seconds on the monotonic clock (for ordering and loose bounds in tests). */
 double test_now(void);
 
+/* Sends stderr (the log) to the file path until test_stderr_end(), which
+ * puts it back and returns what was written (malloc'd, NUL-terminated) or
+ * NULL after a test failure. begin returns the saved descriptor or -1
+ * after a test failure. */
+int test_stderr_begin(const char *path);
+char *test_stderr_end(int saved, const char *path);
+
 /* Caps this process's address space (the soft limit) at what it maps now
  * plus extra bytes, so that an allocation past that fails; *old (unless
  * NULL) gets the limit before, for setrlimit to put back. Returns 0, or -1
