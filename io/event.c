@@ -27,9 +27,42 @@ static int event__blank(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* Scans s for the first byte that is not strict UTF-8 (Unicode table 3-7:
- * no overlongs, no surrogates, nothing above U+10FFFF) or, unless ctl_ok,
- * is an ASCII control. Returns EVENT__OK or the kind, with its offset in *at. */
+size_t event_utf8_seq(const unsigned char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t need;
+    unsigned lo = 0x80, hi = 0xbf; /* range of the second byte */
+    if (c >= 0xc2 && c <= 0xdf)
+        need = 1;
+    else if (c == 0xe0)
+        need = 2, lo = 0xa0;
+    else if (c == 0xed)
+        need = 2, hi = 0x9f;
+    else if (c >= 0xe1 && c <= 0xef)
+        need = 2;
+    else if (c == 0xf0)
+        need = 3, lo = 0x90;
+    else if (c == 0xf4)
+        need = 3, hi = 0x8f;
+    else if (c >= 0xf1 && c <= 0xf3)
+        need = 3;
+    else
+        return 0;
+    if (n - 1 < need || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t k = 2; k <= need; k++)
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+    return need + 1;
+}
+
+/* Scans s for the first byte that is not strict UTF-8 (event_utf8_seq) or,
+ * unless ctl_ok, is an ASCII control. Returns EVENT__OK or the kind, with
+ * its offset in *at. */
 static int event__scan(const unsigned char *s, size_t n, int ctl_ok, size_t *at)
 {
     size_t i = 0;
@@ -47,35 +80,14 @@ static int event__scan(const unsigned char *s, size_t n, int ctl_ok, size_t *at)
             i++;
             continue;
         }
-        size_t need;
-        unsigned lo = 0x80, hi = 0xbf; /* range of the second byte */
-        if (c >= 0xc2 && c <= 0xdf)
-            need = 1;
-        else if (c == 0xe0)
-            need = 2, lo = 0xa0;
-        else if (c == 0xed)
-            need = 2, hi = 0x9f;
-        else if (c >= 0xe1 && c <= 0xef)
-            need = 2;
-        else if (c == 0xf0)
-            need = 3, lo = 0x90;
-        else if (c == 0xf4)
-            need = 3, hi = 0x8f;
-        else if (c >= 0xf1 && c <= 0xf3)
-            need = 3;
-        else
-            goto bad;
-        if (n - i - 1 < need || s[i + 1] < lo || s[i + 1] > hi)
-            goto bad;
-        for (size_t k = 2; k <= need; k++)
-            if ((s[i + k] & 0xc0) != 0x80)
-                goto bad;
-        i += need + 1;
+        size_t len = event_utf8_seq(s + i, n - i);
+        if (!len) {
+            *at = i;
+            return EVENT__BAD_UTF8;
+        }
+        i += len;
     }
     return EVENT__OK;
-bad:
-    *at = i;
-    return EVENT__BAD_UTF8;
 }
 
 int event_id_check(const char *field, const char *s, size_t n, char *err, size_t errlen)

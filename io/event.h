@@ -69,6 +69,11 @@ int event_decode(const void *buf, size_t len, event_t *ev, char *err, size_t err
  * holds follows the same rules. */
 int event_id_check(const char *field, const char *s, size_t n, char *err, size_t errlen);
 
+/* The length (1 to 4) of the strict UTF-8 sequence s starts with (Unicode
+ * table 3-7: no overlongs, no surrogates, nothing above U+10FFFF), of the
+ * n bytes there; 0 when it is not one, or n is 0. */
+size_t event_utf8_seq(const unsigned char *s, size_t n);
+
 /* Encodes *ev as compact JSON (event_encode_json: keys user, item, ts or
  * user, op, ts; ts only when has_ts) or as text without a trailing newline
  * (event_encode_text) into buf. The ids are user[0..user_len) and

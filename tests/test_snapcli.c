@@ -181,6 +181,16 @@ static void snapcli_test_escape_body(const char *dir)
     CHECK(strstr(r.out, "topic            t\\x1b\n") != NULL);
     CHECK(strchr(r.out, 0x1b) == NULL);
     test_run_close(&r);
+
+    /* info --json stays JSON (UTF-8) for a topic that is not: a byte that
+     * is no UTF-8 becomes U+FFFD, valid sequences stay. */
+    d.topic = "t\xff\xc3\xa9\xc3";
+    REQUIRE(snapshot_write(path, &d, 3, err, sizeof(err)) == 0);
+    TEST_RUN_TOOL(&r, dir, "derrd-snap", "info", path, "--json");
+    CHECK_EQ_INT(r.status, 0);
+    if (!strstr(r.out, "\"t\\ufffd\xc3\xa9\\ufffd\"") || strchr(r.out, 0xff))
+        test_fail(__FILE__, __LINE__, "info --json: %s", r.out);
+    test_run_close(&r);
 }
 
 TEST(snapcli_recommend_escapes_ids)

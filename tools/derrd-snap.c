@@ -25,6 +25,7 @@
 
 #include "io/dataset.h"
 #include "io/embfile.h"
+#include "io/event.h"
 #include "io/proc.h"
 #include "io/snapshot.h"
 #include "model/gemm.h"
@@ -165,17 +166,23 @@ static void need_path(int argc, char **argv, const char **path, const char *cmd)
         cli_die_usage("%s needs a snapshot FILE or DIR", cmd);
 }
 
+/* A JSON string of n bytes: valid UTF-8 as it is, a byte that is not (a
+ * crafted file's) as U+FFFD, so that the output stays JSON. */
 static void json_str(const char *s, size_t n)
 {
     putchar('"');
-    for (size_t k = 0; k < n; k++) {
+    for (size_t k = 0; k < n;) {
         unsigned char ch = (unsigned char)s[k];
+        size_t len = event_utf8_seq((const unsigned char *)s + k, n - k);
         if (ch == '"' || ch == '\\')
             printf("\\%c", ch);
         else if (ch < 0x20 || ch == 0x7f)
             printf("\\u%04x", ch);
+        else if (!len)
+            fputs("\\ufffd", stdout);
         else
-            putchar(ch);
+            fwrite(s + k, 1, len, stdout);
+        k += len ? len : 1;
     }
     putchar('"');
 }
