@@ -175,7 +175,9 @@ char *status_metrics(const status_t *s, const status_in_t *in)
                 fprintf(f, "derrd_round_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
                         (unsigned long long)cum);
         }
-        fprintf(f, "derrd_round_duration_seconds_sum %.6g\nderrd_round_duration_seconds_count %llu\n",
+        /* A counter: every digit a double holds (rate() of it needs them). */
+        fprintf(f, "derrd_round_duration_seconds_sum %.15g\n"
+                   "derrd_round_duration_seconds_count %llu\n",
                 ts->round_seconds_sum, (unsigned long long)cum);
         const rounds_result_t *r = &ts->last_round;
         int any = ts->rounds > 0;

@@ -121,6 +121,37 @@ TEST(status_metrics_values)
     status_free(s);
 }
 
+/* The histogram's _sum is a counter: every digit a scrape can tell from the
+ * last one must be there. A daemon whose rounds ran back to back for two
+ * weeks has a sum of some 1.2e6 s; "%.6g" printed it as 1.23457e+06, so
+ * rate(_sum) moved in steps of 10 s and the mean round duration
+ * (rate(_sum) / rate(_count)) read 0 or tens of seconds by turns. */
+TEST(status_metrics_round_sum_keeps_its_digits)
+{
+    ingest_stats_t is;
+    trainer_stats_t ts;
+    status_test_fill(&is, &ts);
+    ts.round_seconds_sum = 1234567.891;
+    status_t *s = status_new("9.9.9");
+    REQUIRE(s);
+    status_in_t in = { .is = &is, .ts = &ts, .now_ms = 1700000010000, .start_ms = 1700000000250,
+                       .ready = 1, .rounds_enabled = 1 };
+    char *m = status_metrics(s, &in);
+    REQUIRE(m);
+    if (!status_test_line(m, "derrd_round_duration_seconds_sum 1234567.891")) {
+        const char *p = strstr(m, "derrd_round_duration_seconds_sum ");
+        test_fail(__FILE__, __LINE__, "the sum is printed as \"%.*s\"",
+                  p ? (int)strcspn(p, "\n") : 0, p ? p : "");
+    }
+    free(m);
+    ts.round_seconds_sum = 400.55; /* and a small one stays as it was */
+    m = status_metrics(s, &in);
+    REQUIRE(m);
+    CHECK(status_test_line(m, "derrd_round_duration_seconds_sum 400.55"));
+    free(m);
+    status_free(s);
+}
+
 TEST(status_json_rate_and_escaping)
 {
     ingest_stats_t is;
