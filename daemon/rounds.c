@@ -560,8 +560,8 @@ static int rounds__load_teacher_file(rounds_t *r, const state_t *st, char *err, 
             return 0;
     }
     embfile_t ef;
-    if (rc == 0 && r->file_teacher.ue && mtime == r->bad_mtime_ns)
-        rc = 1; /* refused before and unchanged: do not log it again */
+    if (r->file_teacher.ue && mtime == r->bad_mtime_ns)
+        rc = 1; /* refused before and unchanged (or still gone): do not log it again */
     else if (rc == 0)
         rc = embfile_read(r->cfg.teacher_file, &ef, err, errlen);
     if (rc == 0 && ef.dim > ROUNDS_MAX_TEACHER_DIM) {
@@ -613,6 +613,7 @@ static int rounds__load_teacher_file(rounds_t *r, const state_t *st, char *err, 
     mf_close(&r->file_teacher);
     r->file_teacher = m;
     r->file_mtime_ns = mtime;
+    r->bad_mtime_ns = 0; /* a refusal after this one is news again */
     if (same)
         return 2;
     log_notice("rounds: teacher loaded from %s: dim %d, %lld of %lld rows mapped",

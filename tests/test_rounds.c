@@ -442,6 +442,91 @@ TEST(rounds_refuse_a_teacher_file_over_the_dim_limit)
     test_rounds__rm(dir);
 }
 
+/* Counts the lines of log that hold what. */
+static int test_rounds__count(const char *log, const char *what)
+{
+    int n = 0;
+    for (const char *p = log; p && (p = strstr(p, what)); p++)
+        n++;
+    return n;
+}
+
+/* A --teacher-file that goes away after it was loaded (a deploy that
+ * replaces it by unlink and rename, a mistaken rm): the teacher loaded
+ * before stays, and the refusal is logged once, as for a bad file
+ * (docs/ROUNDS.md: "logged once per change of the file"), not at error
+ * level on every round while the file stays away. When the file is back it
+ * is loaded, and a second disappearance is logged again. */
+TEST_SLOW(rounds_teacher_file_gone_is_logged_once, 120)
+{
+    char dir[] = "/tmp/derrd-rounds-tgone.XXXXXX", snapdir[600], tpath[600], err[512];
+    char logpath[700];
+    state_t st;
+    REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
+    snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
+    snprintf(logpath, sizeof(logpath), "%s/log", dir);
+    enum { NU = 100, NI = 60, TD = 8 };
+    staging_batch_t *b = staging_batch_new();
+    REQUIRE(b);
+    for (int u = 0; u < NU; u++)
+        for (int i = 0; i < 5; i++) {
+            char us[24], is[24];
+            int ul = snprintf(us, sizeof(us), "%d", u);
+            int il = snprintf(is, sizeof(is), "%d", (u * 3 + i * 7) % NI);
+            REQUIRE(staging_batch_add(b, STAGED_ADD, 1, u * 5 + i, us, (size_t)ul, is,
+                                      (size_t)il) == 0);
+        }
+    REQUIRE(state_apply(&st, b) == 0);
+    staging_batch_free(b);
+    size_t n = (size_t)(NU + NI) * TD;
+    float *rows = malloc(n * sizeof(float));
+    REQUIRE(rows);
+    for (size_t k = 0; k < n; k++)
+        rows[k] = (float)((int)(k * 7919 % 200) - 100) / 1000.0f;
+    REQUIRE(embfile_write(tpath, TD, NU, NI, rows, err, sizeof(err)) == 0);
+    rounds_cfg_t cfg = test_rounds__cfg(snapdir);
+    cfg.teacher_file = tpath;
+    cfg.threads = 1;
+    cfg.gate_margin = 1.0; /* this test is about the log, not quality */
+    rounds_t *r = rounds_new(&cfg, err, sizeof(err));
+    REQUIRE(r);
+    rounds_result_t res;
+    REQUIRE(rounds_run(r, &st, 500, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.teacher_refreshed, 3);
+
+    REQUIRE(unlink(tpath) == 0);
+    int saved = test_stderr_begin(logpath);
+    REQUIRE(saved >= 0);
+    int ok = 1;
+    for (int k = 0; k < 4; k++)
+        ok &= rounds_run(r, &st, 1, &res, err, sizeof(err)) == 0;
+    char *log = test_stderr_end(saved, logpath);
+    REQUIRE(log);
+    CHECK(ok); /* the teacher loaded before goes on */
+    int gone = test_rounds__count(log, "keeping the teacher loaded before");
+    printf("    rounds with the file gone: 4, lines saying so: %d\n", gone);
+    CHECK_EQ_INT(gone, 1);
+    free(log);
+
+    /* back: loaded; gone again: logged again */
+    REQUIRE(embfile_write(tpath, TD, NU, NI, rows, err, sizeof(err)) == 0);
+    REQUIRE(rounds_run(r, &st, 1, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.teacher_refreshed, 3);
+    REQUIRE(unlink(tpath) == 0);
+    saved = test_stderr_begin(logpath);
+    REQUIRE(saved >= 0);
+    for (int k = 0; k < 2; k++)
+        CHECK(rounds_run(r, &st, 1, &res, err, sizeof(err)) == 0);
+    log = test_stderr_end(saved, logpath);
+    REQUIRE(log);
+    CHECK_EQ_INT(test_rounds__count(log, "keeping the teacher loaded before"), 1);
+    free(log);
+    free(rows);
+    rounds_free(r);
+    state_close(&st);
+    test_rounds__rm(dir);
+}
+
 /* The trainer applies events between a round's epochs. When one of them
  * fails to apply (here an empty id, which state_apply refuses as it would
  * run out of memory), the round is abandoned, nothing after it is applied,
