@@ -175,6 +175,8 @@ static void daemon__summary(daemon_t *d, const ingest_stats_t *is)
                (unsigned long long)ts.published, (long long)fresh, p50, p99);
 }
 
+static void daemon__render(daemon_t *d, const ingest_stats_t *is, const trainer_stats_t *ts);
+
 static void daemon__shutdown(daemon_t *d, int exit_code)
 {
     if (d->stopping)
@@ -192,6 +194,16 @@ static void daemon__shutdown(daemon_t *d, int exit_code)
     notify_stopping();
     notify_status("stopping: final checkpoint, commit, leaving the group");
     uv_timer_stop(&d->wd_timer);
+    /* The loop blocks from here until HTTP stops, and the metrics timer
+     * renders no more: render now, so /metrics (derrd_ready) and
+     * /v1/status say "not ready" as /readyz does for the whole stop. */
+    if (d->status && d->ingest && d->trainer) {
+        ingest_stats_t now_is;
+        trainer_stats_t now_ts;
+        ingest_stats(d->ingest, &now_is);
+        trainer_stats(d->trainer, &now_ts);
+        daemon__render(d, &now_is, &now_ts);
+    }
     int timeout = (int)d->opt.shutdown_timeout_ms;
     kafka_pos_t *pos = NULL;
     int n = 0;
@@ -388,10 +400,16 @@ static void daemon__metrics_cb_timer(uv_timer_t *h)
     if (log_ratelimit_ok(&d->status_rl, 5000, NULL))
         daemon__status(&is, &ts);
     daemon__kafka_health(d, &is, log_now_ms());
+    daemon__render(d, &is, &ts);
+}
+
+/* Renders the texts of /metrics and /v1/status from the figures given. */
+static void daemon__render(daemon_t *d, const ingest_stats_t *is, const trainer_stats_t *ts)
+{
     char why[sizeof(d->not_ready)];
     status_in_t in = {
-        .is = &is,
-        .ts = &ts,
+        .is = is,
+        .ts = ts,
         .now_ms = log_wall_ms(),
         .start_ms = d->start_ms,
         .ready = daemon__ready_cb(d, why, sizeof(why)),
