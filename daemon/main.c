@@ -646,22 +646,6 @@ out:
     return status;
 }
 
-/* The option lines in effect (options_print_values), for comparing. */
-static char *daemon__options_text(const options_t *o)
-{
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f)
-        return NULL;
-    options_print_values(o, f);
-    if (fclose(f) != 0) {
-        free(text);
-        return NULL;
-    }
-    return text;
-}
-
 /* The live settings of o, for the trainer. */
 static trainer_live_t daemon__live(const options_t *o)
 {
@@ -676,6 +660,29 @@ static trainer_live_t daemon__live(const options_t *o)
             .gate_margin = o->gate_margin,
         },
     };
+}
+
+/* What a reload changed, counted by daemon__reload_change(). */
+typedef struct {
+    int live, later;
+} daemon_reload_t;
+
+/* One changed setting of a reload (options_changes): logged with its old
+ * value when it applies at once, else as waiting for the next start. */
+static void daemon__reload_change(void *ud, const char *name, const char *before,
+                                  const char *after)
+{
+    daemon_reload_t *rl = ud;
+    if (options_is_live(name)) {
+        log_notice("reload: %s (was: %s)", after ? after : name, before ? before : "unset");
+        rl->live++;
+    } else if (after) {
+        log_notice("reload: \"%s\" takes effect at the next start", after);
+        rl->later++;
+    } else {
+        log_notice("reload: \"%s\" removed; takes effect at the next start", before);
+        rl->later++;
+    }
 }
 
 /* SIGHUP: read the configuration again (file and flags). The live options
@@ -698,29 +705,13 @@ static void daemon__sighup_cb(uv_signal_t *h, int signum)
             int level = log_level_parse(o.log_level);
             if (level >= 0 && level != log_level())
                 log_setup(level, -1);
-            char *now = d->config_text, *next = daemon__options_text(&o);
-            int live = 0, later = 0;
-            /* Line by line: both list every option in the same order. */
-            for (char *a = now, *b = next; a && b && *a && *b;) {
-                char *ea = strchr(a, '\n'), *eb = strchr(b, '\n');
-                if (!ea || !eb)
-                    break;
-                size_t la = (size_t)(ea - a), lb = (size_t)(eb - b);
-                if ((la != lb || memcmp(a, b, la) != 0) && a[0] != '#') {
-                    char name[64];
-                    size_t nl = strcspn(b, " ");
-                    snprintf(name, sizeof(name), "%.*s", (int)(nl < sizeof(name) ? nl : 0), b);
-                    if (options_is_live(name)) {
-                        log_notice("reload: %.*s (was: %.*s)", (int)lb, b, (int)la, a);
-                        live++;
-                    } else {
-                        log_notice("reload: \"%.*s\" takes effect at the next start", (int)lb, b);
-                        later++;
-                    }
-                }
-                a = ea + 1;
-                b = eb + 1;
-            }
+            char *now = d->config_text, *next = options_compare_text(&o);
+            daemon_reload_t rl = { 0, 0 };
+            /* Setting by setting: a new secret is a change too, and a
+             * kafka.* property may be added or removed. */
+            if (now && next)
+                options_changes(now, next, daemon__reload_change, &rl);
+            int live = rl.live, later = rl.later;
             if (next) {
                 free(now);
                 d->config_text = next;
@@ -764,7 +755,7 @@ int main(int argc, char **argv)
     }
     log_setup(log_level_parse(d.opt.log_level), -1);
     daemon__log_blas(blas_rc);
-    d.config_text = daemon__options_text(&d.opt);
+    d.config_text = options_compare_text(&d.opt);
     if (dump) {
         int rc = daemon__dump_state(&d.opt);
         free(d.config_text);

@@ -516,7 +516,8 @@ static int options__kafka_secret(const char *key)
            strcmp(key, "ssl.key.pem") == 0 || strcmp(key, "sasl.oauthbearer.config") == 0;
 }
 
-void options_print_values(const options_t *o, FILE *out)
+/* Prints the values; show_secrets only for comparing, never for a person. */
+static void options__print(const options_t *o, FILE *out, int show_secrets)
 {
     fputs("# derrd: the configuration in effect (file, then flags); secrets show as <set>\n",
           out);
@@ -527,7 +528,8 @@ void options_print_values(const options_t *o, FILE *out)
             continue;
         fprintf(out, "%s ", d->name);
         if (d->type == OPT_SECRET)
-            options__put_value(out, **(char *const *)field ? "<set>" : "");
+            options__put_value(out, show_secrets || !**(char *const *)field
+                                        ? *(char *const *)field : "<set>");
         else if (d->type == OPT_STR)
             options__put_value(out, *(char *const *)field);
         else if (d->type == OPT_BOOL)
@@ -550,7 +552,98 @@ void options_print_values(const options_t *o, FILE *out)
     for (int k = 0; k < o->n_kafka_keys; k++) {
         const char *v = kafka_config_get(o->kafka, o->kafka_keys[k]);
         fprintf(out, "kafka.%s ", o->kafka_keys[k]);
-        options__put_value(out, options__kafka_secret(o->kafka_keys[k]) ? "<set>" : v ? v : "");
+        options__put_value(out, !show_secrets && options__kafka_secret(o->kafka_keys[k])
+                                    ? "<set>" : v ? v : "");
         fputc('\n', out);
     }
+}
+
+void options_print_values(const options_t *o, FILE *out) { options__print(o, out, 0); }
+
+char *options_compare_text(const options_t *o)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    options__print(o, f, 1);
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* 1 when the setting name holds a credential (--print-config shows <set>). */
+static int options__is_secret(const char *name)
+{
+    if (strncmp(name, "kafka.", 6) == 0)
+        return options__kafka_secret(name + 6);
+    const option_def_t *d = options__find(name);
+    return d && d->type == OPT_SECRET;
+}
+
+/* The line of text (a text of options__print) that sets name, or NULL;
+ * *len: its length without the newline. */
+static const char *options__line_of(const char *text, const char *name, size_t nlen,
+                                    size_t *len)
+{
+    for (const char *l = text; l && *l;) {
+        const char *nl = strchr(l, '\n');
+        size_t n = nl ? (size_t)(nl - l) : strlen(l);
+        if (l[0] != '#' && n > nlen && l[nlen] == ' ' && memcmp(l, name, nlen) == 0) {
+            *len = n;
+            return l;
+        }
+        l = nl ? nl + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* The line as it may be shown: a secret's value as <set>. */
+static char *options__shown(const char *line, size_t len, const char *name)
+{
+    char *out;
+    size_t nlen = strcspn(line, " ");
+    if (options__is_secret(name) && !(len == nlen + 3 && memcmp(line + nlen, " \"\"", 3) == 0)) {
+        if (asprintf(&out, "%.*s <set>", (int)nlen, line) < 0)
+            return NULL;
+        return out;
+    }
+    return strndup(line, len);
+}
+
+/* One side's settings against the other's: fn for each that differs (or,
+ * with only_missing, for each the other side lacks). */
+static void options__diff(const char *from, const char *to, int only_missing, int from_is_after,
+                          options_change_fn fn, void *ud)
+{
+    for (const char *l = from; l && *l;) {
+        const char *nl = strchr(l, '\n');
+        size_t n = nl ? (size_t)(nl - l) : strlen(l);
+        size_t nlen = strcspn(l, " \n");
+        if (l[0] != '#' && nlen < n) {
+            char *name = strndup(l, nlen);
+            size_t olen = 0;
+            const char *other = name ? options__line_of(to, name, nlen, &olen) : NULL;
+            if (name && (other ? !only_missing && (olen != n || memcmp(other, l, n) != 0)
+                               : 1)) {
+                char *mine = options__shown(l, n, name);
+                char *theirs = other ? options__shown(other, olen, name) : NULL;
+                if (mine && (theirs || !other))
+                    fn(ud, name, from_is_after ? theirs : mine, from_is_after ? mine : theirs);
+                free(mine);
+                free(theirs);
+            }
+            free(name);
+        }
+        l = nl ? nl + 1 : NULL;
+    }
+}
+
+void options_changes(const char *before, const char *after, options_change_fn fn, void *ud)
+{
+    options__diff(after, before, 0, 1, fn, ud);
+    options__diff(before, after, 1, 0, fn, ud);
 }

@@ -81,4 +81,18 @@ void options_print_example(FILE *out);
  * <set> when set. */
 void options_print_values(const options_t *o, FILE *out);
 
+/* The values of o as options_print_values() prints them, but with the
+ * secrets themselves: for options_changes() to compare (a new token is a
+ * change), never to show. A malloc'd text, or NULL when out of memory. */
+char *options_compare_text(const options_t *o);
+
+/* Calls fn once for each setting whose value differs between before and
+ * after, two texts of options_compare_text(): after's settings in order,
+ * then those only before has. fn gets the name and its "name value" lines
+ * as they may be shown (a secret's value as <set>), NULL on the side where
+ * the setting is absent (a kafka.* property added or removed). */
+typedef void (*options_change_fn)(void *ud, const char *name, const char *before,
+                                  const char *after);
+void options_changes(const char *before, const char *after, options_change_fn fn, void *ud);
+
 #endif

@@ -581,6 +581,81 @@ TEST(options_print_values_round_trip)
     config_test_dir_free(dir);
 }
 
+/* options_changes: what a reload (SIGHUP) logs. */
+typedef struct {
+    char log[2048];
+    int n;
+} config_test_changes_t;
+
+static void config_test_change(void *ud, const char *name, const char *before,
+                               const char *after)
+{
+    config_test_changes_t *c = ud;
+    size_t used = strlen(c->log);
+    snprintf(c->log + used, sizeof(c->log) - used, "%s|%s|%s\n", name, before ? before : "-",
+             after ? after : "-");
+    c->n++;
+}
+
+/* A reload names every changed setting, and shows no secret. Before, the
+ * texts compared were --print-config's, line by line: a new http-token or
+ * Kafka password (both "<set>") was no change at all ("0 at the next
+ * start" after a token rotation), and a kafka.* property added or removed
+ * went unnamed or shifted the lines so another was named instead. */
+TEST(options_changes_name_every_changed_setting)
+{
+    options_t a, b;
+    REQUIRE(options_init(&a) == 0);
+    REQUIRE(options_init(&b) == 0);
+    char err[512];
+    CHECK_EQ_INT(options_set(&a, "http-token", "old-token", err, sizeof(err)), 0);
+    CHECK_EQ_INT(options_set(&a, "kafka.client.id", "one", err, sizeof(err)), 0);
+    CHECK_EQ_INT(options_set(&a, "kafka.sasl.password", "old-pw", err, sizeof(err)), 0);
+    CHECK_EQ_INT(options_set(&a, "kafka.socket.timeout.ms", "1000", err, sizeof(err)), 0);
+    CHECK_EQ_INT(options_set(&b, "http-token", "new-token", err, sizeof(err)), 0);
+    CHECK_EQ_INT(options_set(&b, "kafka.sasl.password", "new-pw", err, sizeof(err)), 0);
+    CHECK_EQ_INT(options_set(&b, "kafka.socket.timeout.ms", "1000", err, sizeof(err)), 0);
+    CHECK_EQ_INT(options_set(&b, "kafka.security.protocol", "SASL_SSL", err, sizeof(err)), 0);
+    CHECK_EQ_INT(options_set(&b, "gate-margin", "0.05", err, sizeof(err)), 0);
+    char *ta = options_compare_text(&a), *tb = options_compare_text(&b);
+    REQUIRE(ta && tb);
+    config_test_changes_t c = { "", 0 };
+    options_changes(ta, tb, config_test_change, &c);
+    static const char *const want[] = {
+        "gate-margin|gate-margin 0.02|gate-margin 0.05\n",
+        "http-token|http-token <set>|http-token <set>\n",
+        "kafka.sasl.password|kafka.sasl.password <set>|kafka.sasl.password <set>\n",
+        "kafka.security.protocol|-|kafka.security.protocol SASL_SSL\n",
+        "kafka.client.id|kafka.client.id one|-\n",
+    };
+    for (size_t k = 0; k < sizeof(want) / sizeof(want[0]); k++)
+        if (!strstr(c.log, want[k]))
+            test_fail(__FILE__, __LINE__, "no \"%.*s\" in:\n%s", (int)strlen(want[k]) - 1,
+                      want[k], c.log);
+    CHECK_EQ_INT(c.n, 5);
+    CHECK(!strstr(c.log, "old-") && !strstr(c.log, "new-"));
+    /* the same settings: nothing; a secret emptied is shown as empty */
+    c = (config_test_changes_t){ "", 0 };
+    options_changes(ta, ta, config_test_change, &c);
+    CHECK_EQ_INT(c.n, 0);
+    CHECK_EQ_INT(options_set(&b, "http-token", "", err, sizeof(err)), 0);
+    free(tb);
+    tb = options_compare_text(&b);
+    REQUIRE(tb);
+    c = (config_test_changes_t){ "", 0 };
+    options_changes(ta, tb, config_test_change, &c);
+    CHECK(strstr(c.log, "http-token|http-token <set>|http-token \"\"\n") != NULL);
+    /* what is shown stays what --print-config shows */
+    char *shown = config_test_print_values(&a);
+    REQUIRE(shown);
+    CHECK(strstr(shown, "old-") == NULL);
+    free(shown);
+    free(ta);
+    free(tb);
+    options_close(&a);
+    options_close(&b);
+}
+
 /* The example file: stable, 78 columns, every option once as a commented
  * default; uncommenting all of them gives the defaults. */
 TEST(options_example_is_the_defaults)
