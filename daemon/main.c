@@ -12,6 +12,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -522,6 +523,24 @@ static int daemon__dump_state(const options_t *o)
 enum { DAEMON_RUN, DAEMON_CHECK_CONFIG, DAEMON_DUMP_CONFIG, DAEMON_PRINT_CONFIG,
        DAEMON_DUMP_STATE };
 
+/* A usage or configuration error: on stderr at start (before the log is set
+ * up, for the person who typed the command); in a reload, in the log at
+ * error level, where an operator looks for why the reload was refused. */
+static void daemon__complain(int reload, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void daemon__complain(int reload, const char *fmt, ...)
+{
+    char msg[1400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (reload)
+        log_err("reload: %s", msg);
+    else
+        fprintf(stderr, "%s\n", msg);
+}
+
 /* Splits "--name[=value]" into name; -1 when the name is too long. */
 static int daemon__flag_name(const char *a, char *name, size_t len, const char **eq)
 {
@@ -540,7 +559,7 @@ static int daemon__flag_name(const char *a, char *name, size_t len, const char *
  * the exit status to end with: 0 after --help, --version, --check-config,
  * --dump-config or --print-config, 2 on bad usage, DAEMON_EX_CONFIG when
  * the file or a flag's value is bad. */
-static int daemon__parse_args(options_t *o, int argc, char **argv, int *dump)
+static int daemon__parse_args(options_t *o, int argc, char **argv, int *dump, int reload)
 {
     static const char *const actions[] = { NULL, "--check-config", "--dump-config",
                                            "--print-config", "--dump-state" };
@@ -554,7 +573,7 @@ static int daemon__parse_args(options_t *o, int argc, char **argv, int *dump)
     } flag_t;
     flag_t *flags = calloc((size_t)argc, sizeof(*flags));
     if (!flags) {
-        fprintf(stderr, "derrd: out of memory\n");
+        daemon__complain(reload, "derrd: out of memory");
         return 1;
     }
     for (int k = 1; k < argc; k++) {
@@ -576,24 +595,24 @@ static int daemon__parse_args(options_t *o, int argc, char **argv, int *dump)
                 act = j;
         if (act != DAEMON_RUN) {
             if (action != DAEMON_RUN && action != act) {
-                fprintf(stderr, "derrd: %s and %s exclude each other\n", actions[action], a);
+                daemon__complain(reload, "derrd: %s and %s exclude each other", actions[action], a);
                 goto out;
             }
             action = act;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "derrd: unexpected argument \"%s\" (see --help)\n", a);
+            daemon__complain(reload, "derrd: unexpected argument \"%s\" (see --help)", a);
             goto out;
         }
         const char *eq, *value;
         int at = k;
         if (daemon__flag_name(a, name, sizeof(name), &eq)) {
-            fprintf(stderr, "derrd: option name too long: %s\n", a);
+            daemon__complain(reload, "derrd: option name too long: %s", a);
             goto out;
         }
         if (strcmp(name, "config") != 0 && !options_is_known(name)) {
-            fprintf(stderr, "derrd: --%s: unknown option (derrd --help lists them)\n", name);
+            daemon__complain(reload, "derrd: --%s: unknown option (derrd --help lists them)", name);
             status = DAEMON_EX_CONFIG;
             goto out;
         }
@@ -604,7 +623,7 @@ static int daemon__parse_args(options_t *o, int argc, char **argv, int *dump)
         else if (k + 1 < argc)
             value = argv[++k];
         else {
-            fprintf(stderr, "derrd: --%s needs a value\n", name);
+            daemon__complain(reload, "derrd: --%s needs a value", name);
             goto out;
         }
         if (!strcmp(name, "config"))
@@ -621,14 +640,14 @@ static int daemon__parse_args(options_t *o, int argc, char **argv, int *dump)
     if (!config && access(OPTIONS_DEFAULT_FILE, F_OK) == 0)
         config = OPTIONS_DEFAULT_FILE;
     if (config && *config && options_load_file(o, config, err, sizeof(err))) {
-        fprintf(stderr, "%s\n", err);
+        daemon__complain(reload, "%s", err);
         goto out;
     }
     for (int k = 0; k < n_flags; k++) {
         const char *eq;
         daemon__flag_name(argv[flags[k].arg], name, sizeof(name), &eq);
         if (options_set(o, name, flags[k].value, err, sizeof(err))) {
-            fprintf(stderr, "derrd: --%s: %s\n", name, err);
+            daemon__complain(reload, "derrd: --%s: %s", name, err);
             goto out;
         }
     }
@@ -698,9 +717,10 @@ static void daemon__sighup_cb(uv_signal_t *h, int signum)
     options_t o;
     int dump = 0;
     if (options_init(&o) == 0) {
-        int status = daemon__parse_args(&o, d->argc, d->argv, &dump);
+        int status = daemon__parse_args(&o, d->argc, d->argv, &dump, 1);
         if (status != -1) {
-            log_err("reload: the configuration was refused (see above); keeping the running one");
+            log_err("reload: the configuration was refused (the line before says why); "
+                    "keeping the running one");
         } else {
             int level = log_level_parse(o.log_level);
             if (level >= 0 && level != log_level())
@@ -748,7 +768,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int dump = 0;
-    int status = daemon__parse_args(&d.opt, argc, argv, &dump);
+    int status = daemon__parse_args(&d.opt, argc, argv, &dump, 0);
     if (status >= 0) {
         options_close(&d.opt);
         return status;
