@@ -278,8 +278,14 @@ static void kafka__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             log_err("kafka: assign failed: %s", rd_kafka_err2str(e));
             return;
         }
+        /* librdkafka keeps a partition's pause across an unassign: one
+         * paused before a revoke, and resumed while nothing was assigned
+         * (kafka_consumer_pause had no partition to resume), would stay
+         * paused for good. So the assignment takes c->paused either way. */
         if (c->paused)
             rd_kafka_pause_partitions(rk, parts);
+        else
+            rd_kafka_resume_partitions(rk, parts);
         kafka__list_free(c->assigned);
         c->assigned = rd_kafka_topic_partition_list_copy(parts);
         kafka__recommit(c);
