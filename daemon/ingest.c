@@ -368,13 +368,26 @@ static void ingest__delivered(void *ud, void *opaque, const kafka_msg_t *m, cons
     }
     /* librdkafka already retried for message.timeout.ms; try again, so an
      * invalid event is never dropped while its offset moves on. */
+    int rc = kafka_producer_resend(in->dlq, m, b);
+    if (rc == -EEXIST) {
+        /* Timed out in flight, it may be in the topic already, and a copy
+         * could be a second one. Its event's offset stays uncovered: the
+         * restart reads the topic back and sends it only if it is not. */
+        char what[200];
+        snprintf(what, sizeof(what), "a dead letter to %s timed out in flight (%s) and may be "
+                 "there already; the restart sends it only if it is not", in->dlq_topic, error);
+        ingest__fail(in, what);
+        return;
+    }
+    if (rc < 0) {
+        ingest__fail(in, "cannot re-queue a dead letter");
+        return;
+    }
     in->stats.dead_letter_retries++;
     uint64_t dropped;
     if (log_ratelimit_ok(&in->rl_kafka, 5000, &dropped))
         log_warn("ingest: dead letter to %s not delivered (%s); retrying", in->dlq_topic,
                  error);
-    if (kafka_producer_resend(in->dlq, m, b) < 0)
-        ingest__fail(in, "cannot re-queue a dead letter");
 }
 
 static int64_t ingest__start_offset(void *ud, int32_t partition)

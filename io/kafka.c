@@ -806,6 +806,10 @@ int kafka_producer_resend(kafka_producer_t *p, const kafka_msg_t *m, void *msg_o
 {
     const rd_kafka_message_t *rkm = m->impl__;
     rd_kafka_headers_t *h = NULL, *copy = NULL;
+    /* Timed out in flight: the broker may have stored it, so a copy could
+     * be a second one. */
+    if (rkm && rd_kafka_message_status(rkm) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED)
+        return -EEXIST;
     if (rkm && rd_kafka_message_headers(rkm, &h) == RD_KAFKA_RESP_ERR_NO_ERROR)
         copy = rd_kafka_headers_copy(h);
     rd_kafka_resp_err_t e = rd_kafka_producev(

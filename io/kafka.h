@@ -151,7 +151,10 @@ int kafka_producer_send(kafka_producer_t *p, const char *topic, int32_t partitio
                         const kafka_header_t *hdrs, int n_hdrs, void *msg_opaque);
 
 /* Queues a copy of a message given to a delivery report (same topic,
- * partition, key, value and headers), for a retry after a failure. */
+ * partition, key, value and headers), for a retry after a failure. Returns
+ * 0, -EEXIST without queueing when the message may be stored already (it
+ * timed out while its request was in flight: a copy could be a duplicate),
+ * -ENOBUFS, or -EIO. */
 int kafka_producer_resend(kafka_producer_t *p, const kafka_msg_t *m, void *msg_opaque);
 
 /* Serves delivery reports without blocking (timeout_ms = 0) or up to

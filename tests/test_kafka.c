@@ -3,10 +3,14 @@
  * consumer wrapper promises across a rebalance (docs/INGEST.md, step 4).
  * Each test starts its own cluster, so groups and topics never mix.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 
 #include "io/kafka.h"
 #include "test.h"
@@ -123,4 +127,79 @@ TEST_SLOW(kafka_resume_while_unassigned_leaves_the_next_assignment_flowing, 120)
     kafka_consumer_close(a, 2000);
     kafka_config_free(cfg);
     kafka_mock_free(mock);
+}
+
+/* ---- dead-letter retries -------------------------------------------------- */
+
+typedef struct {
+    kafka_producer_t *p;
+    int reports, failed, possibly_persisted, resend_rc;
+} test_kafka_dr_t;
+
+/* What ingest__delivered does with a failed dead letter: send it again. */
+static void test_kafka__dr(void *ud, void *opaque, const kafka_msg_t *m, const char *error)
+{
+    (void)opaque;
+    test_kafka_dr_t *dr = ud;
+    dr->reports++;
+    if (!error)
+        return;
+    dr->failed++;
+    dr->possibly_persisted +=
+        rd_kafka_message_status(m->impl__) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED;
+    dr->resend_rc = kafka_producer_resend(dr->p, m, NULL);
+}
+
+static void test_kafka__count_x(void *ud, const kafka_msg_t *m)
+{
+    *(int *)ud += m->value_len == 1 && memcmp(m->value, "x", 1) == 0;
+}
+
+/* A dead letter whose delivery report is a timeout while its request was in
+ * flight may be in the topic already: the broker took it, its answer came
+ * too late. Sending it again puts it there twice, and the restart's
+ * read-back cannot undo that (docs/INGEST.md: exactly once). */
+TEST_SLOW(kafka_resend_never_duplicates_a_possibly_persisted_message, 120)
+{
+    char err[512];
+    rd_kafka_conf_t *hconf = rd_kafka_conf_new();
+    rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, hconf, err, sizeof(err));
+    REQUIRE(host);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(host, 1);
+    REQUIRE(mc);
+    REQUIRE(rd_kafka_mock_topic_create(mc, "dl", 1, 1) == 0);
+    kafka_config_t *cfg = kafka_config_new();
+    REQUIRE(cfg);
+    REQUIRE(kafka_config_set(cfg, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mc), err,
+                             sizeof(err)) == 0);
+    REQUIRE(kafka_config_set(cfg, "message.timeout.ms", "1500", err, sizeof(err)) == 0);
+    test_kafka_dr_t dr = { 0 };
+    REQUIRE(kafka_producer_new(&dr.p, cfg, test_kafka__dr, &dr, err, sizeof(err)) == 0);
+    /* Connected, with a producer id, before the slow answer. */
+    CHECK_EQ_INT(kafka_producer_send(dr.p, "dl", 0, NULL, 0, "w", 1, NULL, 0, NULL), 0);
+    CHECK_EQ_INT(kafka_producer_flush(dr.p, 10000), 0);
+    CHECK_EQ_INT(dr.failed, 0);
+
+    /* The broker stores the next produce request, and answers in 4 s. */
+    REQUIRE(rd_kafka_mock_broker_push_request_error_rtts(mc, 1, 0 /* Produce */, 1,
+                                                         RD_KAFKA_RESP_ERR_NO_ERROR,
+                                                         4000) == 0);
+    CHECK_EQ_INT(kafka_producer_send(dr.p, "dl", 0, NULL, 0, "x", 1, NULL, 0, NULL), 0);
+    for (int k = 0; k < 1000 && dr.reports < 2; k++)
+        kafka_producer_poll(dr.p, 10);
+    CHECK_EQ_INT(dr.failed, 1);
+    CHECK_EQ_INT(dr.possibly_persisted, 1);
+    CHECK_EQ_INT(dr.resend_rc, -EEXIST); /* ingest then stops; its restart reads back */
+    kafka_producer_flush(dr.p, 10000);
+    kafka_producer_free(dr.p);
+
+    int copies = 0;
+    int64_t n = kafka_topic_read(cfg, "dl", test_kafka__count_x, &copies, 10000, err, sizeof(err));
+    CHECK(n >= 1);
+    if (copies > 1)
+        test_fail(__FILE__, __LINE__, "%d copies of the dead letter in the topic (resend: %d)",
+                  copies, dr.resend_rc);
+    kafka_config_free(cfg);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(host);
 }
