@@ -42,13 +42,16 @@ typedef struct {
     int32_t *cands;      /* (n_eval, eval_candidates) */
 } rounds_data_t;
 
+#define ROUNDS_NO_MTIME INT64_MIN /* bad_mtime_ns: no file refused */
+
 struct rounds {
     rounds_cfg_t cfg;
     pool_t *pool;
     rounds_model_t teacher, student;
     mf_t file_teacher;          /* a teacher loaded from cfg.teacher_file */
     int64_t file_mtime_ns;      /* of the file loaded */
-    int64_t bad_mtime_ns;       /* of a file refused (not retried until it changes) */
+    int64_t bad_mtime_ns;       /* of a file refused (not retried until it changes; -1:
+                                 * it was gone); ROUNDS_NO_MTIME when none was */
     mf_t saved_teacher, saved_student; /* from a checkpoint, until first used */
     int32_t saved_teacher_epochs, saved_student_epochs;
 
@@ -165,6 +168,7 @@ rounds_t *rounds_new(const rounds_cfg_t *cfg, char *err, size_t errlen)
     r->last_published_hr10 = NAN;
     r->best_ndcg10 = r->best_teacher_ndcg10 = -1.0;
     r->resume = 1;
+    r->bad_mtime_ns = ROUNDS_NO_MTIME; /* not 0: a file may carry the epoch as its time */
     return r;
 }
 
@@ -613,7 +617,7 @@ static int rounds__load_teacher_file(rounds_t *r, const state_t *st, char *err, 
     mf_close(&r->file_teacher);
     r->file_teacher = m;
     r->file_mtime_ns = mtime;
-    r->bad_mtime_ns = 0; /* a refusal after this one is news again */
+    r->bad_mtime_ns = ROUNDS_NO_MTIME; /* a refusal after this one is news again */
     if (same)
         return 2;
     log_notice("rounds: teacher loaded from %s: dim %d, %lld of %lld rows mapped",

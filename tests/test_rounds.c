@@ -6,6 +6,7 @@
  * student; the models survive a checkpoint.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -521,6 +522,18 @@ TEST_SLOW(rounds_teacher_file_gone_is_logged_once, 120)
     REQUIRE(log);
     CHECK_EQ_INT(test_rounds__count(log, "keeping the teacher loaded before"), 1);
     free(log);
+
+    /* back, then replaced by a file that carries the epoch as its time (as
+     * one unpacked from some archives does): each is loaded */
+    REQUIRE(embfile_write(tpath, TD, NU, NI, rows, err, sizeof(err)) == 0);
+    REQUIRE(rounds_run(r, &st, 1, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.teacher_refreshed, 3);
+    rows[0] = 0.5f;
+    REQUIRE(embfile_write(tpath, TD, NU, NI, rows, err, sizeof(err)) == 0);
+    const struct timespec epoch[2] = { { 0, 0 }, { 0, 0 } };
+    REQUIRE(utimensat(AT_FDCWD, tpath, epoch, 0) == 0);
+    REQUIRE(rounds_run(r, &st, 1, &res, err, sizeof(err)) == 0);
+    CHECK_EQ_INT(res.teacher_refreshed, 3);
     free(rows);
     rounds_free(r);
     state_close(&st);
