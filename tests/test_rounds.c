@@ -51,6 +51,25 @@ static void test_rounds__feed(state_t *st, int32_t users_from, int32_t users_to,
     staging_batch_free(b);
 }
 
+/* Users from..to-1 with decimal ids ("7"), 5 items each of ni, also
+ * decimal, so that row k of a teacher file is the id "k". 0 or -1. */
+static int test_rounds__feed_decimal(state_t *st, int from, int to, int ni)
+{
+    staging_batch_t *b = staging_batch_new();
+    int rc = b ? 0 : -1;
+    for (int u = from; rc == 0 && u < to; u++)
+        for (int i = 0; rc == 0 && i < 5; i++) {
+            char us[24], is[24];
+            int ul = snprintf(us, sizeof(us), "%d", u);
+            int il = snprintf(is, sizeof(is), "%d", (u * 3 + i * 7) % ni);
+            rc = staging_batch_add(b, STAGED_ADD, 1, u * 5 + i, us, (size_t)ul, is, (size_t)il);
+        }
+    if (rc == 0)
+        rc = state_apply(st, b);
+    staging_batch_free(b);
+    return rc ? -1 : 0;
+}
+
 static rounds_cfg_t test_rounds__cfg(const char *snapdir)
 {
     return (rounds_cfg_t){
@@ -300,20 +319,8 @@ TEST(rounds_refuse_a_diverged_student)
     state_t st;
     REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
     snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
-    /* Decimal ids, so that row k of the teacher file is the id "k". */
     enum { NU = 100, NI = 60, TD = 24 };
-    staging_batch_t *b = staging_batch_new();
-    REQUIRE(b);
-    for (int u = 0; u < NU; u++)
-        for (int i = 0; i < 5; i++) {
-            char us[24], is[24];
-            int ul = snprintf(us, sizeof(us), "%d", u);
-            int il = snprintf(is, sizeof(is), "%d", (u * 3 + i * 7) % NI);
-            REQUIRE(staging_batch_add(b, STAGED_ADD, 1, u * 5 + i, us, (size_t)ul, is,
-                                      (size_t)il) == 0);
-        }
-    REQUIRE(state_apply(&st, b) == 0);
-    staging_batch_free(b);
+    REQUIRE(test_rounds__feed_decimal(&st, 0, NU, NI) == 0);
     size_t n = (size_t)(NU + NI) * TD;
     float *rows = malloc(n * sizeof(float));
     REQUIRE(rows);
@@ -467,18 +474,7 @@ TEST_SLOW(rounds_teacher_file_gone_is_logged_once, 120)
     snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
     snprintf(logpath, sizeof(logpath), "%s/log", dir);
     enum { NU = 100, NI = 60, TD = 8 };
-    staging_batch_t *b = staging_batch_new();
-    REQUIRE(b);
-    for (int u = 0; u < NU; u++)
-        for (int i = 0; i < 5; i++) {
-            char us[24], is[24];
-            int ul = snprintf(us, sizeof(us), "%d", u);
-            int il = snprintf(is, sizeof(is), "%d", (u * 3 + i * 7) % NI);
-            REQUIRE(staging_batch_add(b, STAGED_ADD, 1, u * 5 + i, us, (size_t)ul, is,
-                                      (size_t)il) == 0);
-        }
-    REQUIRE(state_apply(&st, b) == 0);
-    staging_batch_free(b);
+    REQUIRE(test_rounds__feed_decimal(&st, 0, NU, NI) == 0);
     size_t n = (size_t)(NU + NI) * TD;
     float *rows = malloc(n * sizeof(float));
     REQUIRE(rows);
@@ -1055,21 +1051,7 @@ TEST_SLOW(rounds_teacher_file_grown_is_not_reloaded, 120)
     REQUIRE(test_rounds__setup(dir, snapdir, sizeof(snapdir), &st) == 0);
     snprintf(tpath, sizeof(tpath), "%s/teacher.emb", dir);
     enum { NU = 100, NI = 60, TD = 16 };
-    staging_batch_t *b = staging_batch_new();
-    REQUIRE(b);
-    for (int u = 0; u <= NU; u++) /* user NU comes later */
-        for (int i = 0; i < 5; i++) {
-            char us[24], is[24];
-            int ul = snprintf(us, sizeof(us), "%d", u);
-            int il = snprintf(is, sizeof(is), "%d", (u * 3 + i * 7) % NI);
-            if (u == NU && i == 0) {
-                REQUIRE(state_apply(&st, b) == 0);
-                staging_batch_free(b);
-                REQUIRE((b = staging_batch_new()));
-            }
-            REQUIRE(staging_batch_add(b, STAGED_ADD, 1, u * 5 + i, us, (size_t)ul, is,
-                                      (size_t)il) == 0);
-        }
+    REQUIRE(test_rounds__feed_decimal(&st, 0, NU, NI) == 0); /* user NU comes later */
     size_t n = (size_t)(NU + NI) * TD;
     float *rows = malloc(n * sizeof(float));
     REQUIRE(rows);
@@ -1090,8 +1072,7 @@ TEST_SLOW(rounds_teacher_file_grown_is_not_reloaded, 120)
     CHECK_EQ_INT(res.topn_computed, NU);
 
     /* A new user, the file unchanged. */
-    REQUIRE(state_apply(&st, b) == 0);
-    staging_batch_free(b);
+    REQUIRE(test_rounds__feed_decimal(&st, NU, NU + 1, NI) == 0);
     REQUIRE(rounds_run(r, &st, 5, &res, err, sizeof(err)) == 0);
     CHECK_EQ_INT(res.users, NU + 1);
     CHECK_EQ_INT(res.teacher_refreshed, 1);
