@@ -436,6 +436,7 @@ static void ingest__kafka_error(void *ud, int fatal, const char *reason)
 typedef struct {
     ingest_t *in;
     const state_t *st;
+    int oom; /* a position could not be kept: its dead letter would go twice */
 } ingest_readback_t;
 
 /* A header derrd wrote as "%lld" (anyone may write to the topic, so only
@@ -468,8 +469,10 @@ static void ingest__readback_cb(void *ud, const kafka_msg_t *m)
     if (in->n_dl_seen == in->dl_seen_cap) {
         size_t cap = in->dl_seen_cap ? in->dl_seen_cap * 2 : 256;
         kafka_pos_t *v = realloc(in->dl_seen, cap * sizeof(*v));
-        if (!v)
+        if (!v) {
+            rb->oom = 1;
             return;
+        }
         in->dl_seen = v;
         in->dl_seen_cap = cap;
     }
@@ -516,11 +519,17 @@ int ingest_start(ingest_t **out, struct uv_loop_s *loop, const ingest_cfg_t *cfg
         rc = kafka_producer_new(&in->dlq, cfg->kafka, ingest__delivered, in, err, errlen);
         if (rc)
             goto fail;
-        ingest_readback_t rb = { in, st };
+        ingest_readback_t rb = { in, st, 0 };
         int64_t n = kafka_topic_read(cfg->kafka, in->dlq_topic, ingest__readback_cb, &rb,
                                      60000, err, errlen);
         if (n < 0 && n != -ENOENT) {
             rc = (int)n;
+            goto fail;
+        }
+        if (rb.oom) {
+            snprintf(err, errlen, "dead-letter topic %s: out of memory reading it back",
+                     in->dlq_topic);
+            rc = -ENOMEM;
             goto fail;
         }
         if (in->n_dl_seen > 1)

@@ -398,7 +398,10 @@ int trainer_start(trainer_t **out, state_t *st, staging_t *stg, const trainer_cf
     int e = pthread_create(&t->thread, NULL, trainer__main, t);
     if (e) {
         *st = t->st;
+        if (cfg->rounds) /* the hook would name freed memory */
+            rounds_set_between_epochs(cfg->rounds, NULL, NULL);
         pthread_mutex_destroy(&t->mu);
+        free(t->durable);
         free(t->hist);
         free(t);
         return -e;

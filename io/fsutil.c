@@ -79,11 +79,17 @@ int fsutil_write_atomic(const char *path, const fsutil_part_t *parts, int n,
         snprintf(err, errlen, "rename %s: %s", path, strerror(errno));
         goto fail;
     }
+    /* The new file is in place, but until its directory is synced its
+     * name may not survive a power cut: a failure is reported, the caller
+     * decides (a checkpoint is then not durable, its positions not
+     * committed). */
     int dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
+    if (dfd < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: written, but its directory could not be opened to sync: %s",
+                 path, strerror(errno));
+    } else {
         if (fsync(dfd) < 0 && errno != EINVAL) {
-            /* The new file is in place, but its name may not survive a
-             * power cut: report it, the caller decides. */
             rc = -errno;
             snprintf(err, errlen, "%s: written, but fsync of its directory failed: %s", path,
                      strerror(errno));

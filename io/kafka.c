@@ -937,6 +937,11 @@ int64_t kafka_topic_read(const kafka_config_t *cfg, const char *topic, kafka_msg
     }
     int np = md->topics[0].partition_cnt;
     end = calloc((size_t)(np ? np : 1), sizeof(*end));
+    if (!end) {
+        snprintf(err, errlen, "read %s: out of memory", topic);
+        count = -ENOMEM;
+        goto done;
+    }
     l = rd_kafka_topic_partition_list_new(np ? np : 1);
     int pending = 0; /* partitions not read to their end yet */
     for (int k = 0; k < np; k++) {
