@@ -203,6 +203,8 @@ struct kafka_consumer {
     char *topic;
     kafka_consumer_cbs_t cbs;
     int paused;
+    int resume_owed; /* resumed while nothing was assigned: librdkafka may still
+                      * hold partitions paused from before the unassign */
     rd_kafka_topic_partition_list_t *assigned; /* current assignment, or NULL */
     /* The last durable position of every partition ever given to
      * kafka_consumer_commit(), assigned or not: stored again on each
@@ -281,11 +283,15 @@ static void kafka__rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         /* librdkafka keeps a partition's pause across an unassign: one
          * paused before a revoke, and resumed while nothing was assigned
          * (kafka_consumer_pause had no partition to resume), would stay
-         * paused for good. So the assignment takes c->paused either way. */
+         * paused for good. So that resume is made here. Only then: a
+         * resume of every new assignment held librdkafka's teardown for
+         * commits (tests/kafka/faults.sh, the stop with the coordinator
+         * down: 10 s against 6 ms). */
         if (c->paused)
             rd_kafka_pause_partitions(rk, parts);
-        else
+        else if (c->resume_owed)
             rd_kafka_resume_partitions(rk, parts);
+        c->resume_owed = 0;
         kafka__list_free(c->assigned);
         c->assigned = rd_kafka_topic_partition_list_copy(parts);
         kafka__recommit(c);
@@ -461,8 +467,10 @@ void kafka_consumer_pause(kafka_consumer_t *c, int pause)
     if (c->paused == !!pause)
         return;
     c->paused = !!pause;
-    if (!c->assigned || c->assigned->cnt == 0)
+    if (!c->assigned || c->assigned->cnt == 0) {
+        c->resume_owed = !pause; /* made on the next assignment */
         return;
+    }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(c->assigned);
     rd_kafka_resp_err_t e = pause ? rd_kafka_pause_partitions(c->rk, l)
                                   : rd_kafka_resume_partitions(c->rk, l);
