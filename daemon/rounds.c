@@ -899,18 +899,17 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
         snprintf(err, errlen, "shutting down");
         return -ECANCELED; /* asked before the round began: none starts */
     }
-    int resume = r->resume; /* a failed round leaves it to the next */
-    r->resume = 0;
     int64_t nnz = iset_count(st->inter);
-    if (nnz < r->cfg.min_interactions)
+    if (nnz < r->cfg.min_interactions) {
+        r->resume = 0; /* nothing to resume: new events start the next round */
         return 1;
+    }
     /* The positions the round's data covers: events applied between its
      * epochs are not in it. */
     if (st->n_pos > r->start_pos_cap) {
         snapshot_pos_t *p = realloc(r->start_pos, (size_t)st->n_pos * sizeof(*p));
         if (!p) {
             snprintf(err, errlen, "out of memory");
-            r->resume = resume;
             return -ENOMEM;
         }
         r->start_pos = p;
@@ -925,7 +924,6 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     int taken = rounds__take_stale(r, idmap_rows(st->users)) == 0;
     if (!taken) {
         snprintf(err, errlen, "out of memory");
-        r->resume = resume;
         return -ENOMEM;
     }
     uint64_t t0 = log_now_ms();
@@ -1175,16 +1173,15 @@ int rounds_run(rounds_t *r, const state_t *st, uint64_t new_events, rounds_resul
     out->teacher_version = r->teacher_version;
     out->snapshot_version = r->snapshot_version;
     out->seconds = (double)(log_now_ms() - t0) / 1000.0;
+    r->resume = 0; /* a round did not fail: none is owed any more */
     return 0;
 fail:
-    r->resume = resume;
     if (taken)
         rounds__give_back_stale(r);
     if (!reuse)
         rounds__data_close(r, &fresh);
     return rc < 0 ? rc : -EIO;
 fail_keep:
-    r->resume = resume;
     out->seconds = (double)(log_now_ms() - t0) / 1000.0;
     return rc;
 }
