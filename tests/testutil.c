@@ -201,32 +201,5 @@ char *test_stderr_end(int saved, const char *path)
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        test_fail(__FILE__, __LINE__, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, len = 0;
-    char *text = malloc(cap);
-    size_t n;
-    while (text && (n = fread(text + len, 1, cap - 1 - len, f)) > 0) {
-        len += n;
-        if (len + 1 == cap) {
-            char *more = realloc(text, cap * 2);
-            if (!more) {
-                free(text);
-                text = NULL;
-                break;
-            }
-            text = more;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (!text) {
-        test_fail(__FILE__, __LINE__, "out of memory");
-        return NULL;
-    }
-    text[len] = 0;
-    return text;
+    return test__slurp(path);
 }

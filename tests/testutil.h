@@ -43,9 +43,9 @@ double test_json_num(const char *s, const char *key);
 double test_now(void);
 
 /* Sends stderr (the log) to the file path until test_stderr_end(), which
- * puts it back and returns what was written (malloc'd, NUL-terminated) or
- * NULL after a test failure. begin returns the saved descriptor or -1
- * after a test failure. */
+ * puts it back and returns what was written (malloc'd, NUL-terminated; ""
+ * when it cannot be read), or NULL when begin had failed. begin returns the
+ * saved descriptor or -1 after a test failure. */
 int test_stderr_begin(const char *path);
 char *test_stderr_end(int saved, const char *path);
 
