@@ -245,31 +245,34 @@ static void *http__reaper(void *arg)
     pthread_mutex_lock(&h->conn_mu);
     while (!h->stop) {
         uint64_t now = http__now_ms();
-        unsigned n_headers = 0, n_rate = 0, n_idle = 0;
+        unsigned n_headers = 0, n_rate = 0; /* for the warnings (idle closes are routine) */
         for (http_conn_t *c = h->conns; c; c = c->next) {
             if (c->reaped)
                 continue;
+            _Atomic uint64_t *counter;
             if (!c->in_request) {
                 if (now - c->since_ms < h->deadline_ms)
                     continue;
-                if (c->served && !c->line)
-                    n_idle++;
-                else
+                if (c->served && !c->line) {
+                    counter = &h->cut_idle;
+                } else {
                     n_headers++;
+                    counter = &h->cut_headers;
+                }
             } else {
                 if (!c->send_by_ms || now < c->send_by_ms)
                     continue;
                 http__reset_on_close(c->fd);
                 n_rate++;
+                counter = &h->cut_rate;
             }
+            /* counted first: a client that sees the close sees it counted */
+            atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
             shutdown(c->fd, SHUT_RDWR);
             c->reaped = 1;
         }
-        if (n_headers || n_rate || n_idle) {
+        if (n_headers || n_rate) {
             pthread_mutex_unlock(&h->conn_mu);
-            atomic_fetch_add_explicit(&h->cut_headers, n_headers, memory_order_relaxed);
-            atomic_fetch_add_explicit(&h->cut_rate, n_rate, memory_order_relaxed);
-            atomic_fetch_add_explicit(&h->cut_idle, n_idle, memory_order_relaxed);
             if (n_headers)
                 http__warn(h, "closed %u connection(s) that sent no full request headers "
                            "within %" PRIu64 " s", n_headers, h->deadline_ms / 1000);
